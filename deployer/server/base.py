@@ -1,0 +1,97 @@
+"""What every runtime takes and records. Runtimes are thin; the data here is the contract between them.
+
+`ServerSettings` is computed from the spec (pure); a runtime's `up()` applies it and returns a
+`ServerState` that is persisted to `<state_dir>/server.json` so `down`/`status` in another process find it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+RuntimeName = Literal["local", "docker", "compose"]
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything needed to start one Triton server for one spec."""
+
+    runtime: RuntimeName
+    repository: Path  # absolute path of the model repository on the host
+    models: tuple[str, ...]  # loaded explicitly (model-control-mode=explicit), in this order
+    state_dir: Path  # where server.json, logs and the private backend dir live
+    host: str = "127.0.0.1"  # address the ports bind to
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    startup_timeout_s: float = 120.0  # deadline for the server and then each model to be ready
+    tritonserver: Path | None = None  # local: explicit binary; None = PATH, then the nvidia-pytriton wheel
+    image: str = "nvcr.io/nvidia/tritonserver:24.10-py3"  # docker/compose
+    gpus: tuple[str, ...] | Literal["all"] = ()  # docker/compose: () = no GPU
+    shm_size: str = "1g"
+    log_verbose: int = 0
+    response_cache_bytes: int = 0  # >0 adds --cache-config local,size=N
+    backend_config: tuple[str, ...] = ()  # --backend-config values, e.g. "python,shm-default-byte-size=..."
+    extra_args: tuple[str, ...] = ()  # further tritonserver flags, validated against a whitelist
+    env: tuple[tuple[str, str], ...] = field(default=())  # extra environment for the server process
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """A running server as recorded on disk."""
+
+    runtime: RuntimeName
+    host: str
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    models: tuple[str, ...]
+    log_path: Path | None = None
+    pid: int | None = None  # local
+    container_id: str | None = None  # docker
+    project: str | None = None  # compose project name
+    started_at: float = 0.0
+
+    @property
+    def http_url(self) -> str:
+        """`host:port` as tritonclient.http expects it (no scheme)."""
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        """`host:port` as tritonclient.grpc expects it."""
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Prometheus endpoint."""
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """What `deployer status` reports."""
+
+    running: bool
+    ready: bool
+    models: dict[str, str]  # model -> state (READY, UNAVAILABLE: reason, ...)
+    state: ServerState | None
+
+
+class Runtime(Protocol):
+    """A way to run Triton. Implementations must leave no process/container behind on any failure."""
+
+    name: RuntimeName
+
+    def up(self, settings: ServerSettings) -> ServerState:
+        """Start the server, load `settings.models`, wait for readiness; record and return the state."""
+        ...
+
+    def down(self, state: ServerState) -> None:
+        """Stop the server described by `state` (idempotent)."""
+        ...
+
+    def logs(self, state: ServerState, tail: int = 200) -> str:
+        """Last `tail` lines of the server log."""
+        ...
