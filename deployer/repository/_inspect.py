@@ -1,0 +1,96 @@
+"""Read-only inspection: list a model's versions, find everything wrong with a repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deployer.errors import RepositoryError
+from deployer.repository import _fs
+from deployer.repository._types import VersionInfo
+
+
+def list_versions(repository: Path, model: str, *, verify_hashes: bool = True) -> list[VersionInfo]:
+    """Every canonical numeric version dir of `model`, oldest first.
+
+    Args:
+        repository: the repository root.
+        model: the model (directory) name.
+        verify_hashes: re-hash every file against the manifest (slower on big engines); when False,
+            completeness checks presence and sizes only.
+
+    Raises:
+        RepositoryError: the model dir does not exist (the message lists the models found).
+    """
+    repo = Path(repository)
+    model_dir = repo / model
+    if not model_dir.is_dir():
+        models = sorted(p.name for p in repo.iterdir() if p.is_dir()) if repo.is_dir() else []
+        raise RepositoryError(f"model {model!r} not found in {repo}", details=f"models: {models}")
+    out = []
+    for number, vdir in sorted(_fs.version_dirs(model_dir).items()):
+        manifest = _fs.read_manifest(vdir)
+        problems = tuple(_fs.manifest_problems(vdir, manifest, hashes=verify_hashes))
+        out.append(VersionInfo(number, vdir, manifest, not problems, problems))
+    return out
+
+
+def verify_repository(repository: Path, *, verify_hashes: bool = True) -> list[str]:
+    """Problems that would make Triton misbehave or show an interrupted run; empty = healthy.
+
+    Checks: stray directories at the root (Triton takes every subdir as a model, hidden ones too),
+    missing config.pbtxt, config.pbtxt differing from the newest version's recorded config,
+    incomplete versions (no manifest, files missing/extra/modified), non-canonical dirs Triton would
+    still parse as a version (`2_backup`, `02`), stale temp config files and stale staging.
+    """
+    repo = Path(repository)
+    if not repo.is_dir():
+        return [f"{repo}: repository directory does not exist"]
+    problems: list[str] = []
+    for model_dir in sorted(p for p in repo.iterdir() if p.is_dir()):
+        name = model_dir.name
+        if name.startswith("."):
+            problems.append(f"{name}: hidden directory in the repository; Triton would load it as a model")
+            continue
+        problems.extend(f"{name}/{msg}" for msg in _model_problems(model_dir, verify_hashes))
+    staging = _fs.staging_root(repo.resolve())
+    if staging.is_dir() and any(staging.iterdir()) and _fs.lock_is_free(repo):
+        problems.append(f"{staging}: stale staging left by an interrupted run (the next publish removes it)")
+    return problems
+
+
+def _model_problems(model_dir: Path, verify_hashes: bool) -> list[str]:
+    problems: list[str] = []
+    config = model_dir / _fs.CONFIG_NAME
+    config_bytes = config.read_bytes() if config.is_file() else None
+    if config_bytes is None:
+        problems.append(f"{_fs.CONFIG_NAME}: missing")
+    for tmp in _fs.stale_config_temps(model_dir):
+        problems.append(f"{tmp.name}: stale temporary config file from an interrupted run")
+    for child in sorted(model_dir.iterdir()):
+        if not child.is_dir() or _fs.version_number(child.name) is not None:
+            continue
+        if _fs.looks_like_version(child.name):
+            problems.append(
+                f"{child.name}: Triton parses this directory name as a version (stoll); rename or remove it"
+            )
+        elif child.name not in _fs.TRITON_SPECIAL_SUBDIRS:
+            problems.append(f"{child.name}: unexpected directory (not a version)")
+    versions = sorted(_fs.version_dirs(model_dir).items())
+    if not versions:
+        problems.append("no version directory")
+    for number, vdir in versions:
+        if number == 0:
+            problems.append("0: version 0 is accepted by Triton but easy to misread; use versions >= 1")
+        manifest = _fs.read_manifest(vdir)
+        found = _fs.manifest_problems(vdir, manifest, hashes=verify_hashes)
+        problems.extend(f"{number}: {msg}" for msg in found)
+    if versions and config_bytes is not None:
+        newest, vdir = versions[-1]
+        manifest = _fs.read_manifest(vdir)
+        recorded = manifest.get("config_text") if manifest else None
+        if isinstance(recorded, str) and recorded.encode() != config_bytes:
+            problems.append(
+                f"{_fs.CONFIG_NAME}: differs from the config recorded for newest version {newest} "
+                "(interrupted publish/rollback, or edited by hand); re-publish or roll back to repair"
+            )
+    return problems

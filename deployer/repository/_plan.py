@@ -1,0 +1,283 @@
+"""Pure planning: read the repository and the artifacts, decide versions and file actions, write nothing."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from deployer.errors import RepositoryError
+from deployer.repository import _fs
+from deployer.repository._types import (
+    FileAction,
+    FileActionKind,
+    ModelArtifact,
+    ModelPlan,
+    PublishPlan,
+    _Entry,
+)
+
+LOGGER = logging.getLogger(__name__)
+
+# Manifest keys deployer writes itself; an artifact's extra manifest may not override them.
+RESERVED_MANIFEST_KEYS = frozenset(
+    [
+        "format",
+        "tool",
+        "tool_version",
+        "model",
+        "version",
+        "created",
+        "files",
+        "config_sha256",
+        "config_text",
+        "content_sha256",
+    ]
+)
+_HashCache = Mapping[tuple[str, int, int], str]
+
+
+def plan_publish(repository: Path, artifacts: Sequence[ModelArtifact], *, force: bool = False) -> PublishPlan:
+    """Decide what publishing `artifacts` into `repository` would do. Reads the disk, writes nothing.
+
+    Per model: auto version (`version=None`) = newest existing + 1, starting at 1, unless the content
+    (every file's sha256 plus the config text) equals the newest version, which is then reused and
+    nothing is created. A config-only change is a new version: each version's manifest records its
+    config.pbtxt so `rollback` restores the config too. An explicit version that exists with other
+    content is an error unless `force=True` (then it is replaced).
+
+    Args:
+        repository: the model repository root (need not exist yet).
+        artifacts: one entry per model; names must be unique.
+        force: allow replacing an existing explicit version whose content differs.
+
+    Returns:
+        A `PublishPlan` whose `rows()` lists every create/update/unchanged/delete.
+
+    Raises:
+        RepositoryError: invalid names/paths, missing sources, version conflicts, bad keep_versions.
+    """
+    return _plan(_fs_abs(repository), artifacts, force, {})
+
+
+def _fs_abs(repository: Path) -> Path:
+    # resolve(): the staging area is a sibling of the real directory, which must share its filesystem.
+    return Path(repository).expanduser().resolve()
+
+
+def _plan(repo: Path, artifacts: Sequence[ModelArtifact], force: bool, cache: _HashCache) -> PublishPlan:
+    if repo.exists() and not repo.is_dir():
+        raise RepositoryError(f"repository path {repo} exists and is not a directory")
+    seen: set[str] = set()
+    for art in artifacts:
+        _fs.check_model_name(art.name)
+        if art.name in seen:
+            raise RepositoryError(f"model {art.name!r} appears twice in one publish")
+        seen.add(art.name)
+    models = tuple(_plan_model(repo, art, force, cache) for art in artifacts)
+    return PublishPlan(repo, models, force, fingerprint(repo, [a.name for a in artifacts]))
+
+
+def fingerprint(repo: Path, names: Sequence[str]) -> str:
+    """Digest of the state a plan depends on: version listing, manifests and config of each model."""
+    state: dict[str, object] = {}
+    for name in sorted(names):
+        model_dir = repo / name
+        if not model_dir.is_dir():
+            state[name] = None
+            continue
+        versions = {}
+        for number, vdir in sorted(_fs.version_dirs(model_dir).items()):
+            try:
+                versions[str(number)] = _fs.sha256_bytes((vdir / _fs.MANIFEST_NAME).read_bytes())
+            except OSError:
+                versions[str(number)] = "no-manifest:" + ",".join(sorted(_fs.disk_files(vdir)))
+        state[name] = {"versions": versions, "config": _read_bytes_sha(model_dir / _fs.CONFIG_NAME)}
+    return _fs.sha256_bytes(json.dumps(state, sort_keys=True).encode())
+
+
+def _read_bytes_sha(path: Path) -> str | None:
+    try:
+        return _fs.sha256_bytes(path.read_bytes())
+    except OSError:
+        return None
+
+
+def expand_entries(art: ModelArtifact, cache: _HashCache) -> tuple[_Entry, ...]:
+    """Every file of the artifact (directory sources expanded), hashed, sorted by relpath."""
+    entries: dict[str, _Entry] = {}
+    for item in art.files:
+        rel = _fs.check_relpath(item.relpath)
+        if (item.source is None) == (item.data is None):
+            raise RepositoryError(f"model {art.name!r}: artifact file {rel!r} needs one of source or data")
+        if item.data is not None:
+            _add(entries, art.name, _Entry(rel, None, item.data, _fs.sha256_bytes(item.data), len(item.data)))
+            continue
+        assert item.source is not None
+        src = Path(item.source)
+        if src.is_dir():
+            files = _fs.disk_files(src)  # walks the tree; a manifest-named file inside a subtree is fine
+            if not files:
+                raise RepositoryError(f"model {art.name!r}: source directory {src} for {rel!r} has no files")
+            for sub, path in files.items():
+                _add(entries, art.name, _hash_entry(f"{rel}/{sub}", path, cache))
+        elif src.is_file():
+            _add(entries, art.name, _hash_entry(rel, src, cache))
+        else:
+            raise RepositoryError(
+                f"model {art.name!r}: source {src} for {rel!r} does not exist",
+                hint="build or download the artifact first, or fix the path in the spec",
+            )
+    names = sorted(entries)
+    for a, b in itertools.pairwise(names):
+        if b.startswith(a + "/"):
+            raise RepositoryError(f"model {art.name!r}: {a!r} is both a file and a directory")
+    return tuple(entries[n] for n in names)
+
+
+def _add(entries: dict[str, _Entry], model: str, entry: _Entry) -> None:
+    if entry.relpath in entries:
+        raise RepositoryError(f"model {model!r}: file {entry.relpath!r} is given twice")
+    entries[entry.relpath] = entry
+
+
+def _hash_entry(rel: str, path: Path, cache: _HashCache) -> _Entry:
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    sha = cache.get(key)
+    if sha is None:
+        sha, _size = _fs.sha256_file(path)
+    return _Entry(rel, path, None, sha, st.st_size, st.st_mtime_ns)
+
+
+def hash_cache(plan: PublishPlan) -> dict[tuple[str, int, int], str]:
+    """Source hashes of a plan, reusable by a re-plan while the files are unchanged (size + mtime)."""
+    entries = [e for m in plan.models for e in m.entries if e.source is not None]
+    return {(str(e.source), e.size, e.mtime_ns): e.sha256 for e in entries}
+
+
+def _check_artifact(art: ModelArtifact) -> None:
+    if art.version is not None and (isinstance(art.version, bool) or art.version < 1):
+        raise RepositoryError(
+            f"model {art.name!r}: version {art.version!r} is not allowed",
+            hint="use an integer >= 1 (Triton ignores names with leading zeros; avoid 0) or leave it unset",
+        )
+    if art.keep_versions is not None and art.keep_versions < 1:
+        raise RepositoryError(f"model {art.name!r}: keep_versions={art.keep_versions} must be >= 1 or unset")
+    bad = sorted(RESERVED_MANIFEST_KEYS & set(art.manifest))
+    if bad:
+        raise RepositoryError(f"model {art.name!r}: manifest keys {bad} are reserved by deployer")
+    try:
+        json.dumps(dict(art.manifest), sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise RepositoryError(f"model {art.name!r}: manifest is not JSON-serializable: {exc}") from exc
+
+
+def _matches(vdir: Path, content: str) -> bool:
+    """True if an existing version holds exactly `content` (manifest says so AND the disk agrees)."""
+    manifest = _fs.read_manifest(vdir)
+    if manifest is None or manifest.get("content_sha256") != content:
+        return False
+    problems = _fs.manifest_problems(vdir, manifest)
+    if problems:
+        LOGGER.warning("%s: manifest matches but the disk does not (%s); publishing anew", vdir, problems[0])
+    return not problems
+
+
+def _plan_model(repo: Path, art: ModelArtifact, force: bool, cache: _HashCache) -> ModelPlan:
+    _check_artifact(art)
+    entries = expand_entries(art, cache)
+    config_sha = _fs.sha256_bytes(art.config_text.encode())
+    content = _fs.content_sha256({e.relpath: e.sha256 for e in entries}, config_sha)
+    model_dir = repo / art.name
+    if model_dir.exists() and not model_dir.is_dir():
+        raise RepositoryError(f"{model_dir} exists and is not a directory", hint="move it away")
+    existing = _fs.version_dirs(model_dir)
+    numbers = tuple(sorted(existing))
+    if art.version is None:
+        newest = numbers[-1] if numbers else None
+        if newest is not None and _matches(existing[newest], content):
+            version, status = newest, "unchanged"
+        else:
+            version, status = (newest or 0) + 1, "new"
+    else:
+        version = art.version
+        if version not in existing:
+            status = "new"
+            if numbers and version < numbers[-1]:
+                LOGGER.warning("model %r: version %d < newest %d", art.name, version, numbers[-1])
+        elif _matches(existing[version], content):
+            status = "unchanged"
+        elif force:
+            status = "replace"
+        else:
+            raise RepositoryError(
+                f"model {art.name!r}: version {version} already exists with different content",
+                hint="leave the version unset to publish a new one, or force=True / --force to replace it",
+                details=f"existing versions: {list(numbers)}",
+            )
+    after = sorted(set(numbers) | {version}, reverse=True)
+    prune = tuple(sorted(after[art.keep_versions :])) if art.keep_versions is not None else ()
+    if version in prune:
+        raise RepositoryError(
+            f"model {art.name!r}: version {version} would be pruned at once "
+            f"by keep_versions={art.keep_versions}",
+            hint=f"newer versions exist ({[v for v in numbers if v > version]}); "
+            "raise keep_versions or the version",
+        )
+    config_path = model_dir / _fs.CONFIG_NAME
+    current_config = _read_bytes_sha(config_path)
+    config_action: FileActionKind = (
+        "create" if current_config is None else "unchanged" if current_config == config_sha else "update"
+    )
+    actions = _file_actions(model_dir, version, status, entries, existing.get(version))
+    config_size = len(art.config_text.encode())
+    actions.append(FileAction(config_action, config_path, "config", config_size, config_sha))
+    actions.extend(FileAction("delete", existing[v], "version") for v in prune)
+    return ModelPlan(
+        artifact=art,
+        model_dir=model_dir,
+        version=version,
+        status=status,  # type: ignore[arg-type]  # narrowed literals above
+        config_action=config_action,
+        content_sha256=content,
+        existing_versions=numbers,
+        prune=prune,
+        actions=tuple(actions),
+        new_model=not model_dir.exists(),
+        entries=entries,
+    )
+
+
+def _file_actions(
+    model_dir: Path, version: int, status: str, entries: tuple[_Entry, ...], old_dir: Path | None
+) -> list[FileAction]:
+    vdir = model_dir / str(version)
+    manifest_path = vdir / _fs.MANIFEST_NAME
+    if status == "new":
+        acts = [FileAction("create", vdir / e.relpath, "file", e.size, e.sha256) for e in entries]
+        return [*acts, FileAction("create", manifest_path, "manifest")]
+    if status == "unchanged":
+        acts = [FileAction("unchanged", vdir / e.relpath, "file", e.size, e.sha256) for e in entries]
+        return [*acts, FileAction("unchanged", manifest_path, "manifest")]
+    # replace: compare with what the old version holds
+    assert old_dir is not None
+    old_manifest = _fs.read_manifest(old_dir) or {}
+    old_files = old_manifest.get("files") if isinstance(old_manifest.get("files"), dict) else {}
+    assert isinstance(old_files, dict)
+    on_disk = _fs.disk_files(old_dir)
+    acts = []
+    for e in entries:
+        meta = old_files.get(e.relpath)
+        old_sha = meta.get("sha256") if isinstance(meta, dict) else None
+        kind: FileActionKind = (
+            "create" if e.relpath not in on_disk else "unchanged" if old_sha == e.sha256 else "update"
+        )
+        acts.append(FileAction(kind, vdir / e.relpath, "file", e.size, e.sha256))
+    new_rels = {e.relpath for e in entries}
+    acts.extend(FileAction("delete", vdir / rel, "file") for rel in sorted(set(on_disk) - new_rels))
+    had_manifest = (old_dir / _fs.MANIFEST_NAME).exists()
+    acts.append(FileAction("update" if had_manifest else "create", manifest_path, "manifest"))
+    return acts
