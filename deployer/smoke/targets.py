@@ -1,0 +1,202 @@
+"""What the smoke suite checks: the input contract, as frozen dataclasses.
+
+The spec layer maps a validated spec onto these; nothing here reads YAML. Shapes follow Triton's
+conventions: `dims` are config dims (no batch dim), `ShapeRange` holds *full* request shapes (with the
+batch dim first when the model batches), and -1 marks a variable dimension.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from deployer.dtypes import normalize_dtype
+from deployer.errors import UserError
+
+__all__ = [
+    "Protocol",
+    "ShapeRange",
+    "Sla",
+    "SmokeModel",
+    "SmokeOptions",
+    "SmokeOutput",
+    "SmokeTensor",
+]
+
+Protocol = Literal["http", "grpc"]
+
+
+@dataclass(frozen=True)
+class ShapeRange:
+    """Full request shapes to test an input at (batch dim first when `max_batch_size > 0`).
+
+    Typically the TensorRT optimization profile, or the spec's declared range for dynamic dims.
+    """
+
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not (len(self.min) == len(self.opt) == len(self.max)):
+            raise UserError(f"shape range ranks differ: min {self.min}, opt {self.opt}, max {self.max}")
+        for lo, mid, hi in zip(self.min, self.opt, self.max, strict=True):
+            if not (1 <= lo <= mid <= hi):
+                raise UserError(
+                    f"shape range must satisfy 1 <= min <= opt <= max per dim: "
+                    f"min {self.min}, opt {self.opt}, max {self.max}"
+                )
+
+
+@dataclass(frozen=True)
+class SmokeTensor:
+    """One model input.
+
+    Attributes:
+        name: tensor name as in the config (and the ONNX reference).
+        dtype: any spelling `deployer.dtypes.normalize_dtype` accepts; stored canonical (`FP32`, `STRING`...).
+        dims: config dims without the batch dim; -1 = variable.
+        shapes: full shapes to test at; None = derive from `dims` (each -1 becomes 1; batch 1 / opt / max).
+        value_range: `(low, high)` for synthetic values (ints: high exclusive); None = dtype default.
+        fixed_value: fill the whole tensor with this value instead of random data (e.g. a mask of 1s).
+    """
+
+    name: str
+    dtype: str
+    dims: tuple[int, ...]
+    shapes: ShapeRange | None = None
+    value_range: tuple[float, float] | None = None
+    fixed_value: float | int | bool | str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", normalize_dtype(self.dtype))
+        object.__setattr__(self, "dims", tuple(int(d) for d in self.dims))
+        if self.value_range is not None and not self.value_range[0] < self.value_range[1]:
+            raise UserError(f"input {self.name!r}: value_range {self.value_range} needs low < high")
+
+
+@dataclass(frozen=True)
+class SmokeOutput:
+    """One model output and how closely it must match the reference.
+
+    Attributes:
+        name: tensor name.
+        dtype: canonical dtype (normalized like `SmokeTensor.dtype`).
+        dims: config dims without the batch dim.
+        atol / rtol: tolerances for `|served - ref| <= atol + rtol * |ref|`; None = default by precision
+            (see `deployer.smoke.compare.default_tolerance`).
+    """
+
+    name: str
+    dtype: str
+    dims: tuple[int, ...]
+    atol: float | None = None
+    rtol: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", normalize_dtype(self.dtype))
+        object.__setattr__(self, "dims", tuple(int(d) for d in self.dims))
+
+
+@dataclass(frozen=True)
+class Sla:
+    """Optional performance gates; a violated gate fails the `perf` check. None = not gated."""
+
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    min_throughput: float | None = None  # inferences/s (batch elements, not requests)
+
+
+@dataclass(frozen=True)
+class SmokeModel:
+    """One deployed model and what we expect of it.
+
+    Attributes:
+        name: model name in the repository.
+        inputs / outputs: the I/O we rendered into the config.
+        max_batch_size: as rendered; 0 = no batching (request shapes are exactly `dims`).
+        expected_config: the ModelConfig we rendered, as a proto-JSON dict (field names as in
+            `model_config.proto`); compared with the served config. Empty = skip the config check.
+        onnx_path: ONNX model run in-process with ONNX Runtime as the numeric reference;
+            None = no numeric comparison (outputs are still shape- and dtype-checked).
+        preferred_batch_sizes: extra batch sizes to run inference at (besides min/opt/max).
+        dynamic_batching: whether the config enables the dynamic batcher (the batching check runs then).
+        precision: engine build precision (`fp32`, `fp16`, `bf16`, `int8`, `best`); loosens default
+            tolerances of float outputs when lower than the output dtype. None = the output dtype's own.
+        golden: `.npz` with `inputs/<name>` and `outputs/<name>` arrays; served outputs must match them.
+        sla: performance gates for the load test; None = report numbers only.
+        version: model version to address; "" = the server's choice (latest).
+    """
+
+    name: str
+    inputs: tuple[SmokeTensor, ...]
+    outputs: tuple[SmokeOutput, ...]
+    max_batch_size: int = 0
+    expected_config: Mapping[str, Any] = field(default_factory=dict)
+    onnx_path: Path | None = None
+    preferred_batch_sizes: tuple[int, ...] = ()
+    dynamic_batching: bool = False
+    precision: str | None = None
+    golden: Path | None = None
+    sla: Sla | None = None
+    version: str = ""
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 0:
+            raise UserError(f"model {self.name!r}: max_batch_size must be >= 0, got {self.max_batch_size}")
+        bad = [b for b in self.preferred_batch_sizes if not 1 <= b <= max(self.max_batch_size, 1)]
+        if bad:
+            raise UserError(
+                f"model {self.name!r}: preferred batch sizes {bad} outside 1..max_batch_size "
+                f"({self.max_batch_size})"
+            )
+
+
+@dataclass(frozen=True)
+class SmokeOptions:
+    """How hard to test.
+
+    Attributes:
+        protocols: protocols to run inference over.
+        concurrency: requests in flight during the load test (gRPC, asyncio).
+        duration_s: load test duration; `max_requests` bounds it further (whichever comes first).
+        max_requests: upper bound on load-test requests; None = time only.
+        warmup_requests: requests sent before measuring (not counted).
+        batch_size: batch size of each load-test request (batching models; 1 otherwise).
+        batching_requests: N concurrent batch-1 requests for the dynamic-batching check.
+        timeout_s: per request / per API call deadline.
+        seed: seed of all synthetic inputs (same seed -> same tensors).
+        perf: run the load test at all.
+        checks: names of check families to run (`ready`, `config`, `metadata`, `infer`, `golden`,
+            `batching`, `perf`); None = all.
+    """
+
+    protocols: tuple[Protocol, ...] = ("http", "grpc")
+    concurrency: int = 16
+    duration_s: float = 5.0
+    max_requests: int | None = None
+    warmup_requests: int = 20
+    batch_size: int = 1
+    batching_requests: int = 32
+    timeout_s: float = 30.0
+    seed: int = 0
+    perf: bool = True
+    checks: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise UserError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.duration_s <= 0:
+            raise UserError(f"duration_s must be > 0, got {self.duration_s}")
+        if self.batching_requests < 2:
+            raise UserError(f"batching_requests must be >= 2, got {self.batching_requests}")
+        unknown = set(self.protocols) - {"http", "grpc"}
+        if unknown:
+            raise UserError(f"unknown protocols {sorted(unknown)}; use 'http' and/or 'grpc'")
+
+    def wants(self, family: str) -> bool:
+        """Whether the check family `family` should run."""
+        return self.checks is None or family in self.checks
