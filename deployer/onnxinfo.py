@@ -1,0 +1,594 @@
+"""What an ONNX file declares (I/O names, dtypes, shapes) and what it actually accepts at run time.
+
+`read_onnx` parses the graph only (external tensor data is never loaded). `batch_dimension` applies
+Triton's ONNX Runtime backend batching rule. `probe_shapes` runs the model on ONNX Runtime (CPU) to
+pick optimization-profile shapes it really accepts; `run_reference` gives reference outputs.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from deployer.dtypes import from_onnx_elem_type, numpy_dtype
+from deployer.errors import ModelFileError
+
+if TYPE_CHECKING:
+    import onnx
+
+__all__ = [
+    "BatchDecision",
+    "OnnxInfo",
+    "ShapeRange",
+    "TensorInfo",
+    "batch_dimension",
+    "probe_shapes",
+    "read_onnx",
+    "resolve_model_file",
+    "run_reference",
+    "synthetic_input",
+]
+
+log = logging.getLogger(__name__)
+
+Dim = int | str
+Array = np.ndarray[Any, Any]
+DYNAMIC = "?"  # a dynamic dim without a symbolic name
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One graph input or output. Fixed dims are ints; dynamic dims are their symbolic name or "?"."""
+
+    name: str
+    dtype: str  # canonical name, see deployer.dtypes
+    shape: tuple[Dim, ...]
+    has_shape: bool = True  # False when the model declares no shape at all (rank unknown)
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def is_scalar(self) -> bool:
+        return self.has_shape and not self.shape
+
+    @property
+    def dynamic_axes(self) -> tuple[int, ...]:
+        return tuple(i for i, d in enumerate(self.shape) if isinstance(d, str))
+
+    def triton_dims(self, *, batching: bool) -> tuple[int, ...]:
+        """Dims as Triton writes them (-1 for dynamic), without the batch dim when batching."""
+        dims = tuple(-1 if isinstance(d, str) else d for d in self.shape)
+        return dims[1:] if batching else dims
+
+
+@dataclass(frozen=True)
+class OnnxInfo:
+    """The interface of an ONNX model as declared in its graph."""
+
+    path: Path  # the .onnx file that was read (inside the directory for `model.onnx/` layouts)
+    sha256: str  # of the graph file, plus external data files (name and bytes) when present
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    opset: int  # default-domain opset (0 when not declared)
+    ir_version: int
+    producer: str
+    external_data: bool
+
+    @property
+    def batchable(self) -> bool:
+        """ONNX Runtime backend's rule: every input and output has a dynamic first dim."""
+        return batch_dimension(self).batching
+
+    def input(self, name: str) -> TensorInfo:
+        return _find(self.inputs, name, "input", self.path)
+
+    def output(self, name: str) -> TensorInfo:
+        return _find(self.outputs, name, "output", self.path)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.outputs)
+
+
+def _find(tensors: Iterable[TensorInfo], name: str, kind: str, path: Path) -> TensorInfo:
+    tensors = tuple(tensors)
+    for t in tensors:
+        if t.name == name:
+            return t
+    names = ", ".join(repr(t.name) for t in tensors)
+    raise KeyError(f"model {path} has no {kind} {name!r}; its {kind}s are: {names}")
+
+
+@dataclass(frozen=True)
+class BatchDecision:
+    """Whether Triton may batch on axis 0 (max_batch_size > 0), and why."""
+
+    batching: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class ShapeRange:
+    """Full shapes (batch dim included when batching) for one input's optimization profile."""
+
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def resolve_model_file(path: Path | str) -> Path:
+    """The .onnx file to read: `path` itself, or the graph file inside a `model.onnx/` directory."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelFileError(f"ONNX model not found: {p}", hint="check the model path in the spec")
+    if p.is_dir():
+        inner = p / "model.onnx"
+        if inner.is_file():
+            return inner
+        found = sorted(q for q in p.glob("*.onnx") if q.is_file())
+        if len(found) == 1:
+            return found[0]
+        raise ModelFileError(
+            f"{p} is a directory with {len(found)} .onnx files; cannot tell which is the model",
+            hint="a directory model must contain the graph as model.onnx (Triton's layout)",
+        )
+    return p
+
+
+def read_onnx(path: Path | str) -> OnnxInfo:
+    """Parse the graph of an ONNX model (never its external tensor data) into an `OnnxInfo`.
+
+    Raises ModelFileError for missing, unreadable, corrupt or non-ONNX files, missing external data
+    files and I/O types Triton cannot carry.
+    """
+    import onnx
+
+    file = resolve_model_file(path)
+    try:
+        model = onnx.load(str(file), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError, OSError, ... -> one clear user error
+        raise ModelFileError(
+            f"cannot read {file} as an ONNX model: {type(exc).__name__}: {exc}".rstrip(": "),
+            hint="is the file complete (not truncated) and really an .onnx ModelProto?",
+        ) from exc
+    if model.ir_version <= 0 or not model.HasField("graph") or not model.graph.output:
+        raise ModelFileError(
+            f"{file} is not an ONNX model (no IR version or no graph outputs)",
+            hint="export the model with torch.onnx.export / tf2onnx, or point the spec at the right file",
+        )
+    ext_files = _external_data_files(model, file)
+    graph = model.graph
+    init_names = {t.name for t in graph.initializer} | {t.values.name for t in graph.sparse_initializer}
+    graph_inputs = [v for v in graph.input if v.name not in init_names]
+    if any(not _has_shape(v) for v in graph.output):
+        graph_outputs = _inferred_outputs(model)
+    else:
+        graph_outputs = list(graph.output)
+    return OnnxInfo(
+        path=file,
+        sha256=_sha256([file, *ext_files], base=file.parent),
+        inputs=tuple(_tensor_info(v, "input", file) for v in graph_inputs),
+        outputs=tuple(_tensor_info(v, "output", file) for v in graph_outputs),
+        opset=next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0),
+        ir_version=int(model.ir_version),
+        producer=f"{model.producer_name} {model.producer_version}".strip(),
+        external_data=bool(ext_files),
+    )
+
+
+def _has_shape(v: onnx.ValueInfoProto) -> bool:
+    return v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")
+
+
+def _inferred_outputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Graph outputs with shapes from ONNX shape inference where the graph declares none."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
+    except Exception as exc:  # inference is best effort; the declared outputs are still valid
+        log.debug("shape inference failed: %s", exc)
+        return list(model.graph.output)
+    known = {v.name: v for v in [*inferred.output, *inferred.value_info]}
+    return [v if _has_shape(v) or v.name not in known else known[v.name] for v in model.graph.output]
+
+
+def _tensor_info(v: onnx.ValueInfoProto, kind: str, file: Path) -> TensorInfo:
+    if not v.type.HasField("tensor_type"):
+        which = v.type.WhichOneof("value")
+        raise ModelFileError(
+            f"{kind} {v.name!r} of {file} is a {which}, not a tensor; Triton only carries tensors",
+            hint="wrap the model so that its inputs and outputs are plain tensors",
+        )
+    tt = v.type.tensor_type
+    try:
+        dtype = from_onnx_elem_type(tt.elem_type)
+    except ValueError as exc:
+        raise ModelFileError(f"{kind} {v.name!r} of {file}: {exc}") from exc
+    if not tt.HasField("shape"):
+        return TensorInfo(v.name, dtype, (), has_shape=False)
+    dims: list[Dim] = []
+    for d in tt.shape.dim:
+        if d.HasField("dim_value") and d.dim_value > 0:
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param") and d.dim_param:
+            dims.append(d.dim_param)
+        else:  # unnamed, -1, 0 or missing: dynamic without a name
+            dims.append(DYNAMIC)
+    return TensorInfo(v.name, dtype, tuple(dims))
+
+
+def _external_data_files(model: onnx.ModelProto, file: Path) -> list[Path]:
+    """Files holding external tensor data, relative to the model; missing ones are a user error."""
+    from onnx.external_data_helper import _get_all_tensors
+
+    locations: set[str] = set()
+    for t in _get_all_tensors(model):
+        if t.data_location == 1:  # TensorProto.EXTERNAL
+            loc = next((e.value for e in t.external_data if e.key == "location"), "")
+            if loc:
+                locations.add(loc)
+    paths = [file.parent / loc for loc in sorted(locations)]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise ModelFileError(
+            f"{file} keeps weights in external data files that are missing: {', '.join(missing)}",
+            hint="copy the external data files next to the .onnx file (same relative paths)",
+        )
+    return paths
+
+
+def _sha256(files: Sequence[Path], *, base: Path) -> str:
+    h = hashlib.sha256()
+    for i, f in enumerate(files):
+        if i:  # name external files so that renaming one changes the digest
+            h.update(f.relative_to(base).as_posix().encode() + b"\0")
+        with f.open("rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):  # type: ignore[misc]
+                h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------- batching
+
+
+def batch_dimension(info: OnnxInfo) -> BatchDecision:
+    """Decide whether axis 0 is a batch dim Triton may use (ONNX Runtime backend's rule, stated why)."""
+    tensors = [("input", t) for t in info.inputs] + [("output", t) for t in info.outputs]
+    for kind, t in tensors:
+        if not t.has_shape:
+            return BatchDecision(False, f"{kind} {t.name!r} declares no shape, so its first dim is unknown")
+        if t.is_scalar:
+            return BatchDecision(False, f"{kind} {t.name!r} is a scalar (rank 0), it has no batch dim")
+    for kind, t in tensors:
+        first = t.shape[0]
+        if isinstance(first, int):
+            later = [i for i in t.dynamic_axes if i > 0]
+            if later:
+                reason = (
+                    f"{kind} {t.name!r} has a fixed first dim {first} and dynamic dims on axes {later} "
+                    f"(shape {_fmt(t.shape)}): its batch, if any, is not on axis 0"
+                )
+            elif first == 1:
+                reason = f"{kind} {t.name!r} has a static batch of 1 (shape {_fmt(t.shape)})"
+            else:
+                reason = f"{kind} {t.name!r} has a fixed first dim {first} (shape {_fmt(t.shape)})"
+            return BatchDecision(False, reason)
+    names = sorted({str(t.shape[0]) for _, t in tensors})
+    reason = f"every input and output has a dynamic first dim ({', '.join(repr(n) for n in names)})"
+    return BatchDecision(True, reason)
+
+
+def _fmt(shape: Sequence[Dim]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+# ---------------------------------------------------------------------------------------------- running
+
+_IMAGE_CANDIDATES = (32, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640)
+_SEQUENCE_CANDIDATES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+_IMAGE_OPT = 224
+_SEQUENCE_OPT = 64
+_MAX_ELEMENTS = 1 << 22  # per input at batch 1: keeps one probe run well under a second on 2 cores
+_IMAGE_WORDS = ("height", "width", "_h", "_w")
+
+
+def synthetic_input(
+    dtype: str,
+    shape: Sequence[int],
+    rng: np.random.Generator,
+    low: float | None = None,
+    high: float | None = None,
+) -> Array:
+    """Random data of a canonical dtype and shape. Integers default to [0, 100) so that token ids
+    and embedding indices stay in range; floats to [0, 1); STRING gives short byte strings."""
+    dt = numpy_dtype(dtype)
+    size = tuple(int(d) for d in shape)
+    if dtype == "STRING":
+        words = rng.integers(0, 1000, size=size)
+        out: Array = np.empty(size, dtype=object)
+        out.flat[:] = [f"w{i}".encode() for i in words.flat]
+        return out
+    if dt == np.bool_:
+        return rng.random(size) < 0.5
+    if np.issubdtype(dt, np.integer):
+        lo = int(low) if low is not None else 0
+        hi = int(high) if high is not None else 100
+        return rng.integers(lo, hi, size=size).astype(dt)
+    lo_f = 0.0 if low is None else float(low)
+    hi_f = 1.0 if high is None else float(high)
+    return rng.uniform(lo_f, hi_f, size=size).astype(dt)
+
+
+@functools.lru_cache(maxsize=8)
+def _session(file: str, mtime_ns: int, size: int) -> Any:
+    """A CPU ONNX Runtime session; the key includes mtime and size so a rewritten file is reloaded."""
+    del mtime_ns, size  # only part of the cache key
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4  # fatal only: failed probe runs are expected and reported by us
+    opts.intra_op_num_threads = 2
+    opts.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(file, sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelFileError(
+            f"ONNX Runtime cannot load {file}: {exc}",
+            hint="check the opset and custom ops; the model must run on ONNX Runtime's CPU provider",
+        ) from exc
+
+
+def _cached_session(path: Path | str) -> Any:
+    file = resolve_model_file(path)
+    st = file.stat()
+    return _session(str(file.resolve()), st.st_mtime_ns, st.st_size)
+
+
+def run_reference(path: Path | str, feeds: Mapping[str, Array]) -> dict[str, Array]:
+    """Run the model on ONNX Runtime (CPU) and return every output by name."""
+    sess = _cached_session(path)
+    names = [o.name for o in sess.get_outputs()]
+    try:
+        values = sess.run(names, dict(feeds))
+    except Exception as exc:
+        shapes = ", ".join(f"{k}{list(np.shape(v))}:{np.asarray(v).dtype}" for k, v in feeds.items())
+        raise ModelFileError(f"ONNX Runtime failed to run {path} on inputs {shapes}: {exc}") from exc
+    return dict(zip(names, values, strict=True))
+
+
+# -------------------------------------------------------------------------------------------- probing
+
+
+@dataclass(frozen=True)
+class _Var:
+    """One free size: a symbolic dim name (shared by every tensor using it) or one unnamed dim."""
+
+    key: str
+    candidates: tuple[int, ...]
+    opt: int
+
+
+def _is_image_axis(t: TensorInfo, axis: int) -> bool:
+    name = str(t.shape[axis]).lower()
+    if any(w in name for w in _IMAGE_WORDS):
+        return True
+    s = t.shape
+    if len(s) == 4 and t.dtype in ("FP32", "FP16", "FP64", "UINT8", "BF16"):
+        channels_first = not isinstance(s[3], int) or s[3] not in (1, 3, 4)
+        return axis in ((2, 3) if channels_first else (1, 2))
+    return len(s) == 3 and isinstance(s[0], int) and s[0] in (1, 3) and axis in (1, 2)
+
+
+def _free_vars(
+    info: OnnxInfo,
+    batching: bool,
+    fixed: Mapping[str, Any],
+    candidates: Sequence[int] | Mapping[str, Sequence[int]] | None,
+) -> tuple[list[_Var], dict[tuple[str, int], str]]:
+    """Group dynamic non-batch dims into variables; returns them and (input, axis) -> variable key."""
+    where: dict[tuple[str, int], str] = {}
+    image: dict[str, bool] = {}
+    for t in info.inputs:
+        if t.name in fixed:
+            continue
+        for axis in t.dynamic_axes:
+            if batching and axis == 0:
+                continue
+            d = t.shape[axis]
+            key = f"{t.name}[{axis}]" if d == DYNAMIC else str(d)
+            where[(t.name, axis)] = key
+            image[key] = image.get(key, False) or _is_image_axis(t, axis)
+    out = []
+    for key, is_image in image.items():
+        cands: Sequence[int] = _IMAGE_CANDIDATES if is_image else _SEQUENCE_CANDIDATES
+        opt = _IMAGE_OPT if is_image else _SEQUENCE_OPT
+        if isinstance(candidates, Mapping):
+            cands = candidates.get(key, cands)
+        elif candidates is not None:
+            cands = candidates
+        uniq = tuple(sorted({int(c) for c in cands if int(c) >= 1}))
+        if not uniq:
+            raise ValueError(f"no positive candidate sizes for dim {key!r}")
+        out.append(_Var(key, uniq, opt))
+    return out, where
+
+
+class _Prober:
+    """Runs trial shapes on ONNX Runtime within a time budget, remembering the last failure."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        info: OnnxInfo,
+        where: Mapping[tuple[str, int], str],
+        batching: bool,
+        fixed: Mapping[str, Array],
+        deadline: float,
+    ) -> None:
+        self.sess = _cached_session(path)
+        self.info, self.where, self.batching, self.fixed = info, where, batching, fixed
+        self.deadline = deadline
+        self.rng = np.random.default_rng(0)
+        self.last_error = ""
+        self.runs = 0
+
+    def shape(self, t: TensorInfo, sizes: Mapping[str, int], batch: int) -> tuple[int, ...]:
+        if t.name in self.fixed:
+            s = tuple(self.fixed[t.name].shape)
+            return (batch, *s[1:]) if self.batching and s else s
+        dims = []
+        for axis, d in enumerate(t.shape):
+            if isinstance(d, int):
+                dims.append(d)
+            elif self.batching and axis == 0:
+                dims.append(batch)
+            else:
+                dims.append(sizes[self.where[(t.name, axis)]])
+        return tuple(dims)
+
+    def too_big(self, sizes: Mapping[str, int]) -> bool:
+        return any(math.prod(self.shape(t, sizes, 1)) > _MAX_ELEMENTS for t in self.info.inputs)
+
+    def out_of_time(self) -> bool:
+        return time.monotonic() > self.deadline
+
+    def runs_with(self, sizes: Mapping[str, int], batch: int = 1) -> bool:
+        feeds: dict[str, Array] = {}
+        for t in self.info.inputs:
+            if t.name in self.fixed:
+                v = self.fixed[t.name]
+                feeds[t.name] = np.repeat(v, batch, axis=0) if self.batching and v.ndim and batch > 1 else v
+            else:
+                feeds[t.name] = synthetic_input(t.dtype, self.shape(t, sizes, batch), self.rng)
+        self.runs += 1
+        try:
+            self.sess.run(None, feeds)
+        except Exception as exc:  # ORT raises several types; any failure means "not accepted"
+            self.last_error = str(exc).strip().splitlines()[0][:400]
+            return False
+        return True
+
+
+def probe_shapes(
+    path: Path | str,
+    info: OnnxInfo,
+    *,
+    batching: bool,
+    max_batch_size: int,
+    candidates: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
+    values: Mapping[str, Array] | None = None,
+    time_budget_s: float = 30.0,
+) -> dict[str, ShapeRange]:
+    """Pick min/opt/max shapes per input that the model really runs with on ONNX Runtime (CPU).
+
+    Dynamic non-batch dims are tried from `candidates` (default: multiples of 32 up to 640 for
+    image-like H/W dims, powers of two up to 512 for others; a mapping is keyed by symbolic dim name
+    or "input[axis]"). Dims sharing a symbolic name get the same size. `values` pins the data (and
+    shape) of some inputs, e.g. a sample rate. With batching, axis 0 is 1 / ceil(mbs/2) / mbs.
+    Raises ModelFileError naming the inputs when no candidate works.
+    """
+    if batching and max_batch_size < 1:
+        raise ValueError(f"max_batch_size must be >= 1 when batching, got {max_batch_size}")
+    fixed = {k: np.asarray(v) for k, v in (values or {}).items()}
+    unknown = sorted(set(fixed) - set(info.input_names))
+    if unknown:
+        raise ValueError(f"values given for unknown inputs {unknown}; inputs are {list(info.input_names)}")
+    for t in info.inputs:
+        if not t.has_shape and t.name not in fixed:
+            raise ModelFileError(f"input {t.name!r} declares no shape", hint="pass its data in `values`")
+    variables, where = _free_vars(info, batching, fixed, candidates)
+    p = _Prober(path, info, where, batching, fixed, time.monotonic() + time_budget_s)
+
+    base = _find_base(p, variables)
+    lo, hi = dict(base), dict(base)
+    for v in variables:
+        lo[v.key] = _edge(p, base, v.key, sorted((c for c in v.candidates if c < base[v.key]), reverse=True))
+        hi[v.key] = _edge(p, base, v.key, [c for c in v.candidates if c > base[v.key]])
+    if variables and lo != base and not p.runs_with(lo):
+        lo = dict(base)  # each min works alone but not together: be conservative
+    if variables and hi != base and (p.too_big(hi) or not p.runs_with(hi)):
+        hi = dict(base)
+    opt = {v.key: _nearest(v, lo[v.key], hi[v.key]) for v in variables}
+    if opt != base and (p.out_of_time() or not p.runs_with(opt)):
+        opt = base
+    if batching and max_batch_size >= 2 and not p.runs_with(opt, batch=2):
+        raise ModelFileError(
+            f"{info.path} declares a dynamic first dim but fails with batch 2: {p.last_error}",
+            hint="the batch size is probably fixed inside the graph; set max_batch_size: 0",
+        )
+    log.debug("probe_shapes(%s): %d runs, min %s, opt %s, max %s", info.path, p.runs, lo, opt, hi)
+    b_opt = max(1, (max_batch_size + 1) // 2)
+    return {
+        t.name: ShapeRange(
+            p.shape(t, lo, 1), p.shape(t, opt, b_opt if batching else 1), p.shape(t, hi, max_batch_size)
+        )
+        for t in info.inputs
+    }
+
+
+def _edge(p: _Prober, base: Mapping[str, int], key: str, outward: Sequence[int]) -> int:
+    """The farthest size in `outward` (candidates ordered away from the working base size) that runs.
+
+    Tries the farthest first (most models accept every candidate), then bisects assuming the
+    accepted sizes are contiguous, which keeps the number of (possibly slow) runs logarithmic.
+    """
+    cands = [c for c in outward if not p.too_big({**base, key: c})]
+    if not cands or p.out_of_time():
+        return base[key]
+    if p.runs_with({**base, key: cands[-1]}):
+        return cands[-1]
+    good, bad = -1, len(cands) - 1  # index -1 stands for the base size, known to run
+    while bad - good > 1 and not p.out_of_time():
+        mid = (good + bad) // 2
+        if p.runs_with({**base, key: cands[mid]}):
+            good = mid
+        else:
+            bad = mid
+    return cands[good] if good >= 0 else base[key]
+
+
+def _nearest(v: _Var, lo: int, hi: int) -> int:
+    """The candidate in [lo, hi] nearest (in ratio) to the variable's typical size."""
+    inside = [c for c in v.candidates if lo <= c <= hi] or [lo]
+    return min(inside, key=lambda c: (abs(math.log(c / v.opt)), c))
+
+
+def _find_base(p: _Prober, variables: Sequence[_Var]) -> dict[str, int]:
+    """A working assignment: each variable's typical size, then all candidates from the smallest up
+    (small trials are cheap, and large ones can take seconds on big models)."""
+    ordered = {v.key: [_nearest(v, 0, 1 << 62), *v.candidates] for v in variables}
+    depth = max((len(c) for c in ordered.values()), default=1)
+    for k in range(depth):
+        trial = {key: cands[min(k, len(cands) - 1)] for key, cands in ordered.items()}
+        if p.too_big(trial):
+            continue
+        if p.runs_with(trial):
+            return trial
+        if p.out_of_time():
+            break
+    dyn = sorted({f"{name}[{axis}]" for name, axis in p.where})
+    what = f"dynamic dims {', '.join(dyn)}" if dyn else "its declared shapes"
+    raise ModelFileError(
+        f"{p.info.path}: ONNX Runtime rejected every trial shape for {what} "
+        f"({p.runs} runs); last error: {p.last_error}",
+        hint="give explicit shapes (min/opt/max) for these inputs in the spec",
+    )
