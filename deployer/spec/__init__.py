@@ -1,0 +1,94 @@
+"""The spec stage: load a YAML spec, validate it completely, resolve it into a `Deployment`."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from deployer.errors import SpecError, SpecIssue
+from deployer.spec.loader import RawSpec, make_issue, read_yaml, validate_schema
+from deployer.spec.model import Deployment, ResolvedModel, Shapes, Tensor
+from deployer.spec.resolve import resolve_model, spec_base_dir
+from deployer.spec.rules import Checker, check_names
+
+__all__ = ["Deployment", "ResolvedModel", "Shapes", "Tensor", "load_deployment"]
+
+log = logging.getLogger(__name__)
+
+
+def load_deployment(path: Path | str, *, fallback: str | None = None) -> Deployment:
+    """Load and fully validate a spec. Raises SpecError carrying every issue found.
+
+    Args:
+        path: the YAML spec.
+        fallback: "onnxruntime" serves tensorrt models through ONNX Runtime (overrides the spec's setting).
+    """
+    raw = read_yaml(Path(path))
+    spec, issues = validate_schema(raw)
+    if spec is None:
+        raise SpecError(issues)
+    fallback = fallback or spec.fallback
+    base = spec_base_dir(raw)
+    issues.extend(check_names(raw, [m.name for m in spec.models]))
+    models: list[ResolvedModel] = []
+    for i in range(len(spec.models)):
+        model, model_issues = resolve_model(raw, spec, i, base_dir=base, fallback=fallback)
+        issues.extend(model_issues)
+        if model is not None:
+            models.append(model)
+    issues.extend(Checker(raw, models).run())
+    issues.extend(_protobuf_check(raw, models))
+    if issues:
+        raise SpecError(_dedupe(issues))
+    template_dir = None
+    if spec.templates:
+        template_dir = (base / spec.templates) if not Path(spec.templates).is_absolute() else Path(spec.templates)
+        if not template_dir.is_dir():
+            raise SpecError([make_issue(raw, ("templates",), f"template directory not found: {template_dir}",
+                                        "create it or remove `templates`", value=spec.templates, has_value=True)])
+    repo = Path(spec.repository).expanduser()
+    return Deployment(
+        spec_path=raw.path.resolve(),
+        spec=spec,
+        spec_sha256=hashlib.sha256(raw.path.read_bytes()).hexdigest(),
+        repository=repo if repo.is_absolute() else base / repo,
+        template_dir=template_dir,
+        models=tuple(models),
+    )
+
+
+def _protobuf_check(raw: RawSpec, models: list[ResolvedModel]) -> list[SpecIssue]:
+    """Every config must parse with Triton's own schema (catches bad `config_overrides` keys too)."""
+    from google.protobuf import json_format
+    from tritonclient.grpc import model_config_pb2
+
+    issues = []
+    for m in models:
+        try:
+            json_format.ParseDict(_jsonable(m.config), model_config_pb2.ModelConfig())
+        except json_format.ParseError as exc:
+            where = ("config_overrides",) if m.spec.config_overrides else ()
+            issues.append(make_issue(raw, ("models", m.index, *where),
+                                     f"not a valid Triton ModelConfig: {exc}",
+                                     "use ModelConfig field names from model_config.proto"))
+    return issues
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _dedupe(issues: list[SpecIssue]) -> list[SpecIssue]:
+    seen, out = set(), []
+    for i in issues:
+        key = (i.path, i.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(i)
+    return sorted(out, key=lambda i: (i.line or 10**9, i.column))

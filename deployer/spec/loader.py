@@ -1,0 +1,295 @@
+"""Load a spec: YAML with source positions -> defaults merged -> strict schema -> every issue located.
+
+Errors are collected, never raised one at a time: a user fixes a spec in one pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from deployer.errors import SpecError, SpecIssue
+from deployer.spec.schema import ModelDefaults, ModelSpec, Spec
+
+PathT = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class RawSpec:
+    """The parsed YAML tree (ruamel round-trip nodes carry line/column) and where it came from."""
+
+    path: Path
+    data: Any
+
+
+def format_path(path: Iterable[str | int]) -> str:
+    """`("models", 2, "dims", 0)` -> `models[2].dims[0]`; odd keys are quoted: `shapes["a/b"]`."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.isidentifier():
+            out += f".{part}" if out else part
+        else:
+            out += f"[{part!r}]"
+    return out
+
+
+def read_yaml(path: Path) -> RawSpec:
+    """Parse YAML keeping positions. Syntax errors and duplicate keys become located SpecErrors."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([SpecIssue("", "spec file not found", "check the path", file=str(path))]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([SpecIssue("", f"cannot read spec: {exc}", file=str(path))]) from None
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        data = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        raise SpecError(
+            [
+                SpecIssue(
+                    "",
+                    f"invalid YAML: {problem}",
+                    "fix the YAML syntax (indentation, quotes, duplicate keys)",
+                    file=str(path),
+                    line=(mark.line + 1) if mark else 0,
+                    column=(mark.column + 1) if mark else 0,
+                )
+            ]
+        ) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise SpecError(
+            [SpecIssue("", f"the spec must be a mapping, got {type(data).__name__}", "start with `models:`",
+                       file=str(path), line=1, column=1)]
+        )
+    return RawSpec(path=path, data=data)
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def _position(node: Any, key: str | int, *, of_key: bool) -> tuple[int, int] | None:
+    lc = getattr(node, "lc", None)
+    if lc is None:
+        return None
+    try:
+        if isinstance(node, Mapping):
+            line, col = lc.key(key) if of_key else lc.value(key)
+        else:
+            line, col = lc.item(key)
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None
+    return int(line) + 1, int(col) + 1
+
+
+def _walk(root: Any, path: PathT, *, of_key: bool) -> tuple[int, int] | None:
+    node, pos = root, None
+    start = getattr(root, "lc", None)
+    if start is not None:
+        pos = (int(start.line) + 1, int(start.col) + 1)
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        if isinstance(node, Mapping) and part in node:
+            pos = _position(node, part, of_key=of_key and last) or pos
+            node = node[part]
+        elif isinstance(node, Sequence) and not isinstance(node, str) and isinstance(part, int) and (
+            0 <= part < len(node)
+        ):
+            pos = _position(node, part, of_key=False) or pos
+            node = node[part]
+        else:
+            return pos if i else None
+    return pos
+
+
+def locate(raw: RawSpec, path: PathT, *, of_key: bool = False) -> tuple[int, int]:
+    """1-based (line, column) of `path` in the YAML, falling back to `defaults` for merged keys."""
+    pos = _walk(raw.data, path, of_key=of_key)
+    if len(path) >= 3 and path[0] == "models" and isinstance(raw.data, Mapping):
+        # The key may come from `defaults:`; point there when the model itself lacks it.
+        model = raw.data.get("models")
+        own = _exists(model, path[1:]) if model is not None else False
+        if not own and _exists(raw.data.get("defaults"), path[2:]):
+            pos = _walk(raw.data, ("defaults", *path[2:]), of_key=of_key)
+    return pos or (0, 0)
+
+
+def _exists(node: Any, path: PathT) -> bool:
+    for part in path:
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            return False
+    return True
+
+
+def make_issue(
+    raw: RawSpec,
+    path: PathT,
+    message: str,
+    hint: str = "",
+    *,
+    value: Any = None,
+    has_value: bool = False,
+    of_key: bool = False,
+) -> SpecIssue:
+    """A SpecIssue located in the spec's YAML."""
+    line, col = locate(raw, path, of_key=of_key)
+    return SpecIssue(
+        path=format_path(path),
+        message=message,
+        hint=hint,
+        value=_plain(value),
+        has_value=has_value,
+        file=str(raw.path),
+        line=line,
+        column=col,
+    )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
+# --------------------------------------------------------------------------- pydantic errors
+
+
+def _model_class_at(root: type[BaseModel], loc: PathT) -> type[BaseModel] | None:
+    """The pydantic model class that holds the key at the end of `loc` (for 'did you mean')."""
+    current: Any = root
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(part, int) or current is None:
+            continue
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(part)
+            if field is None:
+                return None
+            current = field.annotation
+        else:
+            current = None
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip Optional/list/dict/Annotated down to a model class where there is one."""
+    for _ in range(6):
+        origin = typing.get_origin(tp)
+        if origin is None:
+            return tp
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if origin is typing.Annotated:
+            tp = args[0]
+        elif origin in (list, tuple, typing.Union, types.UnionType):
+            models = [a for a in args if isinstance(_unwrap(a), type) and issubclass(_unwrap(a), BaseModel)]
+            tp = models[0] if models else (args[0] if args else None)
+        elif origin is dict:
+            tp = args[1] if len(args) > 1 else None
+        else:
+            return None
+    return tp
+
+
+def issues_from_validation(
+    raw: RawSpec, error: ValidationError, root: type[BaseModel], prefix: PathT = ()
+) -> list[SpecIssue]:
+    """Translate pydantic errors into located SpecIssues with hints."""
+    issues: list[SpecIssue] = []
+    for err in error.errors(include_url=False):
+        loc: PathT = tuple(p for p in err["loc"] if not (isinstance(p, str) and _is_union_tag(p)))
+        path = prefix + loc
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            key = loc[-1] if loc else ""
+            owner = _model_class_at(root, loc[:-1])
+            known = sorted(owner.model_fields) if owner else []
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else (f"known keys: {', '.join(known)}" if known else "")
+            issues.append(make_issue(raw, path, f"unknown key '{key}'", hint, of_key=True))
+        elif kind == "missing":
+            issues.append(make_issue(raw, path, "required key is missing", f"add '{loc[-1]}'"))
+        else:
+            issues.append(
+                make_issue(raw, path, err["msg"][0].lower() + err["msg"][1:], value=err.get("input"), has_value=True)
+            )
+    return issues
+
+
+def _is_union_tag(part: str) -> bool:
+    # pydantic inserts the union member's type name into loc (e.g. "list[int]", "literal['all','none']").
+    return "[" in part or part in {"int", "str", "float", "bool"}
+
+
+# --------------------------------------------------------------------------- merge + validate
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Mappings merge recursively; everything else in `override` replaces `base`."""
+    out: dict[str, Any] = {k: copy.deepcopy(v) for k, v in base.items()}
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def validate_schema(raw: RawSpec) -> tuple[Spec | None, list[SpecIssue]]:
+    """Strict schema validation of the whole spec, with `defaults` merged into every model."""
+    data = raw.data
+    issues: list[SpecIssue] = []
+    defaults = data.get("defaults")
+    usable_defaults: Mapping[str, Any] = {}
+    if defaults is not None:
+        try:
+            ModelDefaults.model_validate(defaults)
+            usable_defaults = defaults
+        except ValidationError as exc:
+            issues.extend(issues_from_validation(raw, exc, ModelDefaults, ("defaults",)))
+    merged = dict(data)
+    models = data.get("models")
+    if isinstance(models, list):
+        merged["models"] = [
+            deep_merge(usable_defaults, m) if isinstance(m, Mapping) and usable_defaults else m for m in models
+        ]
+        for i, model in enumerate(merged["models"]):
+            try:
+                ModelSpec.model_validate(model)
+            except ValidationError as exc:
+                issues.extend(issues_from_validation(raw, exc, ModelSpec, ("models", i)))
+    try:
+        spec = Spec.model_validate(merged)
+    except ValidationError as exc:
+        spec = None
+        for issue in issues_from_validation(raw, exc, Spec):
+            # Model and defaults errors were already reported above with better locations.
+            if not (issue.path.startswith("models[") or issue.path.startswith("defaults")):
+                issues.append(issue)
+    return (spec if not issues else None), issues

@@ -1,0 +1,118 @@
+"""The validated deployment as frozen dataclasses: what every later stage consumes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deployer.onnxinfo import OnnxInfo
+from deployer.spec.schema import ModelSpec, Spec
+
+PLATFORMS: dict[str, str | None] = {
+    "onnxruntime": "onnxruntime_onnx",
+    "tensorrt": "tensorrt_plan",
+    "python": None,
+    "ensemble": "ensemble",
+}
+DEFAULT_FILENAMES: dict[str, str | None] = {
+    "onnxruntime": "model.onnx",
+    "tensorrt": "model.plan",
+    "python": "model.py",
+    "ensemble": None,
+}
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """An input or output as it will be configured in Triton."""
+
+    name: str
+    dtype: str  # canonical (deployer.dtypes), e.g. FP32, STRING
+    dims: tuple[int, ...]  # without the batch dim when the model batches
+    reshape: tuple[int, ...] | None = None
+    optional: bool = False
+    format: str | None = None
+    is_shape_tensor: bool = False
+    allow_ragged_batch: bool = False
+    label_filename: str | None = None
+    value_range: tuple[float, float] | None = None
+    value: float | int | str | bool | None = None
+    atol: float | None = None
+    rtol: float | None = None
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """min/opt/max full shapes of one input."""
+
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """One model with everything defaulted and checked."""
+
+    index: int  # position in spec.models (for error paths)
+    name: str
+    backend: str  # what serves it: onnxruntime | tensorrt | python | ensemble
+    requested_backend: str  # what the spec asked for (differs under --fallback onnxruntime)
+    source: Path | None
+    version: int | None  # None = auto
+    max_batch_size: int
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+    profiles: tuple[Mapping[str, Shapes], ...]  # first = the shapes smoke tests use
+    precision: str
+    keep_versions: int | None
+    config: Mapping[str, Any]  # ModelConfig in proto-JSON form (proto field names)
+    spec: ModelSpec
+    onnx: OnnxInfo | None = None
+
+    @property
+    def platform(self) -> str | None:
+        """Triton platform string."""
+        return PLATFORMS[self.backend]
+
+    @property
+    def default_filename(self) -> str | None:
+        """File name in the version directory."""
+        return DEFAULT_FILENAMES[self.backend]
+
+    @property
+    def shapes(self) -> Mapping[str, Shapes]:
+        """Shapes of the first profile."""
+        return self.profiles[0] if self.profiles else {}
+
+    @property
+    def batching(self) -> bool:
+        """Triton batches this model (implicit leading batch dim)."""
+        return self.max_batch_size > 0
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A whole validated spec."""
+
+    spec_path: Path
+    spec: Spec
+    spec_sha256: str
+    repository: Path
+    template_dir: Path | None
+    models: tuple[ResolvedModel, ...]
+    warnings: tuple[str, ...] = field(default=())
+
+    def model(self, name: str) -> ResolvedModel:
+        """The model called `name`."""
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    def resolve_path(self, value: str) -> Path:
+        """A path from the spec, relative to the spec file's directory."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.spec_path.parent / p)
