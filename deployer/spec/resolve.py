@@ -156,8 +156,11 @@ def _tensors(
         for t in tensors:
             dims = t.triton_dims(batching=mbs > 0)
             reshape: tuple[int, ...] | None = None
-            if not dims:  # scalar (or batch-only) tensor: Triton needs dims [1] + an empty reshape
-                dims, reshape = (1,), ()
+            if not dims:
+                # Batch-only tensor ([N] in the model): dims [1] + an empty reshape. A rank-0 tensor in a
+                # non-batching model: dims [1], which Triton's ONNX Runtime backend maps to the scalar
+                # (onnxruntime_backend#213); an empty reshape is rejected for non-batching models.
+                dims, reshape = (1,), (() if mbs > 0 else None)
             out.append(Tensor(name=t.name, dtype=t.dtype, dims=dims, reshape=reshape))
         return tuple(out)
     result: list[Tensor] = []

@@ -1,0 +1,169 @@
+"""`deployer init`: scaffold a commented, deployable spec from an ONNX file.
+
+The batch decision, dtypes and names come from the graph; sizes for symbolic dims are probed with
+ONNX Runtime so the recorded min/opt/max shapes are ones the model really accepts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from deployer.errors import UserError
+from deployer.onnxinfo import OnnxInfo, ShapeRange, batch_dimension, probe_shapes, read_onnx
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH = 8
+
+
+@dataclass(frozen=True)
+class InitResult:
+    """What `init` decided, for the CLI to report."""
+
+    spec_path: Path
+    model_name: str
+    batching: bool
+    reason: str
+    max_batch_size: int
+    text: str
+
+
+def model_name_from(path: Path) -> str:
+    """A valid Triton model name from a file name (`det.v2:fp32.onnx` -> `det.v2_fp32`)."""
+    stem = path.name[: -len(".onnx")] if path.name.endswith(".onnx") else path.stem
+    name = re.sub(r"[^A-Za-z0-9_.\-]", "_", stem).lstrip(".") or "model"
+    return name if name[0].isalnum() or name[0] == "_" else f"m{name}"
+
+
+def _q(value: str) -> str:
+    """A YAML double-quoted scalar (JSON strings are valid YAML): safe for '/', ':', '#', quotes."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _list(values: tuple[int, ...] | list[int]) -> str:
+    return "[" + ", ".join(str(v) for v in values) + "]"
+
+
+def scaffold(
+    info: OnnxInfo,
+    *,
+    name: str,
+    source: str,
+    backend: str,
+    max_batch_size: int,
+    batching: bool,
+    reason: str,
+    shapes: dict[str, ShapeRange],
+) -> str:
+    """The spec text (pure)."""
+    mbs = max_batch_size if batching else 0
+    lines = [
+        f"# deployer spec scaffolded by `deployer init` from {Path(source).name}",
+        f"# (sha256 {info.sha256[:16]}…, opset {info.opset}, producer {info.producer or 'unknown'}).",
+        "# Every key and its default: docs/spec.md; JSON Schema for editors: `deployer schema`.",
+        "repository: model_repository  # published versions go here (relative to this file)",
+        "server:",
+        "  runtime: local  # local (tritonserver binary) | docker | compose",
+        "models:",
+        f"  - name: {_q(name)}",
+        f"    source: {_q(source)}",
+        f"    backend: {backend}",
+        "    version: auto  # each publish of changed content gets the next version",
+        f"    # {'Batching' if batching else 'No Triton batching'}: {reason}.",
+        f"    max_batch_size: {mbs}",
+    ]
+    if batching:
+        preferred = sorted({max(1, mbs // 2), mbs})
+        lines += [
+            "    dynamic_batching:  # Triton groups concurrent requests into batches",
+            f"      preferred_batch_size: {_list(preferred)}",
+            "      max_queue_delay_microseconds: 500",
+        ]
+    if backend == "tensorrt":
+        lines += [
+            "    precision: fp32  # fp16/bf16/int8 need TensorRT <= 10, or a quantized/AutoCast ONNX on 11",
+            "    instance_group: [{kind: GPU, count: 1}]",
+        ]
+    lines.append("    inputs:  # dims exclude the batch dim when max_batch_size > 0; -1 = variable")
+    lines += _tensors(info, "inputs", batching)
+    lines.append("    outputs:")
+    lines += _tensors(info, "outputs", batching)
+    recorded = {
+        k: v for k, v in shapes.items()
+        if backend == "tensorrt" or any(isinstance(d, str) for d in info.input(k).shape[(1 if batching else 0):])
+    }
+    if recorded:
+        lines.append("    shapes:  # min/opt/max full shapes, probed: ONNX Runtime ran the model at each")
+        for k, r in recorded.items():
+            lines.append(f"      {_q(k)}: {{min: {_list(r.min)}, opt: {_list(r.opt)}, max: {_list(r.max)}}}")
+    return "\n".join(lines) + "\n"
+
+
+def _tensors(info: OnnxInfo, key: str, batching: bool) -> list[str]:
+    out = []
+    for t in info.inputs if key == "inputs" else info.outputs:
+        dims = t.triton_dims(batching=batching)
+        extra = ""
+        if not dims:
+            dims = (1,)
+            extra = ", reshape: []" if batching else ""
+            extra += "  # scalar in the model" if not batching else "  # batch-only tensor in the model"
+        out.append(f"      - {{name: {_q(t.name)}, dtype: {t.dtype}, dims: {_list(dims)}{extra}}}")
+    return out
+
+
+def init_spec(
+    model: Path,
+    *,
+    output: Path | None = None,
+    name: str | None = None,
+    backend: str = "onnxruntime",
+    max_batch_size: int = DEFAULT_MAX_BATCH,
+    force: bool = False,
+) -> InitResult:
+    """Write a spec for `model` next to it (or at `output`); refuses to overwrite unless `force`.
+
+    The generated spec is validated before it replaces anything, so a spec that `init` writes loads.
+    """
+    from deployer.spec import load_deployment
+
+    if backend not in ("onnxruntime", "tensorrt"):
+        raise UserError(f"init supports backend onnxruntime or tensorrt, not {backend!r}",
+                        hint="python and ensemble models are written by hand; see docs/spec.md")
+    if max_batch_size < 1:
+        raise UserError(f"--max-batch-size must be >= 1, got {max_batch_size}")
+    info = read_onnx(model)
+    decision = batch_dimension(info)
+    spec_path = (output or model.with_name(model_name_from(model) + ".deployer.yaml")).absolute()
+    if spec_path.exists() and not force:
+        raise UserError(f"{spec_path} already exists", hint="pass --force to overwrite, or -o another path")
+    mbs = max_batch_size if decision.batching else 0
+    shapes = probe_shapes(model, info, batching=decision.batching, max_batch_size=max(mbs, 1))
+    source = os.path.relpath(model.absolute(), spec_path.parent)
+    text = scaffold(
+        info,
+        name=name or model_name_from(model),
+        source=source,
+        backend=backend,
+        max_batch_size=mbs,
+        batching=decision.batching,
+        reason=decision.reason,
+        shapes=shapes,
+    )
+    spec_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = spec_path.with_name(f".{spec_path.name}.{hashlib.sha256(text.encode()).hexdigest()[:8]}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        # Validate in place so relative paths resolve exactly as they will for the user.
+        load_deployment(tmp, fallback="onnxruntime" if backend == "tensorrt" else None)
+        os.replace(tmp, spec_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("wrote %s", spec_path)
+    return InitResult(spec_path, name or model_name_from(model), decision.batching, decision.reason, mbs, text)
