@@ -19,7 +19,14 @@ _FLOAT_TOL: dict[str, tuple[float, float]] = {
     "BF16": (5e-2, 2e-2),
     "INT8": (1e-1, 5e-2),  # an int8-quantized engine behind float I/O
 }
-_PRECISION_ALIASES = {"FP32": "FP32", "TF32": "FP32", "FP16": "FP16", "BF16": "BF16", "INT8": "INT8", "BEST": "INT8"}
+_PRECISION_ALIASES = {
+    "FP32": "FP32",
+    "TF32": "FP32",
+    "FP16": "FP16",
+    "BF16": "BF16",
+    "INT8": "INT8",
+    "BEST": "INT8",
+}
 
 
 def default_tolerance(dtype: str, precision: str | None = None) -> tuple[float, float]:
@@ -61,8 +68,14 @@ def compare_arrays(
     """
     s, r = np.asarray(served), np.asarray(reference)
     if s.shape != r.shape:
-        return Comparison(False, float("inf"), float("inf"), max(s.size, r.size), max(s.size, r.size),
-                          f"shape {list(s.shape)} != reference shape {list(r.shape)}")
+        return Comparison(
+            False,
+            float("inf"),
+            float("inf"),
+            max(s.size, r.size),
+            max(s.size, r.size),
+            f"shape {list(s.shape)} != reference shape {list(r.shape)}",
+        )
     total = int(r.size)
     if total == 0:
         return Comparison(True, 0.0, 0.0, 0, 0, "")
@@ -70,8 +83,14 @@ def compare_arrays(
         sb = np.vectorize(_as_bytes, otypes=[object])(s)
         rb = np.vectorize(_as_bytes, otypes=[object])(r)
         bad = int(np.count_nonzero(sb != rb))
-        return Comparison(bad == 0, 0.0 if bad == 0 else float("inf"), 0.0 if bad == 0 else float("inf"),
-                          bad, total, "" if bad == 0 else f"{bad}/{total} string elements differ")
+        return Comparison(
+            bad == 0,
+            0.0 if bad == 0 else float("inf"),
+            0.0 if bad == 0 else float("inf"),
+            bad,
+            total,
+            "" if bad == 0 else f"{bad}/{total} string elements differ",
+        )
     sf, rf = s.astype(np.float64), r.astype(np.float64)
     both_nan = np.isnan(sf) & np.isnan(rf)
     same_inf = np.isinf(sf) & np.isinf(rf) & (sf == rf)

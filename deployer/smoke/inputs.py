@@ -100,7 +100,7 @@ def plan_cases(model: SmokeModel) -> tuple[InferCase, ...]:
         return b, shapes
 
     ordered: list[tuple[str, int, dict[str, tuple[int, ...]]]] = []
-    wanted = [(w, w, None) for w in ("min", "opt", "max")]
+    wanted: list[tuple[str, str, int | None]] = [(w, w, None) for w in ("min", "opt", "max")]
     wanted += [(f"batch{b}", "opt", b) for b in model.preferred_batch_sizes if batching]
     for label, which, batch in wanted:
         b, shapes = case(which, batch)
@@ -113,9 +113,7 @@ def plan_cases(model: SmokeModel) -> tuple[InferCase, ...]:
     return tuple(InferCase(label, shapes, b) for label, b, shapes in ordered)
 
 
-def synthesize(
-    tensor: SmokeTensor, shape: tuple[int, ...], rng: np.random.Generator
-) -> Array:
+def synthesize(tensor: SmokeTensor, shape: tuple[int, ...], rng: np.random.Generator) -> Array:
     """A tensor of `shape` for `tensor`: its fixed value, or uniform values in its range.
 
     Floats default to [0, 1), integers to [0, 16), strings to decimal numbers in [0, 100).
@@ -130,8 +128,10 @@ def synthesize(
             arr: Array = np.empty(shape, dtype=object)
             arr.fill(raw)
             return arr
-        return _bf16_round(np.full(shape, tensor.fixed_value, dtype=np_dtype)) if dtype == "BF16" else (
-            np.full(shape, tensor.fixed_value, dtype=np_dtype)
+        return (
+            _bf16_round(np.full(shape, tensor.fixed_value, dtype=np_dtype))
+            if dtype == "BF16"
+            else (np.full(shape, tensor.fixed_value, dtype=np_dtype))
         )
     if dtype == "BOOL":
         return rng.integers(0, 2, size=shape).astype(np.bool_)
@@ -143,7 +143,7 @@ def synthesize(
             out[idx] = str(int(v)).encode()
         return out
     if np.issubdtype(np_dtype, np.integer):
-        info = np.iinfo(np_dtype)
+        info = np.iinfo(np_dtype)  # type: ignore[type-var]
         lo, hi = tensor.value_range or _INT_RANGE
         low = max(int(lo), int(info.min))
         high = min(int(np.ceil(hi)), int(info.max) + 1)

@@ -190,8 +190,11 @@ def to_dict(report: SmokeReport) -> dict[str, object]:
                 "name": s.model,
                 "passed": s.passed,
                 "checks": [
-                    {**asdict(c), "numbers": {k: _json_number(v) for k, v in c.numbers.items()},
-                     "details": list(c.details)}
+                    {
+                        **asdict(c),
+                        "numbers": {k: _json_number(v) for k, v in c.numbers.items()},
+                        "details": list(c.details),
+                    }
                     for c in s.checks
                 ],
             }
@@ -246,8 +249,9 @@ def junit_xml(report: SmokeReport) -> ET.Element:
             time=f"{sum(c.duration_s for c in suite.checks):.3f}",
         )
         for c in suite.checks:
-            tc = ET.SubElement(ts, "testcase", classname=f"smoke.{suite.model}", name=c.name,
-                               time=f"{c.duration_s:.3f}")
+            tc = ET.SubElement(
+                ts, "testcase", classname=f"smoke.{suite.model}", name=c.name, time=f"{c.duration_s:.3f}"
+            )
             body = "\n".join([*c.details, _numbers_text(c.numbers, limit=1000)]).strip()
             if c.status == "fail":
                 el = ET.SubElement(tc, "failure", message=c.message, type="SmokeCheckFailed")

@@ -1,0 +1,202 @@
+"""Checks that need concurrent load: dynamic batching proven by statistics, and latency/throughput."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy.typing as npt
+
+from deployer.smoke.loadgen import build_request, fire_concurrent, run_load
+from deployer.smoke.report import CheckResult
+from deployer.smoke.targets import SmokeModel, SmokeOptions
+
+__all__ = ["batching_skip_reason", "check_batching", "check_perf", "stats_snapshot"]
+
+Array = npt.NDArray[Any]
+
+
+def batching_skip_reason(model: SmokeModel) -> str:
+    """Why the batching check does not apply to `model`, or "" when it does."""
+    if model.max_batch_size == 0:
+        return "max_batch_size is 0: the model does not batch (Triton's batcher runs with max 1)"
+    if model.max_batch_size == 1:
+        return "max_batch_size is 1: no batch larger than 1 can form"
+    if not model.dynamic_batching:
+        return "dynamic_batching is not configured for this model"
+    return ""
+
+
+def stats_snapshot(http: Any, model: SmokeModel) -> dict[str, int]:
+    """`inference_count`, `execution_count` and `batch_<size>` execution counts from the statistics API.
+
+    Uses HTTP, where int64 counters are JSON numbers (gRPC's JSON form returns strings, brief D.3 #22).
+    """
+    stats = http.get_inference_statistics(model.name, model.version)
+    entries = stats.get("model_stats", [])
+    out = {"inference_count": 0, "execution_count": 0}
+    for e in entries:
+        out["inference_count"] += int(e.get("inference_count", 0))
+        out["execution_count"] += int(e.get("execution_count", 0))
+        for b in e.get("batch_stats", []):
+            key = f"batch_{int(b.get('batch_size', 0))}"
+            out[key] = out.get(key, 0) + int(b.get("compute_infer", {}).get("count", 0))
+    return out
+
+
+def _delta(after: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+
+
+def _why_not_batched(served_config: Mapping[str, Any]) -> str:
+    db = served_config.get("dynamic_batching") or {}
+    delay = int(db.get("max_queue_delay_microseconds", 0) or 0)
+    groups = served_config.get("instance_group") or []
+    instances = sum(int(g.get("count", 1) or 1) for g in groups) if groups else 1
+    causes = []
+    if delay == 0:
+        causes.append(
+            "max_queue_delay_microseconds is 0, so the batcher never waits for more requests "
+            "(set e.g. 500-2000)"
+        )
+    if instances > 1:
+        causes.append(
+            f"{instances} model instances share the requests, so each sees a small queue "
+            "(fewer instances, or a queue delay)"
+        )
+    if not db:
+        causes.append("the served config has no dynamic_batching block")
+    causes.append(
+        "all requests here are concurrent and have identical shapes, so the client is not the cause"
+    )
+    return "; ".join(causes)
+
+
+def check_batching(
+    http: Any,
+    grpc_url: str,
+    model: SmokeModel,
+    feeds: Mapping[str, Array],
+    options: SmokeOptions,
+    served_config: Mapping[str, Any],
+) -> CheckResult:
+    """N concurrent batch-1 requests must run in fewer than N executions (statistics before/after).
+
+    Passes iff Δinference_count == N, Δexecution_count < N and some batch size > 1 executed. One retry
+    with 4N requests when the first burst formed no batch (a cold, fast model can drain a queue).
+    """
+    reason = batching_skip_reason(model)
+    if reason:
+        return CheckResult("batching", "skip", reason)
+    dtypes = {t.name: t.dtype for t in model.inputs}
+    request = build_request(
+        model.name, feeds, [o.name for o in model.outputs], version=model.version, dtypes=dtypes
+    )
+    n = options.batching_requests
+    attempts = 0
+    delta: dict[str, int] = {}
+    for n_req in (n, min(4 * n, 1024)):
+        attempts += 1
+        before = stats_snapshot(http, model)
+        _, errors = fire_concurrent(grpc_url, request, n_req, timeout_s=options.timeout_s)
+        if errors:
+            return CheckResult(
+                "batching",
+                "fail",
+                f"{len(errors)}/{n_req} concurrent requests failed: {errors[0]}",
+                {"requests": n_req, "errors": len(errors)},
+                tuple(errors[:5]),
+            )
+        # Statistics are updated as executions finish; give them a moment to catch up with the responses.
+        deadline = time.monotonic() + 5.0
+        while True:
+            delta = _delta(stats_snapshot(http, model), before)
+            if delta.get("inference_count", 0) >= n_req or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        d_inf, d_exec = delta.get("inference_count", 0), delta.get("execution_count", 0)
+        sizes = sorted(int(k[6:]) for k in delta if k.startswith("batch_"))
+        if d_exec < n_req and any(s > 1 for s in sizes):
+            break
+    numbers: dict[str, float] = {
+        "requests": n_req,
+        "inference_count": d_inf,
+        "execution_count": d_exec,
+        "avg_batch": (d_inf / d_exec) if d_exec else 0.0,
+        "max_batch": max(sizes, default=0),
+        "attempts": attempts,
+    }
+    hist = ", ".join(f"{s}x{delta[f'batch_{s}']}" for s in sizes)
+    details = (f"executions by batch size: {hist or 'none'}",)
+    if d_inf != n_req:
+        return CheckResult(
+            "batching",
+            "fail",
+            f"Δinference_count {d_inf} != {n_req} requests sent (cache hits or other traffic?)",
+            numbers,
+            details,
+        )
+    if d_exec >= n_req or not any(s > 1 for s in sizes):
+        return CheckResult(
+            "batching",
+            "fail",
+            f"{n_req} concurrent requests ran in {d_exec} executions: no batch > 1 was formed. "
+            f"Likely: {_why_not_batched(served_config)}",
+            numbers,
+            details,
+        )
+    return CheckResult(
+        "batching",
+        "pass",
+        f"{n_req} concurrent requests ran in {d_exec} executions "
+        f"(avg batch {d_inf / d_exec:.1f}, max {max(sizes)})",
+        numbers,
+        details,
+    )
+
+
+def check_perf(
+    grpc_url: str, model: SmokeModel, feeds: Mapping[str, Array], options: SmokeOptions, batch: int
+) -> CheckResult:
+    """Latency p50/p90/p99 and throughput at `options.concurrency` over gRPC; SLA gates fail the check."""
+    dtypes = {t.name: t.dtype for t in model.inputs}
+    request = build_request(
+        model.name, feeds, [o.name for o in model.outputs], version=model.version, dtypes=dtypes
+    )
+    res = run_load(
+        grpc_url,
+        request,
+        concurrency=options.concurrency,
+        duration_s=options.duration_s,
+        max_requests=options.max_requests,
+        warmup_requests=options.warmup_requests,
+        timeout_s=options.timeout_s,
+        batch_size=max(batch, 1),
+    )
+    numbers = res.numbers()
+    summary = (
+        f"c={options.concurrency} b={max(batch, 1)}: {res.inferences_per_s:.0f} infer/s, "
+        f"p50 {res.p(50):.2f} ms, p90 {res.p(90):.2f} ms, p99 {res.p(99):.2f} ms"
+    )
+    if res.errors or res.requests == 0:
+        return CheckResult(
+            "perf",
+            "fail",
+            f"{res.errors} of {res.requests + res.errors} requests failed: "
+            f"{res.first_error or 'no request completed'}",
+            numbers,
+        )
+    violations: list[str] = []
+    sla = model.sla
+    if sla is not None:
+        for key, limit in (("p50_ms", sla.p50_ms), ("p90_ms", sla.p90_ms), ("p99_ms", sla.p99_ms)):
+            if limit is not None and numbers[key] > limit:
+                violations.append(f"{key} {numbers[key]:.2f} > SLA {limit:g}")
+        if sla.min_throughput is not None and res.inferences_per_s < sla.min_throughput:
+            violations.append(f"throughput {res.inferences_per_s:.1f} infer/s < SLA {sla.min_throughput:g}")
+    if violations:
+        return CheckResult(
+            "perf", "fail", f"SLA violated: {'; '.join(violations)} ({summary})", numbers, tuple(violations)
+        )
+    return CheckResult("perf", "pass", summary + (" (SLA met)" if sla is not None else ""), numbers)
