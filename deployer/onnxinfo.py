@@ -407,6 +407,7 @@ def _free_vars(
     """Group dynamic non-batch dims into variables; returns them and (input, axis) -> variable key."""
     where: dict[tuple[str, int], str] = {}
     image: dict[str, bool] = {}
+    batch_like: dict[str, bool] = {}  # axis 0 of a non-batching model: usually a batch, so opt 1
     for t in info.inputs:
         if t.name in fixed:
             continue
@@ -417,10 +418,11 @@ def _free_vars(
             key = f"{t.name}[{axis}]" if d == DYNAMIC else str(d)
             where[(t.name, axis)] = key
             image[key] = image.get(key, False) or _is_image_axis(t, axis)
+            batch_like[key] = batch_like.get(key, True) and axis == 0 and t.rank > 1
     out = []
     for key, is_image in image.items():
         cands: Sequence[int] = _IMAGE_CANDIDATES if is_image else _SEQUENCE_CANDIDATES
-        opt = _IMAGE_OPT if is_image else _SEQUENCE_OPT
+        opt = _IMAGE_OPT if is_image else (1 if batch_like[key] else _SEQUENCE_OPT)
         if isinstance(candidates, Mapping):
             cands = candidates.get(key, cands)
         elif candidates is not None:
@@ -523,11 +525,14 @@ def probe_shapes(
     for v in variables:
         lo[v.key] = _edge(p, base, v.key, sorted((c for c in v.candidates if c < base[v.key]), reverse=True))
         hi[v.key] = _edge(p, base, v.key, [c for c in v.candidates if c > base[v.key]])
+    ties = _tied_edges(p, variables, base, lo, hi)
     if variables and lo != base and not p.runs_with(lo):
         lo = dict(base)  # each min works alone but not together: be conservative
     if variables and hi != base and (p.too_big(hi) or not p.runs_with(hi)):
         hi = dict(base)
     opt = {v.key: _nearest(v, lo[v.key], hi[v.key]) for v in variables}
+    for a, b in ties:
+        opt[b] = opt[a]
     if opt != base and (p.out_of_time() or not p.runs_with(opt)):
         opt = base
     if batching and max_batch_size >= 2 and not p.runs_with(opt, batch=2):
@@ -538,32 +543,56 @@ def probe_shapes(
     log.debug("probe_shapes(%s): %d runs, min %s, opt %s, max %s", info.path, p.runs, lo, opt, hi)
     b_opt = max(1, (max_batch_size + 1) // 2)
     return {
-        t.name: ShapeRange(
-            p.shape(t, lo, 1), p.shape(t, opt, b_opt if batching else 1), p.shape(t, hi, max_batch_size)
-        )
+        t.name: ShapeRange(p.shape(t, lo, 1), p.shape(t, opt, b_opt if batching else 1), p.shape(t, hi, max_batch_size))
         for t in info.inputs
     }
 
 
-def _edge(p: _Prober, base: Mapping[str, int], key: str, outward: Sequence[int]) -> int:
+def _edge(p: _Prober, base: Mapping[str, int], key: str | tuple[str, ...], outward: Sequence[int]) -> int:
     """The farthest size in `outward` (candidates ordered away from the working base size) that runs.
 
     Tries the farthest first (most models accept every candidate), then bisects assuming the
     accepted sizes are contiguous, which keeps the number of (possibly slow) runs logarithmic.
     """
-    cands = [c for c in outward if not p.too_big({**base, key: c})]
+    keys = (key,) if isinstance(key, str) else key
+
+    def at(c: int) -> dict[str, int]:
+        return {**base, **dict.fromkeys(keys, c)}
+
+    cands = [c for c in outward if not p.too_big(at(c))]
     if not cands or p.out_of_time():
-        return base[key]
-    if p.runs_with({**base, key: cands[-1]}):
+        return base[keys[0]]
+    if p.runs_with(at(cands[-1])):
         return cands[-1]
     good, bad = -1, len(cands) - 1  # index -1 stands for the base size, known to run
     while bad - good > 1 and not p.out_of_time():
         mid = (good + bad) // 2
-        if p.runs_with({**base, key: cands[mid]}):
+        if p.runs_with(at(cands[mid])):
             good = mid
         else:
             bad = mid
-    return cands[good] if good >= 0 else base[key]
+    return cands[good] if good >= 0 else base[keys[0]]
+
+
+def _tied_edges(
+    p: _Prober, variables: Sequence[_Var], base: Mapping[str, int], lo: dict[str, int], hi: dict[str, int]
+) -> list[tuple[str, str]]:
+    """Move pairs of stuck variables together: unnamed dims that must be equal (a batch dim that
+    the exporter left unnamed in two inputs) cannot move one at a time. Returns the pairs tied."""
+    ties: list[tuple[str, str]] = []
+    for side, bound, pick in (("min", lo, min), ("max", hi, max)):
+        stuck = [v for v in variables if bound[v.key] == base[v.key]]
+        for i, a in enumerate(stuck[:6]):
+            for b in stuck[i + 1 : 6]:
+                if base[a.key] != base[b.key] or bound[a.key] != base[a.key] or bound[b.key] != base[b.key]:
+                    continue
+                shared = sorted(set(a.candidates) & set(b.candidates), reverse=side == "min")
+                outward = [c for c in shared if (c < base[a.key] if side == "min" else c > base[a.key])]
+                c = _edge(p, base, (a.key, b.key), outward)
+                bound[a.key] = bound[b.key] = pick(c, base[a.key])
+                if c != base[a.key] and (a.key, b.key) not in ties:
+                    ties.append((a.key, b.key))
+    return ties
 
 
 def _nearest(v: _Var, lo: int, hi: int) -> int:
@@ -573,18 +602,25 @@ def _nearest(v: _Var, lo: int, hi: int) -> int:
 
 
 def _find_base(p: _Prober, variables: Sequence[_Var]) -> dict[str, int]:
-    """A working assignment: each variable's typical size, then all candidates from the smallest up
-    (small trials are cheap, and large ones can take seconds on big models)."""
-    ordered = {v.key: [_nearest(v, 0, 1 << 62), *v.candidates] for v in variables}
-    depth = max((len(c) for c in ordered.values()), default=1)
+    """A working assignment: the typical sizes; else one variable at a time from its smallest
+    candidate up (small trials are cheap; large ones can take seconds); else all together."""
+    start = {v.key: _nearest(v, 0, 1 << 62) for v in variables}
+    if not p.too_big(start) and p.runs_with(start):
+        return start
+    for v in variables:
+        for c in v.candidates:
+            trial = {**start, v.key: c}
+            if p.out_of_time():
+                break
+            if c != start[v.key] and not p.too_big(trial) and p.runs_with(trial):
+                return trial
+    depth = max((len(v.candidates) for v in variables), default=0)
     for k in range(depth):
-        trial = {key: cands[min(k, len(cands) - 1)] for key, cands in ordered.items()}
-        if p.too_big(trial):
-            continue
-        if p.runs_with(trial):
-            return trial
+        trial = {v.key: v.candidates[min(k, len(v.candidates) - 1)] for v in variables}
         if p.out_of_time():
             break
+        if not p.too_big(trial) and p.runs_with(trial):
+            return trial
     dyn = sorted({f"{name}[{axis}]" for name, axis in p.where})
     what = f"dynamic dims {', '.join(dyn)}" if dyn else "its declared shapes"
     raise ModelFileError(
