@@ -178,10 +178,9 @@ def read_onnx(path: Path | str) -> OnnxInfo:
     graph = model.graph
     init_names = {t.name for t in graph.initializer} | {t.values.name for t in graph.sparse_initializer}
     graph_inputs = [v for v in graph.input if v.name not in init_names]
-    if any(not _has_shape(v) for v in graph.output):
+    graph_outputs = list(graph.output)
+    if any(not _has_shape(v) for v in graph_outputs):
         graph_outputs = _inferred_outputs(model)
-    else:
-        graph_outputs = list(graph.output)
     return OnnxInfo(
         path=file,
         sha256=_sha256([file, *ext_files], base=file.parent),
