@@ -88,8 +88,7 @@ def _index_lines(http: Any) -> list[str]:
     except _server_errors():
         return []
     return [
-        f"{m.get('name')} v{m.get('version', '?')}: {m.get('state', '?')} {m.get('reason', '')}".rstrip()
-        for m in index
+        f"{m.get('name')} v{m.get('version', '?')}: {m.get('state', '?')} {m.get('reason', '')}".rstrip() for m in index
     ]
 
 
@@ -192,9 +191,7 @@ def infer(
         gi.set_data_from_numpy(to_wire_array(arr, dtypes[name]))
         ginputs.append(gi)
     gouts = [gmod.InferRequestedOutput(o.name) for o in model.outputs]
-    gres = client.infer(
-        model.name, ginputs, model_version=model.version, outputs=gouts, client_timeout=timeout_s
-    )
+    gres = client.infer(model.name, ginputs, model_version=model.version, outputs=gouts, client_timeout=timeout_s)
     out: dict[str, tuple[str, Array]] = {}
     for o in model.outputs:
         meta = gres.get_output(o.name)
@@ -232,9 +229,7 @@ def check_outputs(
             or any(w >= 0 and w != s for w, s in zip(want, shape, strict=False))
             or (batch > 0 and shape[:1] != (batch,))
         ):
-            problems.append(
-                f"output {o.name!r} shape {list(shape)} does not fit {list(want)} at batch {batch}"
-            )
+            problems.append(f"output {o.name!r} shape {list(shape)} does not fit {list(want)} at batch {batch}")
         if expected is None or o.name not in expected:
             continue
         atol, rtol = default_tolerance(o.dtype, model.precision)
@@ -246,8 +241,7 @@ def check_outputs(
         numbers[f"{o.name}.max_rel"] = cmp.max_rel
         if not cmp.ok:
             problems.append(
-                f"output {o.name!r} vs {what}: {cmp.message} (max abs {cmp.max_abs:.3g}, "
-                f"max rel {cmp.max_rel:.3g})"
+                f"output {o.name!r} vs {what}: {cmp.message} (max abs {cmp.max_abs:.3g}, max rel {cmp.max_rel:.3g})"
             )
     if problems:
         return CheckResult(name, "fail", problems[0], numbers, tuple(problems))

@@ -159,9 +159,7 @@ def model_metadata_diffs(
                 problems.append(f"{kind[:-1]} {name!r} missing (served: {sorted(served)})")
                 continue
             if t.get("datatype") != dtype:
-                problems.append(
-                    f"{kind[:-1]} {name!r} datatype: expected {dtype}, served {t.get('datatype')}"
-                )
+                problems.append(f"{kind[:-1]} {name!r} datatype: expected {dtype}, served {t.get('datatype')}")
             got = [int(d) for d in t.get("shape", [])]
             if got != list(shape):
                 problems.append(f"{kind[:-1]} {name!r} shape: expected {list(shape)}, served {got}")

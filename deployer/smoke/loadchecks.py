@@ -57,8 +57,7 @@ def _why_not_batched(served_config: Mapping[str, Any]) -> str:
     causes = []
     if delay == 0:
         causes.append(
-            "max_queue_delay_microseconds is 0, so the batcher never waits for more requests "
-            "(set e.g. 500-2000)"
+            "max_queue_delay_microseconds is 0, so the batcher never waits for more requests (set e.g. 500-2000)"
         )
     if instances > 1:
         causes.append(
@@ -67,9 +66,7 @@ def _why_not_batched(served_config: Mapping[str, Any]) -> str:
         )
     if not db:
         causes.append("the served config has no dynamic_batching block")
-    causes.append(
-        "all requests here are concurrent and have identical shapes, so the client is not the cause"
-    )
+    causes.append("all requests here are concurrent and have identical shapes, so the client is not the cause")
     return "; ".join(causes)
 
 
@@ -90,9 +87,7 @@ def check_batching(
     if reason:
         return CheckResult("batching", "skip", reason)
     dtypes = {t.name: t.dtype for t in model.inputs}
-    request = build_request(
-        model.name, feeds, [o.name for o in model.outputs], version=model.version, dtypes=dtypes
-    )
+    request = build_request(model.name, feeds, [o.name for o in model.outputs], version=model.version, dtypes=dtypes)
     n = options.batching_requests
     attempts = 0
     delta: dict[str, int] = {}
@@ -149,8 +144,7 @@ def check_batching(
     return CheckResult(
         "batching",
         "pass",
-        f"{n_req} concurrent requests ran in {d_exec} executions "
-        f"(avg batch {d_inf / d_exec:.1f}, max {max(sizes)})",
+        f"{n_req} concurrent requests ran in {d_exec} executions (avg batch {d_inf / d_exec:.1f}, max {max(sizes)})",
         numbers,
         details,
     )
@@ -161,9 +155,7 @@ def check_perf(
 ) -> CheckResult:
     """Latency p50/p90/p99 and throughput at `options.concurrency` over gRPC; SLA gates fail the check."""
     dtypes = {t.name: t.dtype for t in model.inputs}
-    request = build_request(
-        model.name, feeds, [o.name for o in model.outputs], version=model.version, dtypes=dtypes
-    )
+    request = build_request(model.name, feeds, [o.name for o in model.outputs], version=model.version, dtypes=dtypes)
     res = run_load(
         grpc_url,
         request,
@@ -183,8 +175,7 @@ def check_perf(
         return CheckResult(
             "perf",
             "fail",
-            f"{res.errors} of {res.requests + res.errors} requests failed: "
-            f"{res.first_error or 'no request completed'}",
+            f"{res.errors} of {res.requests + res.errors} requests failed: {res.first_error or 'no request completed'}",
             numbers,
         )
     violations: list[str] = []

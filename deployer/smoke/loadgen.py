@@ -122,7 +122,8 @@ def build_request(
         tensor.name, tensor.datatype = name, dt
         tensor.shape.extend(int(d) for d in arr.shape)
         if dt == "BYTES":
-            raw = serialize_byte_tensor(arr).tobytes()
+            # serialize_byte_tensor returns a 0-d object array wrapping the length-prefixed bytes
+            raw = serialize_byte_tensor(arr).item() if arr.size else b""
         elif dt == "BF16":
             import ml_dtypes  # a tritonclient dependency; the wire format is 2-byte bfloat16
 

@@ -47,9 +47,7 @@ class OnnxReference:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3  # warnings about unused initializers are noise here
         try:
-            self._session = ort.InferenceSession(
-                str(path), sess_options=opts, providers=["CPUExecutionProvider"]
-            )
+            self._session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
             raise ModelFileError(
                 f"ONNX Runtime cannot load the reference model {path}: {exc}",
@@ -66,9 +64,7 @@ class OnnxReference:
             return f"ONNX inputs of types ONNX Runtime cannot take from numpy here: {odd}"
         return ""
 
-    def run(
-        self, feeds: Mapping[str, npt.NDArray[Any]], outputs: Sequence[str] = ()
-    ) -> dict[str, npt.NDArray[Any]]:
+    def run(self, feeds: Mapping[str, npt.NDArray[Any]], outputs: Sequence[str] = ()) -> dict[str, npt.NDArray[Any]]:
         """Outputs by name for `feeds` (cast to the graph's input types). Raises ModelFileError on failure."""
         missing = sorted(set(self.input_types) - set(feeds))
         if missing:
@@ -82,12 +78,18 @@ class OnnxReference:
                 continue
             want = _ORT_NUMPY.get(self.input_types[name])
             a = np.asarray(arr)
+            if want is np.object_:
+                # ORT str()-s bytes objects ("b'12'"); Triton BYTES elements arrive as bytes.
+                cast[name] = np.vectorize(_text, otypes=[np.object_])(a) if a.size else a.astype(np.object_)
+                continue
             cast[name] = a.astype(want) if want is not None and a.dtype != np.dtype(want) else a
         names = [n for n in (outputs or self.output_names) if n in self.output_names]
         try:
             values = self._session.run(names, cast)
         except Exception as exc:
-            raise ModelFileError(
-                f"ONNX Runtime failed to run the reference model {self.path}: {exc}"
-            ) from exc
+            raise ModelFileError(f"ONNX Runtime failed to run the reference model {self.path}: {exc}") from exc
         return {n: np.asarray(v) for n, v in zip(names, values, strict=True)}
+
+
+def _text(v: object) -> str:
+    return v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v)

@@ -149,12 +149,13 @@ def render_report(report: SmokeReport) -> RenderableType:
     for suite in report.suites:
         for i, c in enumerate(suite.checks):
             msg = c.message + ("".join(f"\n  {d}" for d in c.details[:8]) if c.status == "fail" else "")
+            # Text(), not str: check names and messages contain "[...]", which rich would eat as markup.
             table.add_row(
-                suite.model if i == 0 else "",
-                c.name,
+                Text(suite.model if i == 0 else ""),
+                Text(c.name),
                 Text(c.status.upper(), style=_STYLE[c.status]),
-                msg,
-                _numbers_text(c.numbers),
+                Text(msg),
+                Text(_numbers_text(c.numbers)),
             )
         table.add_section()
     n_pass, n_fail, n_skip = report.count("pass"), report.count("fail"), report.count("skip")

@@ -150,8 +150,7 @@ class SmokeModel:
         bad = [b for b in self.preferred_batch_sizes if not 1 <= b <= max(self.max_batch_size, 1)]
         if bad:
             raise UserError(
-                f"model {self.name!r}: preferred batch sizes {bad} outside 1..max_batch_size "
-                f"({self.max_batch_size})"
+                f"model {self.name!r}: preferred batch sizes {bad} outside 1..max_batch_size ({self.max_batch_size})"
             )
 
 
