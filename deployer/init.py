@@ -162,7 +162,7 @@ def init_spec(
         tmp.write_text(text, encoding="utf-8")
         # Validate in place so relative paths resolve exactly as they will for the user.
         load_deployment(tmp, fallback="onnxruntime" if backend == "tensorrt" else None)
-        os.replace(tmp, spec_path)
+        tmp.replace(spec_path)
     finally:
         tmp.unlink(missing_ok=True)
     log.info("wrote %s", spec_path)

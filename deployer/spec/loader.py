@@ -134,9 +134,9 @@ def locate(raw: RawSpec, path: PathT, *, of_key: bool = False) -> tuple[int, int
 
 def _exists(node: Any, path: PathT) -> bool:
     for part in path:
-        if isinstance(node, Mapping) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        in_map = isinstance(node, Mapping) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_map or in_list:
             node = node[part]
         else:
             return False

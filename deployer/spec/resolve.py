@@ -56,7 +56,7 @@ def resolve_model(
     if source is None and requested != "ensemble":
         return None, ctx.issues
     info: OnnxInfo | None = None
-    if source is not None and source.suffix == ".onnx" or (source is not None and source.is_dir()):
+    if (source is not None and source.suffix == ".onnx") or (source is not None and source.is_dir()):
         try:
             info = read_onnx(source)
         except ModelFileError as exc:
@@ -153,24 +153,26 @@ def _tensors(
             return None
         tensors = info.inputs if key == "inputs" else info.outputs
         out = []
-        for t in tensors:
-            dims = t.triton_dims(batching=mbs > 0)
+        for info_t in tensors:
+            dims = info_t.triton_dims(batching=mbs > 0)
             reshape: tuple[int, ...] | None = None
             if not dims:
                 # Batch-only tensor ([N] in the model): dims [1] + an empty reshape. A rank-0 tensor in a
                 # non-batching model: dims [1], which Triton's ONNX Runtime backend maps to the scalar
                 # (onnxruntime_backend#213); an empty reshape is rejected for non-batching models.
                 dims, reshape = (1,), (() if mbs > 0 else None)
-            out.append(Tensor(name=t.name, dtype=t.dtype, dims=dims, reshape=reshape))
+            out.append(Tensor(name=info_t.name, dtype=info_t.dtype, dims=dims, reshape=reshape))
         return tuple(out)
     result: list[Tensor] = []
-    for j, t in enumerate(given):
+    given_list: list[InputSpec | OutputSpec] = list(given)
+    for j, spec_t in enumerate(given_list):
         try:
-            dtype = normalize_dtype(t.dtype)
+            dtype = normalize_dtype(spec_t.dtype)
         except ValueError as exc:
             ctx.add((key, j, "dtype"), str(exc).split(";")[0], "use FP32, FP16, INT64, INT32, BOOL, STRING, ...",
-                    value=t.dtype, has_value=True)
+                    value=spec_t.dtype, has_value=True)
             continue
+        t = spec_t
         tol = getattr(t, "tolerance", None)
         result.append(
             Tensor(
@@ -276,27 +278,11 @@ def build_config(m: ResolvedModel) -> dict[str, Any]:
     cfg["input"] = [_tensor_config(t, is_input=True) for t in m.inputs]
     cfg["output"] = [_tensor_config(t, is_input=False) for t in m.outputs]
     if s.dynamic_batching is not None:
-        db = s.dynamic_batching
-        d: dict[str, Any] = db.model_dump(
-            exclude_defaults=True, exclude={"default_queue_policy", "priority_queue_policy"}
-        )
-        if db.default_queue_policy is not None:
-            d["default_queue_policy"] = _queue_policy(db.default_queue_policy)
-        if db.priority_queue_policy:
-            d["priority_queue_policy"] = {str(k): _queue_policy(v) for k, v in db.priority_queue_policy.items()}
-        cfg["dynamic_batching"] = d
+        cfg["dynamic_batching"] = _dynamic_batching(s)
     if s.sequence_batching is not None:
         cfg["sequence_batching"] = _sequence(s)
     if s.ensemble is not None:
-        cfg["ensemble_scheduling"] = {
-            "step": [
-                {"model_name": st.model, "model_version": st.version,
-                 "input_map": dict(st.inputs), "output_map": dict(st.outputs)}
-                for st in s.ensemble.steps
-            ]
-        }
-        if s.ensemble.max_inflight_requests:
-            cfg["ensemble_scheduling"]["max_inflight_requests"] = s.ensemble.max_inflight_requests
+        cfg["ensemble_scheduling"] = _ensemble(s)
     groups = _instance_groups(m)
     if groups:
         cfg["instance_group"] = groups
@@ -307,19 +293,7 @@ def build_config(m: ResolvedModel) -> dict[str, Any]:
             if not cfg["optimization"]:
                 del cfg["optimization"]
     if s.model_warmup:
-        cfg["model_warmup"] = [
-            {
-                "name": w.name,
-                "batch_size": w.batch_size,
-                "count": w.count,
-                "inputs": {
-                    k: {"data_type": config_dtype(v.dtype), "dims": list(v.dims),
-                        **v.model_dump(exclude_defaults=True, exclude={"dtype", "dims"})}
-                    for k, v in w.inputs.items()
-                },
-            }
-            for w in s.model_warmup
-        ]
+        cfg["model_warmup"] = _warmup(s)
     if s.response_cache is not None:
         cfg["response_cache"] = {"enable": s.response_cache}
     if s.decoupled is not None:
@@ -330,6 +304,48 @@ def build_config(m: ResolvedModel) -> dict[str, Any]:
     if len(caps) > 1:
         cfg["cc_model_filenames"] = {cc: f"model_sm{cc.replace('.', '')}.plan" for cc in caps}
     return cfg
+
+
+def _ensemble(s: ModelSpec) -> dict[str, Any]:
+    ens = s.ensemble
+    assert ens is not None
+    d: dict[str, Any] = {
+        "step": [
+            {"model_name": st.model, "model_version": st.version, "input_map": dict(st.inputs),
+             "output_map": dict(st.outputs)}
+            for st in ens.steps
+        ]
+    }
+    if ens.max_inflight_requests:
+        d["max_inflight_requests"] = ens.max_inflight_requests
+    return d
+
+
+def _warmup(s: ModelSpec) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": w.name,
+            "batch_size": w.batch_size,
+            "count": w.count,
+            "inputs": {
+                k: {"data_type": config_dtype(v.dtype), "dims": list(v.dims),
+                    **v.model_dump(exclude_defaults=True, exclude={"dtype", "dims"})}
+                for k, v in w.inputs.items()
+            },
+        }
+        for w in s.model_warmup or []
+    ]
+
+
+def _dynamic_batching(s: ModelSpec) -> dict[str, Any]:
+    db = s.dynamic_batching
+    assert db is not None
+    d: dict[str, Any] = db.model_dump(exclude_defaults=True, exclude={"default_queue_policy", "priority_queue_policy"})
+    if db.default_queue_policy is not None:
+        d["default_queue_policy"] = _queue_policy(db.default_queue_policy)
+    if db.priority_queue_policy:
+        d["priority_queue_policy"] = {str(k): _queue_policy(v) for k, v in db.priority_queue_policy.items()}
+    return d
 
 
 def _instance_groups(m: ResolvedModel) -> list[dict[str, Any]]:

@@ -102,25 +102,7 @@ def _tensor_rules(c: Checker, m: ResolvedModel, key: str, tensors: Sequence[Tens
                 c.add(m, (*p, "dims", k), "dimension must be >= 1, or -1 for a variable size",
                       "0 is never valid in Triton", value=d, has_value=True)
         if t.reshape is not None:
-            for k, d in enumerate(t.reshape):
-                if d == 0 or d < -1:
-                    c.add(m, (*p, "reshape", k), "reshape dimension must be >= 1 or -1", value=d, has_value=True)
-            if not t.reshape:
-                if m.max_batch_size == 0:
-                    c.add(m, (*p, "reshape"), "empty reshape is not allowed for a non-batching model "
-                          "(Triton: scalar tensors are not supported)", "set max_batch_size > 0 or a real shape",
-                          value=[], has_value=True)
-                elif -1 in t.dims or _count(t.dims) != 1:
-                    c.add(m, (*p, "reshape"), f"empty reshape needs dims with one element, dims are {list(t.dims)}",
-                          "use dims: [1]", value=[], has_value=True)
-            elif (-1 in t.dims) != (-1 in t.reshape) or _chunks(t.dims) != _chunks(t.reshape):
-                if -1 not in t.dims and -1 not in t.reshape:
-                    why = f"{_count(t.dims)} elements vs {_count(t.reshape)}"
-                else:
-                    why = "element counts differ between variable-size dims"
-                c.add(m, (*p, "reshape"), f"reshape {list(t.reshape)} does not match dims {list(t.dims)} ({why})",
-                      "reshape must hold the same number of elements as dims", value=list(t.reshape),
-                      has_value=True)
+            _reshape_rules(c, m, p, t)
         if t.format in ("NCHW", "NHWC") and len(t.dims) != 3:
             c.add(m, (*p, "format"), f"format {t.format} needs exactly 3 dims, got {len(t.dims)}",
                   "remove format or fix dims", value=t.format, has_value=True)
@@ -135,6 +117,29 @@ def _tensor_rules(c: Checker, m: ResolvedModel, key: str, tensors: Sequence[Tens
                   "batch", "set max_batch_size: 0 or make the input required", value=True, has_value=True)
 
 
+
+
+def _reshape_rules(c: Checker, m: ResolvedModel, p: PathT, t: Tensor) -> None:
+    assert t.reshape is not None
+    for k, d in enumerate(t.reshape):
+        if d == 0 or d < -1:
+            c.add(m, (*p, "reshape", k), "reshape dimension must be >= 1 or -1", value=d, has_value=True)
+    if not t.reshape:
+        if m.max_batch_size == 0:
+            c.add(m, (*p, "reshape"), "empty reshape is not allowed for a non-batching model "
+                  "(Triton: scalar tensors are not supported)", "set max_batch_size > 0 or a real shape",
+                  value=[], has_value=True)
+        elif -1 in t.dims or _count(t.dims) != 1:
+            c.add(m, (*p, "reshape"), f"empty reshape needs dims with one element, dims are {list(t.dims)}",
+                  "use dims: [1]", value=[], has_value=True)
+    elif (-1 in t.dims) != (-1 in t.reshape) or _chunks(t.dims) != _chunks(t.reshape):
+        if -1 not in t.dims and -1 not in t.reshape:
+            why = f"{_count(t.dims)} elements vs {_count(t.reshape)}"
+        else:
+            why = "element counts differ between variable-size dims"
+        c.add(m, (*p, "reshape"), f"reshape {list(t.reshape)} does not match dims {list(t.dims)} ({why})",
+              "reshape must hold the same number of elements as dims", value=list(t.reshape),
+              has_value=True)
 
 
 def _batching(c: Checker, m: ResolvedModel) -> None:

@@ -406,7 +406,7 @@ class Sla(_Strict):
 class SmokeSpec(_Strict):
     """Smoke-test settings."""
 
-    protocols: list[Literal["http", "grpc"]] = Field(default_factory=lambda: ["http", "grpc"])
+    protocols: list[Literal["http", "grpc"]] = Field(default=["http", "grpc"], description="Protocols to test.")
     concurrency: int = Field(default=16, ge=1)
     duration: float = Field(default=2.0, gt=0, description="Seconds of load for latency/throughput.")
     batching_requests: int = Field(default=64, ge=2, description="Concurrent requests for the batching proof.")

@@ -1,0 +1,218 @@
+"""`deployer` command line: a thin layer over the library. It alone prints and picks exit codes.
+
+Exit codes: 0 ok, 1 checks failed, 2 bad input, 3 environment (missing binary/daemon/extra, busy port).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from deployer import __version__
+from deployer.errors import DeployerError, ExitCode, UserError
+
+app = typer.Typer(
+    name="deployer",
+    help="From an ONNX file to a proven NVIDIA Triton deployment, driven by one YAML spec.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+image_app = typer.Typer(help="Container images.", no_args_is_help=True)
+app.add_typer(image_app, name="image")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SpecArg = Annotated[Path, typer.Argument(help="The deployment spec (YAML).", show_default=False)]
+FallbackOpt = Annotated[
+    Optional[str],  # noqa: UP045 - typer needs Optional at runtime on 3.10
+    typer.Option("--fallback", help="Serve tensorrt models through onnxruntime when TensorRT is unavailable."),
+]
+
+
+def _handle_errors(fn: F) -> F:
+    """Print a DeployerError once, without a traceback, and exit with its code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except DeployerError as exc:
+            err.print(f"[bold red]error:[/] {exc.render()}", markup=True, highlight=False)
+            raise typer.Exit(int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging (-vv for debug).")] = 0,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        out.print(f"deployer {__version__}")
+        raise typer.Exit(0)
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)],
+                        force=True)
+
+
+def _load(spec: Path, fallback: str | None = None) -> Any:
+    from deployer.spec import load_deployment
+
+    if fallback not in (None, "onnxruntime"):
+        raise UserError(f"--fallback takes 'onnxruntime', not {fallback!r}")
+    return load_deployment(spec, fallback=fallback)
+
+
+# --------------------------------------------------------------------------- offline stages
+
+
+@app.command()
+@_handle_errors
+def validate(spec: SpecArg, fallback: FallbackOpt = None) -> None:
+    """Check a spec completely: schema, Triton's load-time rules, consistency with the model files."""
+    dep = _load(spec, fallback)
+    for m in dep.models:
+        note = f" (served by {m.backend})" if m.backend != m.requested_backend else ""
+        out.print(f"ok  {m.name}: {m.requested_backend}{note}, max_batch_size {m.max_batch_size}, "
+                  f"{len(m.inputs)} input(s), {len(m.outputs)} output(s)")
+    out.print(f"{spec}: valid ({len(dep.models)} model{'s' if len(dep.models) != 1 else ''})")
+
+
+@app.command()
+def schema() -> None:
+    """Print the spec's JSON Schema (for editor validation and autocompletion)."""
+    from deployer.spec.schema import Spec
+
+    out.print_json(json.dumps(Spec.model_json_schema()))
+
+
+@app.command()
+@_handle_errors
+def init(
+    model: Annotated[Path, typer.Argument(help="ONNX model file.")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Spec to write.")] = None,  # noqa: UP045
+    name: Annotated[Optional[str], typer.Option(help="Model name (default: from the file name).")] = None,  # noqa: UP045
+    backend: Annotated[str, typer.Option(help="onnxruntime or tensorrt.")] = "onnxruntime",
+    max_batch_size: Annotated[int, typer.Option(help="Used when the model can batch.")] = 8,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing spec.")] = False,
+) -> None:
+    """Scaffold a commented, deployable spec from an ONNX file."""
+    from deployer.init import init_spec
+
+    result = init_spec(model, output=output, name=name, backend=backend, max_batch_size=max_batch_size,
+                       force=force)
+    out.print(f"wrote {result.spec_path}")
+    out.print(f"  model {result.model_name!r}: max_batch_size {result.max_batch_size} — {result.reason}")
+    out.print(f"next: deployer validate {result.spec_path} && deployer deploy {result.spec_path}")
+
+
+@app.command()
+@_handle_errors
+def render(
+    spec: SpecArg,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write <DIR>/<model>/config.pbtxt.")] = None,  # noqa: UP045
+    fallback: FallbackOpt = None,
+) -> None:
+    """Render every model's config.pbtxt (proven equal to the spec through Triton's protobuf schema)."""
+    from deployer.pipeline import render_all
+    from deployer.repository._fs import replace_config_atomic
+
+    dep = _load(spec, fallback)
+    rendered = render_all(dep)
+    for name, text in rendered.items():
+        if output is None:
+            out.print(f"# ---- {name}/config.pbtxt", markup=False)
+            out.print(text, end="", markup=False)
+        else:
+            target = output / name
+            target.mkdir(parents=True, exist_ok=True)
+            replace_config_atomic(target, text)
+            out.print(f"wrote {target / 'config.pbtxt'}")
+
+
+@app.command()
+@_handle_errors
+def plan(spec: SpecArg, force: Annotated[bool, typer.Option(help="Plan overwriting explicit versions.")] = False,
+         fallback: FallbackOpt = None) -> None:
+    """Show what `publish` would create, update or delete. Writes nothing."""
+    from deployer import pipeline
+
+    dep = _load(spec, fallback)
+    the_plan = pipeline.plan(dep, force=force, engines=_planned_engines(dep))
+    table = Table("model", "version", "action", "path", "detail", title=f"plan for {dep.repository}")
+    for row in the_plan.rows():
+        table.add_row(row.model, str(row.version), row.action, row.path, row.detail)
+    out.print(table)
+    out.print("no changes" if not the_plan.changed else "run `deployer publish` to apply")
+
+
+def _planned_engines(dep: Any) -> dict[str, Path]:
+    """Where engines would come from for planning: existing cached engines or a placeholder."""
+    engines: dict[str, Path] = {}
+    for m in dep.models:
+        if m.backend == "tensorrt" and m.source is not None and m.source.suffix == ".onnx":
+            raise UserError(
+                f"model {m.name!r} needs a TensorRT engine: run `deployer build` first, or plan with "
+                "`--fallback onnxruntime`"
+            )
+    return engines
+
+
+@app.command()
+@_handle_errors
+def publish(spec: SpecArg, force: Annotated[bool, typer.Option(help="Overwrite explicit versions.")] = False,
+            fallback: FallbackOpt = None) -> None:
+    """Publish every model to the repository atomically (new versions only for changed content)."""
+    from deployer import pipeline
+
+    dep = _load(spec, fallback)
+    result = pipeline.publish(dep, force=force, engines=_planned_engines(dep))
+    for m in result.models:
+        pruned = f", pruned {list(m.pruned)}" if m.pruned else ""
+        out.print(f"{m.name}: version {m.version} {m.status}{pruned}")
+
+
+@app.command()
+@_handle_errors
+def rollback(
+    spec: SpecArg,
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    to: Annotated[Optional[int], typer.Option(help="Version to serve (default: the previous one).")] = None,  # noqa: UP045
+) -> None:
+    """Make an earlier version the served one (removes newer versions, restores its config)."""
+    from deployer.repository import rollback as do_rollback
+    from deployer.spec.loader import read_yaml
+
+    raw = read_yaml(spec)
+    repo = Path(str(raw.data.get("repository", "model_repository")))
+    repo = repo if repo.is_absolute() else spec.resolve().parent / repo
+    result = do_rollback(repo, model, to)
+    out.print(f"{model}: now serving version {result.version} (removed {list(result.removed)})")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except SystemExit as exc:  # typer exits through SystemExit; keep its code
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else int(ExitCode.BAD_INPUT))
+        sys.exit(code)
