@@ -50,6 +50,14 @@ logger = logging.getLogger(__name__)
 DEFAULT_TEMPLATE = "config.pbtxt.j2"
 _ENUM_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_DIFF_LINES = 40
+# Fields shown to templates (and so rendered) even at their proto3 default, because a reader of config.pbtxt
+# expects them: `max_batch_size: 0` is a decision, and Triton's docs always spell out these enum kinds.
+_ALWAYS_SHOWN: dict[str, tuple[str, ...]] = {
+    "inference.ModelConfig": ("max_batch_size",),
+    "inference.ModelSequenceBatching.Control": ("kind",),
+    "inference.ModelInstanceGroup.SecondaryDevice": ("kind",),
+    "inference.BatchOutput": ("kind",),
+}
 
 
 # --------------------------------------------------------------------------- schema
@@ -106,9 +114,7 @@ def config_to_json(config: Mapping[str, Any] | Message) -> str:
     `max_batch_size` is always present, even when 0, for the same reason the template always writes it:
     proto3 drops zeros and some backends' auto-complete treats a missing value as "unset".
     """
-    as_dict: dict[str, Any] = json_format.MessageToDict(
-        expected_message(config), preserving_proto_field_name=True
-    )
+    as_dict: dict[str, Any] = json_format.MessageToDict(expected_message(config), preserving_proto_field_name=True)
     as_dict.setdefault("max_batch_size", 0)
     import json
 
@@ -156,9 +162,7 @@ def _scalar_view(fd: FieldDescriptor, value: Any) -> Any:
     if fd.type == FieldDescriptor.TYPE_ENUM:
         ev = _enum_type(fd).values_by_number.get(value)
         if ev is None:
-            raise UserError(
-                f"field {fd.full_name}: {value} is not a value of enum {_enum_type(fd).full_name}"
-            )
+            raise UserError(f"field {fd.full_name}: {value} is not a value of enum {_enum_type(fd).full_name}")
         return PbEnum(ev.name)
     if fd.type == FieldDescriptor.TYPE_STRING:
         return PbString(value)
@@ -185,9 +189,17 @@ def _is_map(fd: FieldDescriptor) -> bool:
 
 
 def _view(msg: Message) -> PbMessage:
-    """Read-only, typed view of a message for templates: only set fields, proto names, enums as names."""
-    out = PbMessage(msg.DESCRIPTOR.full_name)
-    for fd, value in msg.ListFields():
+    """Typed view of a message for templates: set fields (+ `_ALWAYS_SHOWN`), proto names, enums as names."""
+    desc = msg.DESCRIPTOR
+    out = PbMessage(desc.full_name)
+    items: list[tuple[Any, Any]] = list(msg.ListFields())
+    present = {fd.name for fd, _ in items}
+    items += [
+        (desc.fields_by_name[name], getattr(msg, name))
+        for name in _ALWAYS_SHOWN.get(desc.full_name, ())
+        if name not in present
+    ]
+    for fd, value in sorted(items, key=lambda item: item[0].number):
         if _is_map(fd):
             entry = _message_type(fd)
             kfd, vfd = entry.fields_by_name["key"], entry.fields_by_name["value"]
@@ -210,8 +222,16 @@ def _fmt_float(value: float) -> str:
     return repr(float(value))
 
 
+def _defined(value: Any) -> None:
+    """Let an undefined value fail as UndefinedError (naming the missing field), not as a type error."""
+    if isinstance(value, jinja2.Undefined):
+        str(value)  # StrictUndefined raises here
+        raise TypeError("undefined value")
+
+
 def pb_string(value: Any) -> str:
     """Quoted protobuf-text string literal; every non-printable or non-ASCII byte is octal-escaped."""
+    _defined(value)
     if not isinstance(value, str):
         raise TypeError(f"pbstr expects a string, got {type(value).__name__} {value!r}")
     escaped: str = text_encoding.CEscape(value.encode("utf-8"), as_utf8=False)
@@ -220,6 +240,7 @@ def pb_string(value: Any) -> str:
 
 def pb_enum(value: Any) -> str:
     """A bare enum identifier, after checking it is one (so it cannot carry text-format syntax)."""
+    _defined(value)
     if not isinstance(value, str) or not _ENUM_IDENT.fullmatch(value):
         raise ValueError(f"not an enum identifier: {value!r}")
     return str(value)
@@ -227,6 +248,7 @@ def pb_enum(value: Any) -> str:
 
 def pb_value(value: Any) -> str:
     """Any scalar as protobuf text: enums bare, strings quoted+escaped, bools lower-case, numbers exact."""
+    _defined(value)
     if isinstance(value, PbEnum):
         return pb_enum(value)
     if isinstance(value, str):
@@ -359,7 +381,7 @@ def render_config(
         where = _template_location(exc, search_path)
         loc = f"{where[0]}, line {where[1]}" if where else source
         raise TemplateError(
-            f"template {loc} failed to render: {type(exc).__name__}: {exc}",
+            f"template {loc}: failed to render: {type(exc).__name__}: {exc}",
             hint="config fields that are not set are absent: guard optional ones with "
             "`{% if config.x is defined %}`; escape strings with |pbstr, enums with |pbenum",
         ) from exc
@@ -386,9 +408,7 @@ def render_config(
         raise RenderMismatchError(
             f"rendered config.pbtxt of model {model!r} differs from the intended configuration in "
             f"{len(problems)} field(s): {', '.join(p.split(':', 1)[0] for p in problems[:8])}",
-            details="\n".join(
-                [*problems[:_MAX_DIFF_LINES], "canonical diff:", *list(canon)[:_MAX_DIFF_LINES]]
-            ),
+            details="\n".join([*problems[:_MAX_DIFF_LINES], "canonical diff:", *list(canon)[:_MAX_DIFF_LINES]]),
             hint=f"template {source} drops, alters or adds these fields; fix it so every field of the "
             "configuration is rendered (the default macros' `fields()` renders any field)",
         )
