@@ -211,19 +211,16 @@ def _start_triton(repo: Path, state_dir: Path, models: tuple[str, ...]) -> tuple
 
 
 def _stop(proc: Any) -> None:
+    import contextlib
     import os
     import signal
     import subprocess
 
-    try:
+    with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    try:
+    with contextlib.suppress(ProcessLookupError):  # python-backend stubs share the process group
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait(timeout=10)
 
 
