@@ -1,0 +1,250 @@
+"""The TensorRT API differences between 8.6, 10.x and 11.x, in one place.
+
+Every TensorRT call goes through a `TrtModule` (the real `tensorrt` module, or a fake injected by tests)
+so that `mypy --strict` checks names and signatures against `tensorrt-stubs` (10.13). Members that the
+10.13 stubs declare but 8.6 or 11 lack (FP16/INT8/BF16/FP8 flags, EXPLICIT_BATCH, STRONGLY_TYPED,
+ParserError.node_name) are only touched behind an explicit version guard.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING, Protocol, cast
+
+from deployer.errors import BuildError, MissingDependency
+
+from .plan import FlagPlan, NetworkInput
+from .request import BuildRequest, Profile
+from .versions import TrtVersion, parse_trt_version
+
+if TYPE_CHECKING:
+    # Resolved against tensorrt-stubs (see tests/fakes/sanitized_trt_stubs.py for the mypy setup). The
+    # ignore only matters where the stubs are not on mypy's path; with them it is unused and allowed.
+    import tensorrt as trt_stub  # type: ignore[import-untyped, unused-ignore]
+
+LOGGER = logging.getLogger(__name__)
+
+
+class TrtModule(Protocol):
+    """The part of the `tensorrt` module this package uses (checked structurally against the stubs)."""
+
+    @property
+    def Builder(self) -> type[trt_stub.Builder]: ...
+    @property
+    def BuilderFlag(self) -> type[trt_stub.BuilderFlag]: ...
+    @property
+    def NetworkDefinitionCreationFlag(self) -> type[trt_stub.NetworkDefinitionCreationFlag]: ...
+    @property
+    def MemoryPoolType(self) -> type[trt_stub.MemoryPoolType]: ...
+    @property
+    def HardwareCompatibilityLevel(self) -> type[trt_stub.HardwareCompatibilityLevel]: ...
+    @property
+    def ProfilingVerbosity(self) -> type[trt_stub.ProfilingVerbosity]: ...
+    @property
+    def LayerInformationFormat(self) -> type[trt_stub.LayerInformationFormat]: ...
+    @property
+    def DataType(self) -> type[trt_stub.DataType]: ...
+    @property
+    def TensorIOMode(self) -> type[trt_stub.TensorIOMode]: ...
+    @property
+    def TensorFormat(self) -> type[trt_stub.TensorFormat]: ...
+    @property
+    def Dims(self) -> type[trt_stub.Dims]: ...
+    @property
+    def ILogger(self) -> type[trt_stub.ILogger]: ...
+    @property
+    def Logger(self) -> type[trt_stub.Logger]: ...
+    @property
+    def OnnxParser(self) -> type[trt_stub.OnnxParser]: ...
+    @property
+    def Runtime(self) -> type[trt_stub.Runtime]: ...
+    @property
+    def IInt8EntropyCalibrator2(self) -> type[trt_stub.IInt8EntropyCalibrator2]: ...
+    @property
+    def IInt8MinMaxCalibrator(self) -> type[trt_stub.IInt8MinMaxCalibrator]: ...
+
+
+def load_tensorrt(module: ModuleType | None = None) -> TrtModule:
+    """The `tensorrt` module (or `module`, e.g. a test fake) typed as `TrtModule`.
+
+    Raises:
+        MissingDependency: tensorrt is not importable (exit 3), with the options.
+    """
+    if module is not None:
+        return cast("TrtModule", module)
+    try:
+        imported = importlib.import_module("tensorrt")
+    except Exception as exc:  # ImportError, or OSError/RuntimeError when libnvinfer is missing
+        raise MissingDependency(
+            f"TensorRT is not available: cannot import tensorrt ({exc})", hint=MISSING_TRT_HINT
+        ) from exc
+    return cast("TrtModule", imported)
+
+
+MISSING_TRT_HINT = (
+    "options: (1) install the TensorRT matching the target Triton release (`pip install tensorrt==X.Y.*` "
+    "from NVIDIA's index, on a machine with an NVIDIA GPU and driver); (2) build inside the target's NGC "
+    "image on a GPU machine with the container builder (`deployer build --builder container`); "
+    "(3) deploy the ONNX through the onnxruntime backend instead: `--fallback onnxruntime`"
+)
+
+
+def trt_version_of(trt: TrtModule) -> str:
+    """`tensorrt.__version__` (module dunders are not part of the protocol)."""
+    return str(getattr(trt, "__version__", "0.0"))
+
+
+@dataclass
+class CapturedLog:
+    """Messages TensorRT logged during one build (warnings and errors go to our logger too)."""
+
+    messages: list[tuple[str, str]] = field(default_factory=list)
+
+    def errors(self) -> list[str]:
+        """Error-level messages, most useful for a failed build or deserialization."""
+        return [m for sev, m in self.messages if sev in ("ERROR", "INTERNAL_ERROR")]
+
+
+def make_logger(trt: TrtModule, captured: CapturedLog) -> trt_stub.ILogger:
+    """A `trt.ILogger` subclass instance that records messages and forwards them to `logging`.
+
+    Built with `type()` because the base class comes from the (possibly fake) module at runtime.
+    """
+    base = trt.ILogger
+
+    def __init__(self: trt_stub.ILogger) -> None:
+        base.__init__(self)  # pybind11 trampoline classes need the base __init__
+
+    def log(self: trt_stub.ILogger, severity: trt_stub.ILogger.Severity, msg: str) -> None:
+        name = str(getattr(severity, "name", severity))
+        captured.messages.append((name, msg))
+        level = {"INTERNAL_ERROR": logging.ERROR, "ERROR": logging.ERROR, "WARNING": logging.WARNING}.get(
+            name, logging.DEBUG
+        )
+        LOGGER.log(level, "TensorRT: %s", msg)
+
+    cls = type("DeployerTrtLogger", (base,), {"__init__": __init__, "log": log})
+    return cast("trt_stub.ILogger", cls())
+
+
+def dims(trt: TrtModule, shape: Sequence[int]) -> trt_stub.Dims:
+    """A `trt.Dims` from a Python shape."""
+    return trt.Dims(list(shape))
+
+
+def shape_of(d: trt_stub.Dims) -> tuple[int, ...]:
+    """A Python tuple from `trt.Dims` (the stubs give __len__/__getitem__, not __iter__)."""
+    return tuple(int(d[i]) for i in range(len(d)))
+
+
+class TrtAdapter:
+    """Version-aware helpers bound to one `tensorrt` module."""
+
+    def __init__(self, trt: TrtModule) -> None:
+        self.trt = trt
+        self.version_text = trt_version_of(trt)
+        self.version: TrtVersion = parse_trt_version(self.version_text)
+
+    def builder_flag(self, name: str) -> trt_stub.BuilderFlag:
+        """The `trt.BuilderFlag` member `name`; BuildError when this TensorRT lacks it."""
+        F = self.trt.BuilderFlag
+        # Lambdas: attribute access (checked by mypy) only happens for the flag actually requested, so
+        # members removed in TensorRT 11 (FP16, INT8, BF16, FP8) are never touched there.
+        table: dict[str, Callable[[], trt_stub.BuilderFlag]] = {
+            "TF32": lambda: F.TF32,
+            "FP16": lambda: F.FP16,
+            "BF16": lambda: F.BF16,
+            "INT8": lambda: F.INT8,
+            "FP8": lambda: F.FP8,
+            "REFIT": lambda: F.REFIT,
+            "STRIP_PLAN": lambda: F.STRIP_PLAN,
+            "VERSION_COMPATIBLE": lambda: F.VERSION_COMPATIBLE,
+            "EXCLUDE_LEAN_RUNTIME": lambda: F.EXCLUDE_LEAN_RUNTIME,
+            "SPARSE_WEIGHTS": lambda: F.SPARSE_WEIGHTS,
+            "ERROR_ON_TIMING_CACHE_MISS": lambda: F.ERROR_ON_TIMING_CACHE_MISS,
+        }
+        try:
+            return table[name]()
+        except (KeyError, AttributeError) as exc:
+            raise BuildError(f"TensorRT {self.version} has no BuilderFlag.{name}") from exc
+
+    def network_flags(self, names: Sequence[str]) -> int:
+        """Bit mask for `create_network` from NetworkDefinitionCreationFlag member names."""
+        NDF = self.trt.NetworkDefinitionCreationFlag
+        table: dict[str, Callable[[], trt_stub.NetworkDefinitionCreationFlag]] = {
+            "EXPLICIT_BATCH": lambda: NDF.EXPLICIT_BATCH,  # 8.x only (removed in 11)
+            "STRONGLY_TYPED": lambda: NDF.STRONGLY_TYPED,  # 9/10 opt-in
+        }
+        mask = 0
+        for name in names:
+            try:
+                mask |= 1 << int(table[name]())
+            except (KeyError, AttributeError) as exc:
+                raise BuildError(f"TensorRT {self.version} has no NetworkDefinitionCreationFlag.{name}") from exc
+        return mask
+
+    def apply_config(self, config: trt_stub.IBuilderConfig, plan: FlagPlan, request: BuildRequest) -> None:
+        """Set flags, memory pool, hardware compatibility and optimization level on `config`."""
+        if request.workspace_bytes is not None:
+            # max_workspace_size is gone since 10.0; the memory-pool API exists from 8.3 on.
+            config.set_memory_pool_limit(self.trt.MemoryPoolType.WORKSPACE, request.workspace_bytes)
+        for name in plan.set_flags:
+            config.set_flag(self.builder_flag(name))
+        for name in plan.clear_flags:
+            config.clear_flag(self.builder_flag(name))
+        if plan.hardware_compatibility == "AMPERE_PLUS":
+            config.hardware_compatibility_level = self.trt.HardwareCompatibilityLevel.AMPERE_PLUS
+        elif plan.hardware_compatibility == "SAME_COMPUTE_CAPABILITY":
+            config.hardware_compatibility_level = self.trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY
+        level = request.builder_flags.builder_optimization_level
+        if level is not None:
+            config.builder_optimization_level = level
+        if request.precision not in ("fp32", "tf32"):
+            # Layer precisions are only visible in the engine inspector with detailed verbosity.
+            config.profiling_verbosity = self.trt.ProfilingVerbosity.DETAILED
+
+    def network_inputs(self, network: trt_stub.INetworkDefinition) -> tuple[NetworkInput, ...]:
+        """The parsed network's inputs (names are the truth for profiles)."""
+        out: list[NetworkInput] = []
+        for i in range(network.num_inputs):
+            t = network.get_input(i)
+            out.append(NetworkInput(t.name, shape_of(t.shape), t.dtype.name, bool(t.is_shape_tensor)))
+        return tuple(out)
+
+    def add_profiles(
+        self,
+        builder: trt_stub.Builder,
+        config: trt_stub.IBuilderConfig,
+        network: trt_stub.INetworkDefinition,
+        profiles: Sequence[Profile],
+    ) -> list[trt_stub.IOptimizationProfile]:
+        """Create and register one optimization profile per `Profile` (already validated)."""
+        shape_tensors = {n.name for n in self.network_inputs(network) if n.is_shape_tensor}
+        created: list[trt_stub.IOptimizationProfile] = []
+        for profile in profiles:
+            prof = builder.create_optimization_profile()
+            for s in profile.inputs:
+                if s.name in shape_tensors:
+                    prof.set_shape_input(s.name, list(s.min), list(s.opt), list(s.max))
+                else:
+                    prof.set_shape(s.name, dims(self.trt, s.min), dims(self.trt, s.opt), dims(self.trt, s.max))
+            index = config.add_optimization_profile(prof)
+            if index < 0:
+                raise BuildError(f"TensorRT rejected optimization profile {len(created)}: {profile}")
+            created.append(prof)
+        return created
+
+    def parser_errors(self, parser: trt_stub.OnnxParser) -> list[str]:
+        """Readable parser errors with the failing node's name and operator (10.x+) or index (8.6)."""
+        lines: list[str] = []
+        for i in range(parser.num_errors):
+            err: trt_stub.ParserError = parser.get_error(i)
+            where = f"node #{err.node()}"
+            if self.version.major >= 10:  # node_name/node_operator were added in 10.0
+                where = f"node {err.node_name()!r} (op {err.node_operator()}, #{err.node()})"
+            lines.append(f"{where}: {err.desc()} [{err.code()}]")
+        return lines
