@@ -62,8 +62,7 @@ class TritonInstall:
     @property
     def has_native_onnxruntime(self) -> bool:
         return (
-            self.backends_dir is not None
-            and (self.backends_dir / "onnxruntime" / "libtriton_onnxruntime.so").is_file()
+            self.backends_dir is not None and (self.backends_dir / "onnxruntime" / "libtriton_onnxruntime.so").is_file()
         )
 
 
@@ -74,8 +73,8 @@ class LaunchPlan:
     argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...]  # overrides on top of os.environ
     log_path: Path
-    backend_dir: Path | None  # private, writable, rebuilt on each up()
-    backend_links: tuple[tuple[Path, Path], ...]  # (link inside backend_dir, target)
+    backend_dir: Path | None  # --backend-directory; private ones are rebuilt on each up()
+    backend_files: tuple[tuple[Path, Path], ...]  # (file inside a private backend_dir, source file)
     python_onnxruntime_backend: bool  # install our Python-based onnxruntime backend
 
 
@@ -143,9 +142,7 @@ def _python_env() -> dict[str, str]:
     if (bindir / "python3").exists():
         env["PATH"] = f"{bindir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"
     else:
-        log.warning(
-            "no python3 next to %s; python models may not find this environment's packages", sys.executable
-        )
+        log.warning("no python3 next to %s; python models may not find this environment's packages", sys.executable)
     libdir = sysconfig.get_config_var("LIBDIR")
     ldlib = sysconfig.get_config_var("LDLIBRARY")
     if libdir and ldlib and (Path(libdir) / str(ldlib)).exists():
@@ -153,33 +150,42 @@ def _python_env() -> dict[str, str]:
     return env
 
 
+def _files_under(src: Path, dest: Path) -> list[tuple[Path, Path]]:
+    return [
+        (dest / f.relative_to(src), f)
+        for f in sorted(src.rglob("*"))
+        if f.is_file() and "__pycache__" not in f.relative_to(src).parts
+    ]
+
+
 def plan_launch(settings: ServerSettings, install: TritonInstall) -> LaunchPlan:
-    """The argv, environment and private backend layout for `settings` (pure apart from reading dirs)."""
+    """The argv, environment and backend layout for `settings` (pure apart from reading dirs).
+
+    A private backend dir is built only when needed: for the wheel (its python backend needs the stub
+    matching this interpreter) or to add the Python-based onnxruntime backend. Otherwise the install's
+    own backend dir is used as is.
+    """
     state_dir = settings.state_dir.absolute()
-    backend_dir: Path | None = None
-    links: list[tuple[Path, Path]] = []
-    python_ort = False
-    if install.backends_dir is not None and install.backends_dir.is_dir():
+    backend_dir: Path | None = install.backends_dir
+    files: list[tuple[Path, Path]] = []
+    src = install.backends_dir
+    has_python = src is not None and (src / "python" / "libtriton_python.so").is_file()
+    python_ort = has_python and not install.has_native_onnxruntime
+    if src is not None and src.is_dir() and (python_ort or (has_python and install.stubs_dir is not None)):
         backend_dir = state_dir / _BACKENDS
-        for entry in sorted(install.backends_dir.iterdir()):
-            if entry.name == "python" and install.stubs_dir is not None:
-                for item in sorted(entry.iterdir()):
-                    if item.name != "__pycache__":
-                        links.append((backend_dir / "python" / item.name, item))
-                version = f"{sys.version_info.major}.{sys.version_info.minor}"
-                stub = install.stubs_dir / version / "triton_python_backend_stub"
-                if not stub.is_file():
-                    raise MissingDependency(
-                        f"tritonserver's python backend has no stub for Python {version} ({stub} is missing)",
-                        hint="run deployer with a Python version nvidia-pytriton supports (3.8-3.13)",
-                    )
-                links.append((backend_dir / "python" / stub.name, stub))
-            elif entry.is_dir():
-                links.append((backend_dir / entry.name, entry))
-        has_python = (install.backends_dir / "python" / "libtriton_python.so").is_file()
-        python_ort = not install.has_native_onnxruntime and has_python
-        if python_ort:
-            links = [(lk, t) for lk, t in links if lk.parent != backend_dir or lk.name != "onnxruntime"]
+        for entry in sorted(p for p in src.iterdir() if p.is_dir()):
+            if entry.name == "onnxruntime" and python_ort:
+                continue  # replaced by ours below
+            files.extend(_files_under(entry, backend_dir / entry.name))
+        if has_python and install.stubs_dir is not None:
+            version = f"{sys.version_info.major}.{sys.version_info.minor}"
+            stub = install.stubs_dir / version / "triton_python_backend_stub"
+            if not stub.is_file():
+                raise MissingDependency(
+                    f"tritonserver's python backend has no stub for Python {version} ({stub} is missing)",
+                    hint="run deployer with a Python version nvidia-pytriton supports (3.8-3.13)",
+                )
+            files.append((backend_dir / "python" / stub.name, stub))
 
     env = _python_env()
     lib_dirs = [str(install.lib_dir)] if install.lib_dir else []
@@ -204,7 +210,7 @@ def plan_launch(settings: ServerSettings, install: TritonInstall) -> LaunchPlan:
         env=tuple(sorted(env.items())),
         log_path=state_dir / LOG_FILE,
         backend_dir=backend_dir,
-        backend_links=tuple(links),
+        backend_files=tuple(files),
         python_onnxruntime_backend=python_ort,
     )
 
@@ -323,13 +329,17 @@ class LocalRuntime:
     @staticmethod
     def _prepare(plan: LaunchPlan) -> None:
         plan.log_path.parent.mkdir(parents=True, exist_ok=True)
-        if plan.backend_dir is None:
-            return
+        if plan.backend_dir is None or not (plan.backend_files or plan.python_onnxruntime_backend):
+            return  # the install's own backend dir, used as is
         if plan.backend_dir.exists():
             shutil.rmtree(plan.backend_dir)
-        for link, target in plan.backend_links:
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(target, target_is_directory=target.is_dir())
+        for dest, source in plan.backend_files:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            # Triton rejects backend libraries whose real path escapes the backend dir: no symlinks.
+            try:
+                os.link(source, dest)
+            except OSError:  # another filesystem
+                shutil.copy2(source, dest)
         if plan.python_onnxruntime_backend:
             ort_dir = plan.backend_dir / "onnxruntime"
             ort_dir.mkdir(parents=True, exist_ok=True)

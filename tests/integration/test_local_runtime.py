@@ -1,0 +1,239 @@
+"""The `local` runtime against the REAL tritonserver (nvidia-pytriton wheel or PATH), real tritonclient
+and real ONNX Runtime. Configs are written by hand here on purpose (independent of the renderer)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from deployer.errors import ExitCode, PortInUse, ServerError
+from deployer.server.base import ServerSettings
+from deployer.server.local import LocalRuntime, find_tritonserver, is_running, plan_launch
+from deployer.server.state import load_state, state_path
+
+MLP_CONFIG = """
+name: "mlp"
+backend: "onnxruntime"
+max_batch_size: 8
+input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ 3 ] } ]
+instance_group [ { kind: KIND_CPU count: 1 } ]
+dynamic_batching { max_queue_delay_microseconds: 300000 }
+parameters { key: "intra_op_thread_count" value { string_value: "1" } }
+"""
+
+# platform instead of backend, no batching: the other way configs name ONNX Runtime
+STRING_CONFIG = """
+name: "strid"
+platform: "onnxruntime_onnx"
+max_batch_size: 0
+input [ { name: "s" data_type: TYPE_STRING dims: [ -1, 2 ] } ]
+output [ { name: "out" data_type: TYPE_STRING dims: [ -1, 2 ] } ]
+instance_group [ { kind: KIND_CPU count: 1 } ]
+"""
+
+PYTHON_CONFIG = """
+name: "double"
+backend: "python"
+max_batch_size: 0
+input [ { name: "a" data_type: TYPE_INT64 dims: [ 3 ] } ]
+output [ { name: "b" data_type: TYPE_INT64 dims: [ 3 ] } ]
+instance_group [ { kind: KIND_CPU count: 1 } ]
+"""
+
+PYTHON_MODEL = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for request in requests:
+            a = pb_utils.get_input_tensor_by_name(request, "a").as_numpy()
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("b", (a * 2).astype(np.int64))]))
+        return out
+"""
+
+# Declares INT32 where the ONNX graph has FP32: the load must fail with a reason naming the mismatch.
+BAD_CONFIG = MLP_CONFIG.replace('name: "mlp"', 'name: "broken"').replace(
+    'name: "x" data_type: TYPE_FP32', 'name: "x" data_type: TYPE_INT32'
+)
+
+
+def _infer(url: str, model: str, inputs: dict[str, np.ndarray], dtypes: dict[str, str]) -> Any:
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(url=url)
+    try:
+        tensors = []
+        for name, array in inputs.items():
+            tensor = httpclient.InferInput(name, list(array.shape), dtypes[name])
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        return client.infer(model, tensors)
+    finally:
+        client.close()
+
+
+def test_busy_port_is_port_in_use(
+    model_repository: Path, make_settings: Callable[..., ServerSettings], local_runtime: LocalRuntime
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        settings = make_settings(model_repository, (), grpc_port=port)
+        with pytest.raises(PortInUse) as err:
+            local_runtime.up(settings)
+    assert f"port {port} (grpc_port)" in err.value.message
+    assert err.value.exit_code == ExitCode.ENVIRONMENT
+    assert err.value.hint and "grpc_port" in err.value.hint
+    assert load_state(settings.state_dir) is None
+
+
+@pytest.mark.triton
+def test_plan_uses_private_backend_dir_and_python_onnxruntime(
+    model_repository: Path, make_settings: Callable[..., ServerSettings]
+) -> None:
+    settings = make_settings(model_repository, ())
+    install = find_tritonserver(settings)
+    plan = plan_launch(settings, install)
+    assert plan.backend_dir is not None and plan.backend_dir.is_relative_to(settings.state_dir)
+    assert f"--backend-directory={plan.backend_dir}" in plan.argv
+    assert plan.python_onnxruntime_backend is (not install.has_native_onnxruntime)
+    if install.source == "pytriton":
+        links = {str(dest.relative_to(plan.backend_dir)) for dest, _ in plan.backend_files}
+        assert "python/triton_python_backend_stub" in links
+        assert "python/libtriton_python.so" in links
+
+
+@pytest.mark.triton
+@pytest.mark.slow
+def test_onnx_string_and_python_models_in_one_server(
+    model_repository: Path,
+    make_settings: Callable[..., ServerSettings],
+    local_runtime: LocalRuntime,
+    add_model: Callable[..., Path],
+    make_mlp_onnx: Callable[..., Any],
+    make_string_onnx: Callable[[Path], Any],
+    processes_mentioning: Callable[[str], list[int]],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    mlp = make_mlp_onnx(tmp_path / "mlp.onnx")
+    strid = make_string_onnx(tmp_path / "strid.onnx")
+    add_model(model_repository, "mlp", MLP_CONFIG, {"model.onnx": mlp.path})
+    add_model(model_repository, "strid", STRING_CONFIG, {"model.onnx": strid.path})
+    add_model(model_repository, "double", PYTHON_CONFIG, {"model.py": PYTHON_MODEL})
+    settings = make_settings(model_repository, ("mlp", "strid", "double"))
+
+    with caplog.at_level(logging.INFO, logger="deployer.server"):
+        state = local_runtime.up(settings)
+    report = local_runtime.last_report
+    assert report is not None and [m for m, _ in report.model_load_s] == ["mlp", "strid", "double"]
+    if not find_tritonserver(settings).has_native_onnxruntime:
+        assert "Python-based" in caplog.text
+    assert is_running(state.pid)
+    assert load_state(settings.state_dir) == state
+
+    status = local_runtime.status(state)
+    assert status.running and status.ready
+    assert {m: status.models[m] for m in settings.models} == dict.fromkeys(settings.models, "READY")
+
+    # batched ONNX model: results equal ONNX Runtime in-process
+    x = np.random.default_rng(1).standard_normal((5, 4)).astype(np.float32)
+    got = _infer(state.http_url, "mlp", {"x": x}, {"x": "FP32"}).as_numpy("y")
+    np.testing.assert_allclose(got, mlp.reference({"x": x})["y"], rtol=1e-5, atol=1e-6)
+
+    # concurrent requests are merged by Triton's dynamic batcher; each gets its own rows back
+    _check_dynamic_batching(state.http_url, mlp)
+
+    # BYTES in and out through ONNX Runtime string tensors
+    words = np.array([[b"triton", b"onnx"], [b"\xc3\xa9t\xc3\xa9", b""]], dtype=np.object_)
+    out = _infer(state.http_url, "strid", {"s": words}, {"s": "BYTES"}).as_numpy("out")
+    assert out.tolist() == words.tolist()
+
+    # python-backend model, run by the stub with this environment's numpy
+    a = np.array([1, 2, 3], dtype=np.int64)
+    np.testing.assert_array_equal(_infer(state.http_url, "double", {"a": a}, {"a": "INT64"}).as_numpy("b"), a * 2)
+
+    assert "tritonserver" in local_runtime.logs(state, tail=500) or local_runtime.logs(state)
+    local_runtime.down(state)
+    assert not is_running(state.pid)
+    assert processes_mentioning(str(model_repository)) == []
+    assert not state_path(settings.state_dir).exists()
+    local_runtime.down(state)  # idempotent
+    assert not local_runtime.status(state).running
+
+
+def _check_dynamic_batching(url: str, mlp: Any) -> None:
+    import tritonclient.http as httpclient
+
+    rng = np.random.default_rng(2)
+    batches = [rng.standard_normal((n, 4)).astype(np.float32) for n in (1, 2, 3, 1)]
+    client = httpclient.InferenceServerClient(url=url, concurrency=len(batches))
+    try:
+        before = client.get_inference_statistics("mlp")["model_stats"][0]
+        pending = []
+        for batch in batches:
+            tensor = httpclient.InferInput("x", list(batch.shape), "FP32")
+            tensor.set_data_from_numpy(batch)
+            pending.append(client.async_infer("mlp", [tensor]))
+        results = [p.get_result().as_numpy("y") for p in pending]
+        after = client.get_inference_statistics("mlp")["model_stats"][0]
+    finally:
+        client.close()
+    for batch, got in zip(batches, results, strict=True):
+        np.testing.assert_allclose(got, mlp.reference({"x": batch})["y"], rtol=1e-5, atol=1e-6)
+    requests = after["inference_count"] - before["inference_count"]
+    executions = after["execution_count"] - before["execution_count"]
+    assert requests == sum(len(b) for b in batches)
+    # 300 ms queue delay: the four requests are executed together in fewer model executions
+    assert executions < len(batches)
+
+
+@pytest.mark.triton
+@pytest.mark.slow
+def test_failing_model_is_named_with_reason_and_no_process_is_left(
+    model_repository: Path,
+    make_settings: Callable[..., ServerSettings],
+    local_runtime: LocalRuntime,
+    add_model: Callable[..., Path],
+    make_mlp_onnx: Callable[..., Any],
+    processes_mentioning: Callable[[str], list[int]],
+    tmp_path: Path,
+) -> None:
+    mlp = make_mlp_onnx(tmp_path / "mlp.onnx")
+    add_model(model_repository, "mlp", MLP_CONFIG, {"model.onnx": mlp.path})
+    add_model(model_repository, "broken", BAD_CONFIG, {"model.onnx": mlp.path})
+    settings = make_settings(model_repository, ("mlp", "broken"))
+
+    with pytest.raises(ServerError) as err:
+        local_runtime.up(settings)
+    message = err.value.message
+    assert "model 'broken' failed to load" in message
+    assert "TYPE_INT32" in message and "tensor(float)" in message  # Triton's (our backend's) reason, quoted
+    assert err.value.exit_code == ExitCode.CHECKS_FAILED
+    assert err.value.details and "server log" in err.value.details
+    assert processes_mentioning(str(model_repository)) == []
+    assert load_state(settings.state_dir) is None
+
+
+@pytest.mark.triton
+def test_unknown_model_fails_fast_and_cleans_up(
+    model_repository: Path,
+    make_settings: Callable[..., ServerSettings],
+    local_runtime: LocalRuntime,
+    processes_mentioning: Callable[[str], list[int]],
+) -> None:
+    settings = make_settings(model_repository, ("nope",))
+    with pytest.raises(ServerError, match="model 'nope' failed to load"):
+        local_runtime.up(settings)
+    assert processes_mentioning(str(model_repository)) == []
+    assert load_state(settings.state_dir) is None
