@@ -1,0 +1,99 @@
+"""TensorRT engines from ONNX, matched to the target Triton release (issue 5).
+
+TensorRT itself is imported lazily; everything except the actual build/inspection runs without it.
+"""
+
+from __future__ import annotations
+
+from .builder import (
+    build_engine,
+    build_engines,
+    onnx_facts_for,
+    onnxruntime_fallback_possible,
+    require_tensorrt,
+    tensorrt_available,
+    verify_precision,
+)
+from .container import (
+    ContainerBuildPlan,
+    default_image,
+    plan_container_build,
+    probe_trt_version,
+    run_container_build,
+)
+from .inspect import (
+    EngineInfo,
+    EngineTensor,
+    TritonFields,
+    TritonTensor,
+    check_triton_config,
+    derive_triton_fields,
+    engine_max_batch,
+    inspect_engine,
+)
+from .manifest import cc_model_filenames, detect_gpus, engine_filename_for_cc, read_manifest
+from .plan import FlagPlan, NetworkInput, engine_cache_key, plan_flags, profile_for_batch_range, validate_profiles
+from .preflight import OnnxFacts, PreflightReport, preflight
+from .request import (
+    PRECISIONS,
+    BuilderFlags,
+    BuildInfo,
+    BuildRequest,
+    BuildResult,
+    CalibrationSettings,
+    GpuInfo,
+    InputShapes,
+    Precision,
+    Profile,
+)
+from .versions import TRITON_TRT_TABLE, check_engine_matches_target, parse_trt_version, trt_version_for_triton
+
+__all__ = [
+    "PRECISIONS",
+    "TRITON_TRT_TABLE",
+    "BuildInfo",
+    "BuildRequest",
+    "BuildResult",
+    "BuilderFlags",
+    "CalibrationSettings",
+    "ContainerBuildPlan",
+    "EngineInfo",
+    "EngineTensor",
+    "FlagPlan",
+    "GpuInfo",
+    "InputShapes",
+    "NetworkInput",
+    "OnnxFacts",
+    "Precision",
+    "PreflightReport",
+    "Profile",
+    "TritonFields",
+    "TritonTensor",
+    "build_engine",
+    "build_engines",
+    "cc_model_filenames",
+    "check_engine_matches_target",
+    "check_triton_config",
+    "default_image",
+    "derive_triton_fields",
+    "detect_gpus",
+    "engine_cache_key",
+    "engine_filename_for_cc",
+    "engine_max_batch",
+    "inspect_engine",
+    "onnx_facts_for",
+    "onnxruntime_fallback_possible",
+    "parse_trt_version",
+    "plan_container_build",
+    "plan_flags",
+    "preflight",
+    "probe_trt_version",
+    "profile_for_batch_range",
+    "read_manifest",
+    "require_tensorrt",
+    "run_container_build",
+    "tensorrt_available",
+    "trt_version_for_triton",
+    "validate_profiles",
+    "verify_precision",
+]

@@ -31,7 +31,7 @@ from .calibration import (
 from .inspect import read_engine_info
 from .manifest import build_info_from_dict, build_info_to_dict, cuda_version, detect_gpus, write_manifest
 from .plan import FlagPlan, engine_cache_key, plan_flags, validate_profiles
-from .preflight import check_onnx_carries_precision, preflight
+from .preflight import OnnxFacts, check_onnx_carries_precision, preflight
 from .request import BuildInfo, BuildRequest, BuildResult, GpuInfo, ProfileRecord
 from .versions import parse_trt_version
 
@@ -153,6 +153,22 @@ def _check_target(request: BuildRequest, trt_version: str) -> None:
         )
 
 
+def onnx_facts_for(request: BuildRequest, trt_version: str) -> OnnxFacts:
+    """Run the CPU preflight for `trt_version` and return what the build needs.
+
+    Raises:
+        ModelFileError: the ONNX fails the preflight (exit 2), every error listed.
+    """
+    report = preflight(request.onnx_path, trt_version)
+    if not report.ok:
+        raise ModelFileError(
+            f"model {request.model_name!r}: {request.onnx_path} fails the TensorRT preflight",
+            details="\n".join(f"- {e}" for e in report.errors),
+            hint="fix or re-export the ONNX (or use --fallback onnxruntime)",
+        )
+    return OnnxFacts(onnx_digest(request.onnx_path), report.inputs, report.has_qdq, report.float_types)
+
+
 def _pick_gpu(gpu: GpuInfo | None, trt_module: ModuleType | None) -> GpuInfo | None:
     if gpu is not None:
         return gpu
@@ -168,10 +184,12 @@ def build_engine(
     trt_module: ModuleType | None = None,
     gpu: GpuInfo | None = None,
     use_cache: bool = True,
+    onnx_facts: OnnxFacts | None = None,
 ) -> BuildResult:
     """Build (or fetch from the engine cache) one engine and write it to `request.output_path`.
 
-    Writes `<output>.build.json` (the manifest) next to the plan.
+    Writes `<output>.build.json` (the manifest) next to the plan. `onnx_facts` (from `onnx_facts_for`)
+    skips the CPU preflight — the container builder computes them on the host.
 
     Raises:
         MissingDependency: no TensorRT / no GPU (exit 3), with the options.
@@ -184,25 +202,19 @@ def build_engine(
     version = adapter.version_text
     _check_target(request, version)
     gpu = _pick_gpu(gpu, trt_module)
-    report = preflight(request.onnx_path, version)
-    if not report.ok:
-        raise ModelFileError(
-            f"model {request.model_name!r}: {request.onnx_path} fails the TensorRT preflight",
-            details="\n".join(f"- {e}" for e in report.errors),
-            hint="fix or re-export the ONNX (or use --fallback onnxruntime)",
-        )
-    flags = plan_flags(version, request, onnx_has_qdq=report.has_qdq)
-    if flags.strongly_typed and (why := check_onnx_carries_precision(report, request.precision)):
+    facts = onnx_facts or onnx_facts_for(request, version)
+    flags = plan_flags(version, request, onnx_has_qdq=facts.has_qdq)
+    if flags.strongly_typed and (why := check_onnx_carries_precision(facts, request.precision)):
         raise UserError(f"model {request.model_name!r}: precision {request.precision!r} requested but {why}")
     # Cheap pre-check on the ONNX's inputs; the parsed network is checked again before building.
-    validate_profiles(report.inputs, request.profiles, request.max_batch_size)
+    validate_profiles(facts.inputs, request.profiles, request.max_batch_size)
     calib_digest = None
     if request.calibration is not None and flags.use_calibrator:
         _, calib_digest = calibration_cache_for(
-            request.calibration, request.cache_dir, request.model_name, [i.name for i in report.inputs]
+            request.calibration, request.cache_dir, request.model_name, [i.name for i in facts.inputs]
         )
     cc = gpu.compute_capability if gpu else "unknown"
-    onnx_sha = onnx_digest(request.onnx_path)
+    onnx_sha = facts.digest
     key = engine_cache_key(
         request, onnx_digest=onnx_sha, trt_version=version, compute_capability=cc, calibration_digest=calib_digest
     )

@@ -180,7 +180,17 @@ def preflight(onnx_path: Path, trt_version: str = "10.15", *, check_ops: bool = 
     return report
 
 
-def check_onnx_carries_precision(report: PreflightReport, precision: str) -> str | None:
+@dataclass(frozen=True)
+class OnnxFacts:
+    """What the builder needs from the ONNX, computed on the host (the NGC image may lack `onnx`)."""
+
+    digest: str  # onnx_digest(): model + external data
+    inputs: tuple[NetworkInput, ...]
+    has_qdq: bool
+    float_types: frozenset[str]
+
+
+def check_onnx_carries_precision(report: PreflightReport | OnnxFacts, precision: str) -> str | None:
     """For strongly typed builds: why the ONNX does not carry `precision`, or None when it does."""
     if precision in ("fp32", "tf32"):
         return None
