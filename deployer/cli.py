@@ -30,8 +30,10 @@ app = typer.Typer(
 image_app = typer.Typer(help="Container images.", no_args_is_help=True)
 app.add_typer(image_app, name="image")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Reports are wide tables; when piped (CI logs) rich would fall back to 80 columns.
+_WIDTH = None if sys.stdout.isatty() else 160
+out = Console(highlight=False, width=_WIDTH)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -207,6 +209,127 @@ def rollback(
     repo = repo if repo.is_absolute() else spec.resolve().parent / repo
     result = do_rollback(repo, model, to)
     out.print(f"{model}: now serving version {result.version} (removed {list(result.removed)})")
+
+
+# --------------------------------------------------------------------------- serving
+
+RuntimeOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--runtime", help="local | docker | compose (default: the spec's server.runtime)."),
+]
+JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Write the smoke report as JSON.")]  # noqa: UP045
+JunitOpt = Annotated[Optional[Path], typer.Option("--junit", help="Write the smoke report as JUnit XML.")]  # noqa: UP045
+
+
+def _runtime(value: str | None) -> Any:
+    if value not in (None, "local", "docker", "compose"):
+        raise UserError(f"--runtime takes local, docker or compose, not {value!r}")
+    return value
+
+
+@app.command()
+@_handle_errors
+def up(spec: SpecArg, runtime: RuntimeOpt = None, fallback: FallbackOpt = None) -> None:
+    """Start Triton on the published repository and load every model (explicit model control)."""
+    from deployer import serve
+
+    dep = _load(spec, fallback)
+    state = serve.up(dep, runtime=_runtime(runtime))
+    _print_state(state)
+
+
+def _print_state(state: Any) -> None:
+    where = f"pid {state.pid}" if state.pid else f"container {(state.container_id or '')[:12]}"
+    out.print(f"Triton is up ({state.runtime}, {where}): http {state.http_url}  grpc {state.grpc_url}  "
+              f"metrics {state.metrics_url}")
+    out.print(f"models: {', '.join(state.models)}")
+    if state.log_path:
+        out.print(f"log: {state.log_path}")
+
+
+@app.command()
+@_handle_errors
+def down(spec: SpecArg) -> None:
+    """Stop the server started for this spec (whatever runtime started it)."""
+    from deployer import serve
+
+    dep = _load(spec, "onnxruntime")
+    state = serve.down(dep)
+    out.print("no server was running for this spec" if state is None else f"stopped ({state.runtime})")
+
+
+@app.command()
+@_handle_errors
+def status(spec: SpecArg) -> None:
+    """Is the server up and ready; the state of each model. Exit 1 when not running or not ready."""
+    from deployer import serve
+
+    dep = _load(spec, "onnxruntime")
+    st = serve.status(dep)
+    if st.state is None:
+        out.print("not running")
+        raise typer.Exit(int(ExitCode.CHECKS_FAILED))
+    _print_state(st.state)
+    table = Table("model", "state")
+    for name, state in st.models.items():
+        table.add_row(name, state)
+    out.print(table)
+    out.print(f"running: {st.running}  ready: {st.ready}")
+    if not (st.running and st.ready):
+        raise typer.Exit(int(ExitCode.CHECKS_FAILED))
+
+
+def _report(report: Any, json_path: Path | None, junit_path: Path | None) -> None:
+    from deployer.smoke import raise_for_failures, render_report, write_json, write_junit
+
+    out.print(render_report(report))
+    if json_path:
+        write_json(report, json_path)
+        out.print(f"wrote {json_path}")
+    if junit_path:
+        write_junit(report, junit_path)
+        out.print(f"wrote {junit_path}")
+    raise_for_failures(report)
+
+
+@app.command()
+@_handle_errors
+def smoke(spec: SpecArg, json_path: JsonOpt = None, junit_path: JunitOpt = None, fallback: FallbackOpt = None) -> None:
+    """Prove the running deployment: readiness, served config, inference vs ONNX Runtime, batching, latency."""
+    from deployer import serve
+
+    dep = _load(spec, fallback)
+    _report(serve.smoke(dep), json_path, junit_path)
+
+
+@app.command()
+@_handle_errors
+def deploy(
+    spec: SpecArg,
+    keep: Annotated[bool, typer.Option(help="Leave the server running afterwards.")] = False,
+    runtime: RuntimeOpt = None,
+    fallback: FallbackOpt = None,
+    json_path: JsonOpt = None,
+    junit_path: JunitOpt = None,
+) -> None:
+    """validate -> build engines -> publish -> up -> smoke -> down, with one report and exit code."""
+    from deployer import serve
+
+    dep = _load(spec, fallback)
+    result = serve.deploy(dep, keep=keep, runtime=_runtime(runtime), build=_engine_builder(),
+                          on_stage=lambda name: err.print(f"[dim]» {name}[/]"))
+    out.print(f"published: {', '.join(result.published)}")
+    timings = "  ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
+    out.print(f"stages: {timings}")
+    if keep and result.state is not None:
+        _print_state(result.state)
+    _report(result.report, json_path, junit_path)
+
+
+def _engine_builder() -> Any:
+    from deployer.engines_glue import build_engines_for
+
+    return build_engines_for
 
 
 def main() -> None:

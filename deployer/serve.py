@@ -1,0 +1,255 @@
+"""Serving glue: a Deployment -> server settings, runtime lifecycle, smoke targets, and `deploy`.
+
+The runtimes (deployer.server.*) and the smoke suite (deployer.smoke) know nothing about specs;
+this module maps a validated spec onto their inputs (pure) and sequences the stages.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from deployer.errors import DeployerError, EnvironmentProblem, UserError
+from deployer.server.base import RuntimeName, ServerSettings, ServerState, ServerStatus
+from deployer.spec import Deployment, ResolvedModel
+
+log = logging.getLogger(__name__)
+
+NGC_IMAGE = "nvcr.io/nvidia/tritonserver:{release}-py3"
+
+
+def state_dir(dep: Deployment) -> Path:
+    """Where a spec's server state, logs and private backend dir live: `.deployer/<spec-stem>/` beside it."""
+    return dep.spec_path.parent / ".deployer" / dep.spec_path.stem
+
+
+def server_settings(dep: Deployment, *, runtime: RuntimeName | None = None) -> ServerSettings:
+    """ServerSettings for the spec (pure)."""
+    from deployer.pipeline import load_order
+
+    s = dep.spec.server
+    cache_bytes = s.response_cache_mb * 1024 * 1024 if any(m.spec.response_cache for m in dep.models) else 0
+    gpus: tuple[str, ...] | Literal["all"]
+    if s.gpus == "all":
+        gpus = "all"
+    elif s.gpus == "none":
+        gpus = ()
+    else:
+        gpus = tuple(str(g) for g in s.gpus)
+    return ServerSettings(
+        runtime=runtime or s.runtime,
+        repository=dep.repository.resolve(),
+        models=load_order(dep.models),
+        state_dir=state_dir(dep),
+        host=s.host,
+        http_port=s.http_port,
+        grpc_port=s.grpc_port,
+        metrics_port=s.metrics_port,
+        startup_timeout_s=s.startup_timeout,
+        tritonserver=dep.resolve_path(s.tritonserver) if s.tritonserver else None,
+        image=s.image or NGC_IMAGE.format(release=dep.spec.target.triton),
+        gpus=gpus,
+        shm_size=s.shm_size,
+        log_verbose=s.log_verbose,
+        response_cache_bytes=cache_bytes,
+        extra_args=tuple(s.args),
+    )
+
+
+def get_runtime(name: RuntimeName) -> Any:
+    """The runtime implementation (imported lazily: docker needs the `docker` extra)."""
+    if name == "local":
+        from deployer.server.local import LocalRuntime
+
+        return LocalRuntime()
+    if name == "docker":
+        from deployer.server.docker_runtime import DockerRuntime
+
+        return DockerRuntime()
+    if name == "compose":
+        from deployer.server.compose import ComposeRuntime
+
+        return ComposeRuntime()
+    raise UserError(f"unknown runtime {name!r}; use local, docker or compose")
+
+
+def up(dep: Deployment, *, runtime: RuntimeName | None = None) -> ServerState:
+    """Start the server for a published repository and load every model."""
+    settings = server_settings(dep, runtime=runtime)
+    if not settings.repository.is_dir():
+        raise UserError(f"model repository {settings.repository} does not exist",
+                        hint="run `deployer publish SPEC` first (or `deployer deploy SPEC`)")
+    return get_runtime(settings.runtime).up(settings)  # type: ignore[no-any-return]
+
+
+def current_state(dep: Deployment) -> ServerState | None:
+    """The recorded state of this spec's server, if any."""
+    from deployer.server.state import load_state
+
+    return load_state(state_dir(dep))
+
+
+def down(dep: Deployment) -> ServerState | None:
+    """Stop this spec's server (whatever runtime started it). Returns the state that was stopped."""
+    state = current_state(dep)
+    if state is None:
+        return None
+    get_runtime(state.runtime).down(state)
+    return state
+
+
+def status(dep: Deployment) -> ServerStatus:
+    """Is this spec's server running and ready, and how is each model."""
+    state = current_state(dep)
+    if state is None:
+        return ServerStatus(running=False, ready=False, models={}, state=None)
+    return get_runtime(state.runtime).status(state)  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- smoke
+
+
+def smoke_models(dep: Deployment) -> list[Any]:
+    """Smoke targets for every model the spec does not exclude (pure)."""
+    from deployer.smoke import ShapeRange, Sla, SmokeModel, SmokeOutput, SmokeTensor
+
+    sla_spec = dep.spec.smoke.sla
+    sla = Sla(p50_ms=sla_spec.p50_ms, p99_ms=sla_spec.p99_ms, min_throughput=sla_spec.min_throughput) \
+        if sla_spec else None
+    out = []
+    for m in dep.models:
+        ms = m.spec.smoke
+        if ms is not None and ms.skip:
+            continue
+        tensors = []
+        for t in m.inputs:
+            r = m.shapes.get(t.name)
+            tensors.append(SmokeTensor(
+                name=t.name, dtype=t.dtype, dims=t.dims,
+                shapes=ShapeRange(r.min, r.opt, r.max) if r is not None else None,
+                value_range=t.value_range, fixed_value=t.value,
+            ))
+        outputs = [SmokeOutput(name=t.name, dtype=t.dtype, dims=t.dims, atol=t.atol, rtol=t.rtol) for t in m.outputs]
+        compare = ms.compare if ms is not None else True
+        db = m.spec.dynamic_batching
+        out.append(SmokeModel(
+            name=m.name,
+            inputs=tuple(tensors),
+            outputs=tuple(outputs),
+            max_batch_size=m.max_batch_size,
+            expected_config=m.config,
+            onnx_path=m.onnx.path if (m.onnx is not None and compare) else None,
+            preferred_batch_sizes=tuple(db.preferred_batch_size) if db and m.max_batch_size > 0 else (),
+            dynamic_batching=db is not None and m.max_batch_size > 1,
+            precision=m.precision if m.backend == "tensorrt" else None,
+            golden=dep.resolve_path(ms.golden) if ms is not None and ms.golden else None,
+            sla=sla,
+        ))
+    return out
+
+
+def smoke_options(dep: Deployment) -> Any:
+    """SmokeOptions from the spec's `smoke:` section."""
+    from deployer.smoke import SmokeOptions
+
+    s = dep.spec.smoke
+    return SmokeOptions(protocols=tuple(s.protocols), concurrency=s.concurrency, duration_s=s.duration,
+                        batching_requests=s.batching_requests, timeout_s=s.timeout, seed=s.seed)
+
+
+def smoke(dep: Deployment, *, state: ServerState | None = None,
+          progress: Callable[[str, Any], None] | None = None) -> Any:
+    """Run the smoke suite against this spec's running server."""
+    from deployer.smoke import run_smoke
+
+    state = state or current_state(dep)
+    if state is None:
+        raise EnvironmentProblem("no running server recorded for this spec",
+                                 hint="run `deployer up SPEC` first, or `deployer deploy SPEC`")
+    return run_smoke(state, smoke_models(dep), smoke_options(dep), progress=progress)
+
+
+# --------------------------------------------------------------------------- deploy
+
+
+@dataclass
+class DeployResult:
+    """What `deploy` did, with timings (seconds) per stage."""
+
+    report: Any = None
+    published: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    state: ServerState | None = None
+    kept: bool = False
+
+
+def needs_engine(m: ResolvedModel) -> bool:
+    """A tensorrt model built from ONNX (not a prebuilt plan, not served through the fallback)."""
+    return m.backend == "tensorrt" and m.source is not None and m.source.suffix == ".onnx"
+
+
+def deploy(
+    dep: Deployment,
+    *,
+    keep: bool = False,
+    runtime: RuntimeName | None = None,
+    build: Callable[[Deployment], tuple[Mapping[str, Path], Mapping[str, Mapping[str, Any]]]] | None = None,
+    progress: Callable[[str, Any], None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> DeployResult:
+    """validate (done by loading) -> build engines -> publish -> up -> smoke -> down (unless `keep`).
+
+    The server is always stopped when anything after `up` fails, Ctrl-C included.
+    """
+    from deployer import pipeline
+
+    result = DeployResult()
+
+    def stage(name: str) -> float:
+        if on_stage:
+            on_stage(name)
+        return time.perf_counter()
+
+    engines: Mapping[str, Path] = {}
+    build_info: Mapping[str, Mapping[str, Any]] = {}
+    if any(needs_engine(m) for m in dep.models):
+        t = stage("build")
+        if build is None:
+            raise UserError("this spec has tensorrt models but no engine builder was given")
+        engines, build_info = build(dep)
+        result.timings["build"] = time.perf_counter() - t
+    t = stage("publish")
+    published = pipeline.publish(dep, engines=engines, build_info=build_info)
+    result.published = [f"{m.name}:{m.version}:{m.status}" for m in published.models]
+    result.timings["publish"] = time.perf_counter() - t
+    t = stage("up")
+    state = up(dep, runtime=runtime)
+    result.state = state
+    result.timings["up"] = time.perf_counter() - t
+    stopped = False
+    try:
+        t = stage("smoke")
+        result.report = smoke(dep, state=state, progress=progress)
+        result.timings["smoke"] = time.perf_counter() - t
+    except BaseException:
+        _safe_down(state)
+        stopped = True
+        raise
+    finally:
+        if not keep and not stopped:
+            t = stage("down")
+            _safe_down(state)
+            result.timings["down"] = time.perf_counter() - t
+    result.kept = keep
+    return result
+
+
+def _safe_down(state: ServerState) -> None:
+    try:
+        get_runtime(state.runtime).down(state)
+    except DeployerError as exc:  # report, but never mask the original outcome
+        log.error("stopping the server failed: %s", exc.render())
