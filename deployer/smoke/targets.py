@@ -28,6 +28,13 @@ __all__ = [
 Protocol = Literal["http", "grpc"]
 
 
+def _dtype(name: str, dtype: str) -> str:
+    try:
+        return normalize_dtype(dtype)
+    except ValueError as exc:
+        raise UserError(f"tensor {name!r}: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class ShapeRange:
     """Full request shapes to test an input at (batch dim first when `max_batch_size > 0`).
@@ -71,7 +78,7 @@ class SmokeTensor:
     fixed_value: float | int | bool | str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "dtype", normalize_dtype(self.dtype))
+        object.__setattr__(self, "dtype", _dtype(self.name, self.dtype))
         object.__setattr__(self, "dims", tuple(int(d) for d in self.dims))
         if self.value_range is not None and not self.value_range[0] < self.value_range[1]:
             raise UserError(f"input {self.name!r}: value_range {self.value_range} needs low < high")
@@ -96,7 +103,7 @@ class SmokeOutput:
     rtol: float | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "dtype", normalize_dtype(self.dtype))
+        object.__setattr__(self, "dtype", _dtype(self.name, self.dtype))
         object.__setattr__(self, "dims", tuple(int(d) for d in self.dims))
 
 
