@@ -24,7 +24,7 @@ from deployer.dtypes import (
 def test_canonical_names_are_the_triton_enum_without_prefix() -> None:
     from tritonclient.grpc import model_config_pb2
 
-    triton = [n.removeprefix("TYPE_") for n in model_config_pb2.DataType.keys() if n != "TYPE_INVALID"]
+    triton = [n.removeprefix("TYPE_") for n in model_config_pb2.DataType.keys() if n != "TYPE_INVALID"]  # noqa: SIM118
     assert list(DTYPES) == triton
 
 
