@@ -84,7 +84,7 @@ def expected_message(config: Mapping[str, Any] | Message) -> ModelConfig:
     if not isinstance(config, Mapping):
         raise UserError(f"model configuration must be a mapping, got {type(config).__name__}")
     try:
-        json_format.ParseDict(dict(config), msg)
+        json_format.ParseDict(_jsonable(config), msg)
     except json_format.ParseError as exc:
         name = config.get("name", "?")
         raise UserError(
@@ -93,6 +93,15 @@ def expected_message(config: Mapping[str, Any] | Message) -> ModelConfig:
             "such as TYPE_FP32 / KIND_GPU; the schema is the installed tritonclient's model_config.proto",
         ) from exc
     return msg
+
+
+def _jsonable(value: Any) -> Any:
+    """Mappings -> dicts (int map keys -> str), tuples -> lists: ParseDict accepts only JSON-shaped input."""
+    if isinstance(value, Mapping):
+        return {(str(k) if isinstance(k, int) else k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 def parse_pbtxt(text: str) -> ModelConfig:
@@ -321,6 +330,7 @@ def _search_path(template_dir: Path | None) -> tuple[str, ...]:
     default = default_template_dir()
     if template_dir is None:
         return (str(default),)
+    template_dir = Path(template_dir)  # tolerate a str from callers
     if not template_dir.is_dir():
         raise TemplateError(
             f"template directory {str(template_dir)!r} does not exist or is not a directory",
@@ -379,6 +389,8 @@ def render_config(
         text = template.render(config=_view(expected), header=None if header is None else PbString(header))
     except Exception as exc:  # any error raised while rendering is a template problem
         where = _template_location(exc, search_path)
+        if isinstance(exc, jinja2.TemplateSyntaxError):  # e.g. in an imported macro file
+            where = (exc.filename or exc.name or "?", exc.lineno)
         loc = f"{where[0]}, line {where[1]}" if where else source
         raise TemplateError(
             f"template {loc}: failed to render: {type(exc).__name__}: {exc}",

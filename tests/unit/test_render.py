@@ -173,7 +173,7 @@ def test_hostile_strings_round_trip(hostile: str) -> None:
     assert text.isascii()  # non-ASCII and control bytes are escaped, never raw
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(name=text_no_surrogates, key=text_no_surrogates, value=text_no_surrogates)
 def test_any_string_round_trips(name: str, key: str, value: str) -> None:
     cfg = base(name=name, parameters={key: {"string_value": value}}, cc_model_filenames={key: value})
@@ -251,7 +251,7 @@ def _message(desc: Descriptor, depth: int) -> st.SearchStrategy[dict[str, Any]]:
     return build()
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(config=_message(expected_message({}).DESCRIPTOR, depth=5))
 def test_any_model_config_renders_exactly(config: dict[str, Any]) -> None:
     json_safe = json.loads(json.dumps(config))  # what a YAML/JSON spec could hold (NaN/inf included)
@@ -286,6 +286,13 @@ def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
         render_config({"name": "m"}, template_dir=d)
     assert "config.pbtxt.j2, line 4" in str(info.value)
     assert str(tmp_path) in str(info.value)
+
+
+def test_syntax_error_in_user_macro_file_names_that_file(tmp_path: Path) -> None:
+    # The user's _pbtxt.j2 shadows the default macros; its syntax error surfaces while rendering.
+    d = user_dir(tmp_path, "{% macro fields(msg) %}\n\n{% if %}\n{% endmacro %}\n", name="_pbtxt.j2")
+    with pytest.raises(TemplateError, match=r"_pbtxt\.j2, line 3"):
+        render_config(base(), template_dir=d)
 
 
 def test_undefined_variable_names_file_and_line(tmp_path: Path) -> None:
@@ -344,6 +351,16 @@ def test_invalid_config_is_user_error(config: dict[str, Any], needle: str) -> No
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def test_tuples_and_int_map_keys_are_accepted() -> None:
+    cfg = base(
+        input=({"name": "x", "data_type": "TYPE_FP32", "dims": (3, -1)},),
+        dynamic_batching={"priority_levels": 2, "priority_queue_policy": {1: {"max_queue_size": 4}}},
+    )
+    parsed = parse_pbtxt(render_config(cfg))
+    assert list(parsed.input[0].dims) == [3, -1]
+    assert parsed.dynamic_batching.priority_queue_policy[1].max_queue_size == 4
 
 
 def test_config_to_json_round_trips_and_keeps_max_batch_size_zero() -> None:
