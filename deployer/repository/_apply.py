@@ -66,9 +66,7 @@ def apply_publish(plan: PublishPlan, *, lock_timeout_s: float = _fs.DEFAULT_LOCK
 
 
 def _result(m: ModelPlan, *, config_written: bool) -> PublishedModel:
-    return PublishedModel(
-        m.artifact.name, m.version, m.status, config_written, m.prune, m.model_dir / str(m.version)
-    )
+    return PublishedModel(m.artifact.name, m.version, m.status, config_written, m.prune, m.model_dir / str(m.version))
 
 
 def _manifest(m: ModelPlan, files: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -166,6 +164,17 @@ def rollback(
     served when `to` was published. (Re-publishing `to` as a new highest number would instead keep
     the bad versions inside a `latest{N>1}` window.) A later auto-versioned publish reuses the freed
     numbers. `to` must be complete (manifest present, all hashes match) before anything is touched.
+    A polling Triton picks the change up by itself; in explicit mode the caller must load the model
+    again (a load of a loaded model reloads it, and unloads the removed versions once `to` is ready).
+
+    Args:
+        repository: the repository root.
+        model: the model (directory) name.
+        to: the version to serve; default the highest version below the newest.
+        lock_timeout_s: how long to wait for another deployer run to release the lock.
+
+    Returns:
+        The version now served, the removed versions, and whether config.pbtxt was rewritten.
 
     Raises:
         RepositoryError: unknown model or version (the message lists what exists), no previous

@@ -158,9 +158,7 @@ def stale_config_temps(model_dir: Path) -> list[Path]:
     if not model_dir.is_dir():
         return []
     return sorted(
-        p
-        for p in model_dir.iterdir()
-        if p.name.startswith(_CONFIG_TMP_PREFIX) and p.name.endswith(_CONFIG_TMP_SUFFIX)
+        p for p in model_dir.iterdir() if p.name.startswith(_CONFIG_TMP_PREFIX) and p.name.endswith(_CONFIG_TMP_SUFFIX)
     )
 
 
@@ -173,22 +171,24 @@ def read_manifest(version_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def disk_files(version_dir: Path) -> dict[str, Path]:
-    """Every regular file below a version dir (manifest excluded), keyed by POSIX relpath."""
+def disk_files(directory: Path, *, source: bool = False) -> dict[str, Path]:
+    """Every file below a directory, keyed by POSIX relpath.
+
+    For a version dir (`source=False`) the top-level manifest is excluded. For an artifact source tree
+    (`source=True`) nothing is excluded and symlinked dirs are followed, so the copy holds real files.
+    """
     out: dict[str, Path] = {}
-    for root, dirs, files in os.walk(version_dir):
+    for root, dirs, files in os.walk(directory, followlinks=source):
         dirs.sort()
         for name in sorted(files):
             path = Path(root) / name
-            rel = path.relative_to(version_dir).as_posix()
-            if rel != MANIFEST_NAME:
+            rel = path.relative_to(directory).as_posix()
+            if source or rel != MANIFEST_NAME:
                 out[rel] = path
     return out
 
 
-def manifest_problems(
-    version_dir: Path, manifest: Mapping[str, Any] | None, *, hashes: bool = True
-) -> list[str]:
+def manifest_problems(version_dir: Path, manifest: Mapping[str, Any] | None, *, hashes: bool = True) -> list[str]:
     """Why a version dir is not exactly what its manifest records (empty list = complete)."""
     if manifest is None:
         return [f"{MANIFEST_NAME} missing or unreadable (incomplete version or not made by deployer)"]
@@ -300,8 +300,7 @@ def repository_lock(repository: Path, timeout_s: float = DEFAULT_LOCK_TIMEOUT_S)
                     raise
                 if time.monotonic() >= deadline:
                     raise RepositoryError(
-                        f"repository {repository} is locked by another deployer run "
-                        f"(waited {timeout_s:.0f} s)",
+                        f"repository {repository} is locked by another deployer run (waited {timeout_s:.0f} s)",
                         hint=f"wait for it to finish; the lock is {path} (released when that process exits)",
                     ) from exc
                 time.sleep(0.05)

@@ -118,7 +118,7 @@ def expand_entries(art: ModelArtifact, cache: _HashCache) -> tuple[_Entry, ...]:
         assert item.source is not None
         src = Path(item.source)
         if src.is_dir():
-            files = _fs.disk_files(src)  # walks the tree; a manifest-named file inside a subtree is fine
+            files = _fs.disk_files(src, source=True)
             if not files:
                 raise RepositoryError(f"model {art.name!r}: source directory {src} for {rel!r} has no files")
             for sub, path in files.items():
@@ -222,10 +222,8 @@ def _plan_model(repo: Path, art: ModelArtifact, force: bool, cache: _HashCache) 
     prune = tuple(sorted(after[art.keep_versions :])) if art.keep_versions is not None else ()
     if version in prune:
         raise RepositoryError(
-            f"model {art.name!r}: version {version} would be pruned at once "
-            f"by keep_versions={art.keep_versions}",
-            hint=f"newer versions exist ({[v for v in numbers if v > version]}); "
-            "raise keep_versions or the version",
+            f"model {art.name!r}: version {version} would be pruned at once by keep_versions={art.keep_versions}",
+            hint=f"newer versions exist ({[v for v in numbers if v > version]}); raise keep_versions or the version",
         )
     config_path = model_dir / _fs.CONFIG_NAME
     current_config = _read_bytes_sha(config_path)

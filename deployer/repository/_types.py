@@ -98,6 +98,17 @@ class ModelPlan:
         """True when applying this item writes anything."""
         return self.status != "unchanged" or self.config_action != "unchanged" or bool(self.prune)
 
+    @property
+    def summary(self) -> str:
+        """One line for humans, e.g. `resnet: new version 3; config.pbtxt update; prune [1]`."""
+        what = {"new": "new version", "unchanged": "unchanged version", "replace": "replace version"}
+        parts = [f"{self.artifact.name}: {what[self.status]} {self.version}"]
+        if self.config_action != "unchanged":
+            parts.append(f"config.pbtxt {self.config_action}")
+        if self.prune:
+            parts.append(f"prune {list(self.prune)}")
+        return "; ".join(parts)
+
 
 @dataclass(frozen=True)
 class PublishPlan:
@@ -126,9 +137,7 @@ class PublishPlan:
                     detail = "manifest"
                 else:
                     detail = f"{act.size} bytes" if act.size is not None else ""
-                rows.append(
-                    PlanRow(mp.artifact.name, mp.version, act.action, _rel(act.path, self.repository), detail)
-                )
+                rows.append(PlanRow(mp.artifact.name, mp.version, act.action, _rel(act.path, self.repository), detail))
         return rows
 
 

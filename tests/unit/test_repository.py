@@ -27,9 +27,7 @@ def _config(name: str, extra: str = "") -> str:
     return f'name: "{name}"\nbackend: "onnxruntime"\nmax_batch_size: 8\n{extra}'
 
 
-def _art(
-    name: str = "m", payload: bytes = b"weights-1", config_extra: str = "", **kw: object
-) -> ModelArtifact:
+def _art(name: str = "m", payload: bytes = b"weights-1", config_extra: str = "", **kw: object) -> ModelArtifact:
     return ModelArtifact(
         name=name,
         config_text=_config(name, config_extra),
@@ -284,9 +282,7 @@ def test_plan_writes_nothing(tmp_path: Path) -> None:
         ([_art("z", keep_versions=0)], "keep_versions"),
     ],
 )
-def test_errors_leave_repository_byte_identical(
-    tmp_path: Path, artifacts: list[ModelArtifact], match: str
-) -> None:
+def test_errors_leave_repository_byte_identical(tmp_path: Path, artifacts: list[ModelArtifact], match: str) -> None:
     repo = tmp_path / "repo"
     _publish(repo, _art(payload=b"base"))
     before = _snapshot(repo)
@@ -378,4 +374,32 @@ def test_plan_rows_are_relative_and_described(tmp_path: Path) -> None:
         ("m", 2, "create", f"m/2/{MANIFEST_NAME}", "manifest"),
         ("m", 2, "unchanged", "m/config.pbtxt", "config.pbtxt (written last)"),
         ("m", 2, "delete", "m/1", "prune old version"),
+    ]
+
+
+def test_directory_source_keeps_every_file_and_follows_dir_symlinks(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "real").mkdir(parents=True)
+    (src / "real" / "w.bin").write_bytes(b"w")
+    (src / MANIFEST_NAME).write_text("{}")  # not the version manifest: it lives one level down
+    (src / "linked").symlink_to(src / "real", target_is_directory=True)
+    repo = tmp_path / "repo"
+    apply_publish(plan_publish(repo, [ModelArtifact("m", _config("m"), (ArtifactFile("model.onnx", source=src),))]))
+    vdir = repo / "m" / "1" / "model.onnx"
+    assert sorted(p.relative_to(vdir).as_posix() for p in vdir.rglob("*") if p.is_file()) == [
+        MANIFEST_NAME,
+        "linked/w.bin",
+        "real/w.bin",
+    ]
+    assert not (vdir / "linked").is_symlink()
+    assert verify_repository(repo) == []
+
+
+def test_plan_summary(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    _publish(repo, _art(payload=b"a"))
+    plan = plan_publish(repo, [_art(payload=b"b", config_extra="# x\n", keep_versions=1), _art("n")])
+    assert [m.summary for m in plan.models] == [
+        "m: new version 2; config.pbtxt update; prune [1]",
+        "n: new version 1; config.pbtxt create",
     ]
