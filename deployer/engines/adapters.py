@@ -82,6 +82,14 @@ def load_tensorrt(module: ModuleType | None = None) -> TrtModule:
         raise MissingDependency(
             f"TensorRT is not available: cannot import tensorrt ({exc})", hint=MISSING_TRT_HINT
         ) from exc
+    if not hasattr(imported, "Builder"):
+        # `tensorrt-stubs` installs a bare tensorrt/ directory of .pyi files, which imports as an empty
+        # namespace package: that is not TensorRT.
+        where = ", ".join(getattr(imported, "__path__", [])) or "?"
+        raise MissingDependency(
+            f"TensorRT is not available: `tensorrt` at {where} has no Builder (only type stubs are installed)",
+            hint=MISSING_TRT_HINT,
+        )
     return cast("TrtModule", imported)
 
 

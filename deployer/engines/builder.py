@@ -185,11 +185,13 @@ def build_engine(
     gpu: GpuInfo | None = None,
     use_cache: bool = True,
     onnx_facts: OnnxFacts | None = None,
+    calibration_uploader: Any | None = None,
 ) -> BuildResult:
     """Build (or fetch from the engine cache) one engine and write it to `request.output_path`.
 
     Writes `<output>.build.json` (the manifest) next to the plan. `onnx_facts` (from `onnx_facts_for`)
-    skips the CPU preflight — the container builder computes them on the host.
+    skips the CPU preflight — the container builder computes them on the host. `calibration_uploader`
+    (`upload(name, array) -> device pointer`, `free()`) replaces cuda-python for INT8 calibration.
 
     Raises:
         MissingDependency: no TensorRT / no GPU (exit 3), with the options.
@@ -228,7 +230,7 @@ def build_engine(
             write_manifest(info)
             LOGGER.info("model %s: engine cache hit %s -> %s", request.model_name, key[:12], request.output_path)
             return BuildResult(request, info, cache_hit=True)
-        plan_bytes, info = _build(request, adapter, flags, gpu, key, onnx_sha)
+        plan_bytes, info = _build(request, adapter, flags, gpu, key, onnx_sha, calibration_uploader)
         cache.store(key, plan_bytes, build_info_to_dict(info))
     LOGGER.info("Saving engine to %s", request.output_path)
     atomic_write(request.output_path, plan_bytes)
@@ -237,7 +239,13 @@ def build_engine(
 
 
 def _build(
-    request: BuildRequest, adapter: TrtAdapter, flags: FlagPlan, gpu: GpuInfo | None, key: str, onnx_sha: str
+    request: BuildRequest,
+    adapter: TrtAdapter,
+    flags: FlagPlan,
+    gpu: GpuInfo | None,
+    key: str,
+    onnx_sha: str,
+    uploader: Any | None,
 ) -> tuple[bytes, BuildInfo]:
     trt = adapter.trt
     captured = CapturedLog()
@@ -261,7 +269,7 @@ def _build(
     profiles = adapter.add_profiles(builder, config, network, request.profiles)
     calibrator = None
     if flags.use_calibrator and request.calibration is not None:
-        calibrator = _calibrator(request, adapter, net_inputs, config, profiles)
+        calibrator = _calibrator(request, adapter, net_inputs, config, profiles, uploader)
     timing = TimingCacheStore(request.cache_dir, adapter.version_text, gpu)
     timing.attach(config)
     serialized: trt_stub.IHostMemory | None = builder.build_serialized_network(network, config)
@@ -318,6 +326,7 @@ def _calibrator(
     net_inputs: Sequence[Any],
     config: trt_stub.IBuilderConfig,
     profiles: Sequence[trt_stub.IOptimizationProfile],
+    uploader: Any | None,
 ) -> trt_stub.IInt8Calibrator:
     settings = request.calibration
     assert settings is not None  # noqa: S101 - guarded by the caller
@@ -328,7 +337,7 @@ def _calibrator(
         p0 = request.profiles[0]
         check_batch_shapes(batches, {s.name: s.opt for s in p0.inputs if s.name in names})
     cache, _ = calibration_cache_for(settings, request.cache_dir, request.model_name, names)
-    calibrator = make_calibrator(adapter.trt, batches, cache, CudaUploader(), settings.algorithm)
+    calibrator = make_calibrator(adapter.trt, batches, cache, uploader or CudaUploader(), settings.algorithm)
     config.int8_calibrator = calibrator  # 8.6-10.x only; plan_flags never asks for it on 11
     if profiles:
         config.set_calibration_profile(profiles[0])  # dynamic shapes calibrate at profile 0's opt shapes
