@@ -46,6 +46,7 @@ LOG_FILE = "tritonserver.log"
 _BACKENDS = "backends"
 _ORT_BACKEND_SRC = Path(__file__).parent / "backends" / "onnxruntime" / "model.py"
 _STOP_GRACE_S = 20.0  # Triton drains in-flight requests on SIGTERM; then we SIGKILL the group
+_ABORT_GRACE_S = 3.0  # a failed up(): nothing to drain, and Triton ignores SIGTERM while a model loads
 
 
 @dataclass(frozen=True)
@@ -306,6 +307,7 @@ class LocalRuntime:
                 "ONNX Runtime CPU backend (correct, slower than native)",
                 install.binary,
             )
+        launched_at = time.monotonic()
         state = self._start(settings, plan)
         try:
             self.last_report = wait_until_ready(
@@ -314,9 +316,10 @@ class LocalRuntime:
                 timeout_s=settings.startup_timeout_s,
                 is_alive=lambda: self._alive(state.pid),
                 log_tail=lambda: _tail(plan.log_path, 60),
+                launched_at=launched_at,
             )
         except BaseException:  # includes KeyboardInterrupt: never leave the server behind
-            self.down(state)
+            self.down(state, grace_s=_ABORT_GRACE_S)
             raise
         log.info(
             "tritonserver (pid %s) up: ready %.2f s, models %s",
@@ -378,7 +381,7 @@ class LocalRuntime:
             # recorded before readiness so a `deployer down` from another shell can find it
             save_state(plan.log_path.parent, state)
         except BaseException:
-            self.down(state)
+            self.down(state, grace_s=_ABORT_GRACE_S)
             raise
         log.info("started %s (pid %d), log %s", plan.argv[0], proc.pid, plan.log_path)
         return state
@@ -390,11 +393,11 @@ class LocalRuntime:
 
     # -- down / status / logs ------------------------------------------------------------------------
 
-    def down(self, state: ServerState) -> None:
-        """SIGTERM the server's process group, wait, SIGKILL; forget the state. Idempotent."""
+    def down(self, state: ServerState, grace_s: float = _STOP_GRACE_S) -> None:
+        """SIGTERM the server's process group, wait up to `grace_s`, SIGKILL; forget the state. Idempotent."""
         pid = state.pid
         if pid is not None and (pid in self._children or is_running(pid)):
-            self._stop_group(pid)
+            self._stop_group(pid, grace_s)
         if state.log_path is not None:
             recorded = None
             with contextlib.suppress(EnvironmentProblem):
@@ -402,11 +405,11 @@ class LocalRuntime:
             if recorded is None or recorded.pid == pid:
                 clear_state(state.log_path.parent)
 
-    def _stop_group(self, pid: int) -> None:
+    def _stop_group(self, pid: int, grace_s: float = _STOP_GRACE_S) -> None:
         child = self._children.pop(pid, None)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + _STOP_GRACE_S
+        deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
             if child is not None:
                 if child.poll() is not None:
@@ -415,7 +418,7 @@ class LocalRuntime:
                 break
             time.sleep(0.1)
         else:
-            log.warning("tritonserver (pid %d) ignored SIGTERM for %.0f s; killing it", pid, _STOP_GRACE_S)
+            log.warning("tritonserver (pid %d) ignored SIGTERM for %.0f s; killing it", pid, grace_s)
         # whatever is left in the group (python-backend stubs included) goes now
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
@@ -428,7 +431,7 @@ class LocalRuntime:
     def close(self) -> None:
         """Stop every server this instance started that is still running (for tests and atexit)."""
         for pid in list(self._children):
-            self._stop_group(pid)
+            self._stop_group(pid, _ABORT_GRACE_S)
 
     def status(self, state: ServerState | None) -> ServerStatus:
         """Process liveness plus the server's own view of readiness and of each model."""

@@ -8,10 +8,11 @@ is the caller's job (it always must, before re-raising).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from deployer.errors import MissingDependency, ServerError
 from deployer.server.base import ServerState, ServerStatus
@@ -20,6 +21,7 @@ __all__ = ["ReadinessReport", "model_states", "query_status", "wait_until_ready"
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
 _REASON_LIMIT = 4000  # Python tracebacks in reasons can be long; keep the message readable
 
 
@@ -39,9 +41,7 @@ def _client(url: str, timeout_s: float) -> Any:
     try:
         import tritonclient.http as httpclient
     except ImportError as exc:  # pragma: no cover - a core dependency
-        raise MissingDependency(
-            "tritonclient[http] is not installed", hint="pip install 'tritonclient[http]'"
-        ) from exc
+        raise MissingDependency("tritonclient[http] is not installed", hint="pip install 'tritonclient[http]'") from exc
     timeout = max(1.0, timeout_s)
     return httpclient.InferenceServerClient(url=url, connection_timeout=timeout, network_timeout=timeout)
 
@@ -129,14 +129,52 @@ def wait_until_ready(
     is_alive: Callable[[], bool],
     log_tail: Callable[[], str],
     poll_s: float = 0.2,
+    launched_at: float | None = None,
 ) -> ReadinessReport:
     """Wait (up to `timeout_s`) for live+ready, then load each model (up to `timeout_s` each) in order.
 
+    `launched_at` is the `time.monotonic()` at which the server was started (default: now); the
+    server deadline and `ReadinessReport.server_s` count from it.
+
     Raises `ServerError` naming the model and quoting Triton's reason, with the log tail as details.
+    The waiting happens in a worker thread so that Ctrl-C (KeyboardInterrupt) reaches the caller at
+    once, even while a blocking load request is in flight.
     """
-    client = _client(url, timeout_s)
+    started = time.monotonic() if launched_at is None else launched_at
+    return _interruptible(lambda: _wait_and_load(url, models, timeout_s, is_alive, log_tail, poll_s, started))
+
+
+def _interruptible(fn: Callable[[], _T]) -> _T:
+    """Run `fn` in a daemon thread; the calling thread waits in short, interruptible joins."""
+    result: list[_T] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(fn())
+        except BaseException as exc:
+            error.append(exc)
+
+    worker = threading.Thread(target=run, name="deployer-readiness", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)
+    if error:
+        raise error[0]
+    return result[0]
+
+
+def _wait_and_load(
+    url: str,
+    models: Sequence[str],
+    timeout_s: float,
+    is_alive: Callable[[], bool],
+    log_tail: Callable[[], str],
+    poll_s: float,
+    started: float,
+) -> ReadinessReport:
+    client = _client(url, timeout_s)  # created in the thread that uses it (tritonclient is gevent-based)
     try:
-        started = time.monotonic()
         try:
             _wait_server(client, started + timeout_s, is_alive, poll_s)
         except ServerError as exc:
@@ -160,9 +198,7 @@ def wait_until_ready(
 def query_status(state: ServerState, *, running: bool, timeout_s: float = 5.0) -> ServerStatus:
     """Ask the server described by `state` for readiness and per-model states (never raises on I/O)."""
     if not running:
-        return ServerStatus(
-            running=False, ready=False, models={m: "NOT RUNNING" for m in state.models}, state=state
-        )
+        return ServerStatus(running=False, ready=False, models={m: "NOT RUNNING" for m in state.models}, state=state)
     client = _client(state.http_url, timeout_s)
     try:
         try:

@@ -237,3 +237,83 @@ def test_unknown_model_fails_fast_and_cleans_up(
         local_runtime.up(settings)
     assert processes_mentioning(str(model_repository)) == []
     assert load_state(settings.state_dir) is None
+
+
+SLOW_CONFIG = PYTHON_CONFIG.replace('name: "double"', 'name: "slow"')
+SLOW_MODEL = """
+import time
+
+class TritonPythonModel:
+    def initialize(self, args):
+        time.sleep(60)  # longer than any deadline used here
+
+    def execute(self, requests):
+        return []
+"""
+
+
+@pytest.mark.triton
+@pytest.mark.slow
+def test_load_deadline_names_the_model_and_cleans_up(
+    model_repository: Path,
+    make_settings: Callable[..., ServerSettings],
+    local_runtime: LocalRuntime,
+    add_model: Callable[..., Path],
+    processes_mentioning: Callable[[str], list[int]],
+) -> None:
+    add_model(model_repository, "slow", SLOW_CONFIG, {"model.py": SLOW_MODEL})
+    settings = make_settings(model_repository, ("slow",), startup_timeout_s=4.0)
+    with pytest.raises(ServerError) as err:
+        local_runtime.up(settings)
+    assert "model 'slow' did not load within 4 s" in err.value.message
+    assert err.value.hint and "startup_timeout_s" in err.value.hint
+    assert processes_mentioning(str(model_repository)) == []
+    assert load_state(settings.state_dir) is None
+
+
+@pytest.mark.triton
+@pytest.mark.slow
+def test_ctrl_c_during_up_stops_the_server(
+    model_repository: Path,
+    make_settings: Callable[..., ServerSettings],
+    local_runtime: LocalRuntime,
+    add_model: Callable[..., Path],
+    processes_mentioning: Callable[[str], list[int]],
+) -> None:
+    import _thread
+    import threading
+
+    add_model(model_repository, "slow", SLOW_CONFIG, {"model.py": SLOW_MODEL})
+    settings = make_settings(model_repository, ("slow",))
+    timer = threading.Timer(2.5, _thread.interrupt_main)  # what Ctrl-C does: KeyboardInterrupt in main
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            local_runtime.up(settings)
+    finally:
+        timer.cancel()
+    assert processes_mentioning(str(model_repository)) == []
+    assert load_state(settings.state_dir) is None
+
+
+def test_status_of_a_dead_server_and_stale_state(tmp_path: Path, local_runtime: LocalRuntime) -> None:
+    from deployer.server.base import ServerState
+    from deployer.server.state import save_state
+
+    dead = ServerState(
+        runtime="local",
+        host="127.0.0.1",
+        http_port=1,
+        grpc_port=2,
+        metrics_port=3,
+        models=("m",),
+        log_path=tmp_path / "tritonserver.log",
+        pid=2**22 + 1,  # above pid_max's default: never a process
+    )
+    save_state(tmp_path, dead)
+    status = local_runtime.status(dead)
+    assert not status.running and not status.ready
+    assert status.models == {"m": "NOT RUNNING"}
+    local_runtime.down(dead)  # nothing to stop; forgets the stale record
+    assert load_state(tmp_path) is None
+    assert local_runtime.status(None).state is None
