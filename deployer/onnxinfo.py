@@ -451,6 +451,7 @@ class _Prober:
         self.rng = np.random.default_rng(0)
         self.last_error = ""
         self.runs = 0
+        self.seen: dict[tuple[tuple[tuple[str, int], ...], int], bool] = {}
 
     def shape(self, t: TensorInfo, sizes: Mapping[str, int], batch: int) -> tuple[int, ...]:
         if t.name in self.fixed:
@@ -473,6 +474,12 @@ class _Prober:
         return time.monotonic() > self.deadline
 
     def runs_with(self, sizes: Mapping[str, int], batch: int = 1) -> bool:
+        key = (tuple(sorted(sizes.items())), batch)
+        if key not in self.seen:
+            self.seen[key] = self._run(sizes, batch)
+        return self.seen[key]
+
+    def _run(self, sizes: Mapping[str, int], batch: int) -> bool:
         feeds: dict[str, Array] = {}
         for t in self.info.inputs:
             if t.name in self.fixed:
@@ -522,8 +529,9 @@ def probe_shapes(
     base = _find_base(p, variables)
     lo, hi = dict(base), dict(base)
     for v in variables:
-        lo[v.key] = _edge(p, base, v.key, sorted((c for c in v.candidates if c < base[v.key]), reverse=True))
-        hi[v.key] = _edge(p, base, v.key, [c for c in v.candidates if c > base[v.key]])
+        below = sorted((c for c in v.candidates if c < base[v.key]), reverse=True)
+        lo[v.key] = _edge(p, base, v.key, below, grow=False)
+        hi[v.key] = _edge(p, base, v.key, [c for c in v.candidates if c > base[v.key]], grow=True)
     ties = _tied_edges(p, variables, base, lo, hi)
     if variables and lo != base and not p.runs_with(lo):
         lo = dict(base)  # each min works alone but not together: be conservative
@@ -547,11 +555,14 @@ def probe_shapes(
     }
 
 
-def _edge(p: _Prober, base: Mapping[str, int], key: str | tuple[str, ...], outward: Sequence[int]) -> int:
+def _edge(
+    p: _Prober, base: Mapping[str, int], key: str | tuple[str, ...], outward: Sequence[int], *, grow: bool
+) -> int:
     """The farthest size in `outward` (candidates ordered away from the working base size) that runs.
 
-    Tries the farthest first (most models accept every candidate), then bisects assuming the
-    accepted sizes are contiguous, which keeps the number of (possibly slow) runs logarithmic.
+    Shrinking tries the farthest (cheapest) size first; growing gallops outward, because a large
+    size that fails deep inside the graph can cost seconds. Both then bisect, assuming the accepted
+    sizes are contiguous, so the number of runs stays logarithmic.
     """
     keys = (key,) if isinstance(key, str) else key
 
@@ -561,9 +572,20 @@ def _edge(p: _Prober, base: Mapping[str, int], key: str | tuple[str, ...], outwa
     cands = [c for c in outward if not p.too_big(at(c))]
     if not cands or p.out_of_time():
         return base[keys[0]]
-    if p.runs_with(at(cands[-1])):
-        return cands[-1]
     good, bad = -1, len(cands) - 1  # index -1 stands for the base size, known to run
+    if not grow:
+        if p.runs_with(at(cands[-1])):
+            return cands[-1]
+    else:
+        step = 1
+        while not p.out_of_time():
+            i = min(good + step, len(cands) - 1)
+            if not p.runs_with(at(cands[i])):
+                bad = i
+                break
+            good, step = i, step * 2
+            if i == len(cands) - 1:
+                return cands[i]
     while bad - good > 1 and not p.out_of_time():
         mid = (good + bad) // 2
         if p.runs_with(at(cands[mid])):
@@ -587,7 +609,7 @@ def _tied_edges(
                     continue
                 shared = sorted(set(a.candidates) & set(b.candidates), reverse=side == "min")
                 outward = [c for c in shared if (c < base[a.key] if side == "min" else c > base[a.key])]
-                c = _edge(p, base, (a.key, b.key), outward)
+                c = _edge(p, base, (a.key, b.key), outward, grow=side == "max")
                 bound[a.key] = bound[b.key] = pick(c, base[a.key])
                 if c != base[a.key] and (a.key, b.key) not in ties:
                     ties.append((a.key, b.key))
