@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from deployer.errors import EnvironmentProblem, MissingDependency, PortInUse, ServerError
+from deployer.errors import EnvironmentProblem, MissingDependency, PortInUse, RepositoryError, ServerError
 from deployer.server.argv import tritonserver_argv
 from deployer.server.base import RuntimeName, ServerSettings, ServerState, ServerStatus
 from deployer.server.readiness import ReadinessReport, query_status, wait_until_ready
@@ -290,6 +290,11 @@ class LocalRuntime:
                     hint="run `deployer down` first",
                 )
             clear_state(state_dir)  # stale: its process is gone
+        if not settings.repository.is_dir():
+            raise RepositoryError(
+                f"model repository {settings.repository} does not exist or is not a directory",
+                hint="publish the repository first (`deployer publish`) or fix the repository path",
+            )
         check_ports_free(
             settings.host,
             {

@@ -317,3 +317,30 @@ def test_status_of_a_dead_server_and_stale_state(tmp_path: Path, local_runtime: 
     local_runtime.down(dead)  # nothing to stop; forgets the stale record
     assert load_state(tmp_path) is None
     assert local_runtime.status(None).state is None
+
+
+@pytest.mark.triton
+def test_server_that_exits_early_is_reported_with_its_log(
+    model_repository: Path,
+    make_settings: Callable[..., ServerSettings],
+    local_runtime: LocalRuntime,
+    processes_mentioning: Callable[[str], list[int]],
+) -> None:
+    # whitelisted flag, value tritonserver rejects at startup
+    settings = make_settings(model_repository, (), extra_args=("--model-load-thread-count=many",))
+    with pytest.raises(ServerError) as err:
+        local_runtime.up(settings)
+    assert "exited before it became ready" in err.value.message
+    assert err.value.details and "model-load-thread-count" in err.value.details
+    assert processes_mentioning(str(model_repository)) == []
+    assert load_state(settings.state_dir) is None
+
+
+def test_missing_repository_is_bad_input(
+    tmp_path: Path, make_settings: Callable[..., ServerSettings], local_runtime: LocalRuntime
+) -> None:
+    from deployer.errors import RepositoryError
+
+    with pytest.raises(RepositoryError, match="does not exist") as err:
+        local_runtime.up(make_settings(tmp_path / "nowhere", ()))
+    assert err.value.exit_code == ExitCode.BAD_INPUT
