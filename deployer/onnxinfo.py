@@ -31,6 +31,7 @@ __all__ = [
     "ShapeRange",
     "TensorInfo",
     "batch_dimension",
+    "external_data_files",
     "probe_shapes",
     "read_onnx",
     "resolve_model_file",
@@ -84,6 +85,7 @@ class OnnxInfo:
     ir_version: int
     producer: str
     external_data: bool
+    external_files: tuple[Path, ...] = ()  # external tensor data files, sorted (empty when none)
 
     @property
     def batchable(self) -> bool:
@@ -190,6 +192,7 @@ def read_onnx(path: Path | str) -> OnnxInfo:
         ir_version=int(model.ir_version),
         producer=f"{model.producer_name} {model.producer_version}".strip(),
         external_data=bool(ext_files),
+        external_files=tuple(ext_files),
     )
 
 
@@ -233,6 +236,11 @@ def _tensor_info(v: onnx.ValueInfoProto, kind: str, file: Path) -> TensorInfo:
         else:  # unnamed, -1, 0 or missing: dynamic without a name
             dims.append(DYNAMIC)
     return TensorInfo(v.name, dtype, tuple(dims))
+
+
+def external_data_files(path: Path | str) -> tuple[Path, ...]:
+    """The external tensor data files of a model (graph only is parsed); same errors as read_onnx."""
+    return read_onnx(path).external_files
 
 
 def _external_data_files(model: onnx.ModelProto, file: Path) -> list[Path]:
@@ -644,8 +652,9 @@ def _find_base(p: _Prober, variables: Sequence[_Var]) -> dict[str, int]:
             return trial
     dyn = sorted({f"{name}[{axis}]" for name, axis in p.where})
     what = f"dynamic dims {', '.join(dyn)}" if dyn else "its declared shapes"
+    stopped = ", stopped by the time budget" if p.out_of_time() else ""
     raise ModelFileError(
         f"{p.info.path}: ONNX Runtime rejected every trial shape for {what} "
-        f"({p.runs} runs); last error: {p.last_error}",
+        f"({p.runs} runs{stopped}); last error: {p.last_error}",
         hint="give explicit shapes (min/opt/max) for these inputs in the spec",
     )

@@ -21,6 +21,7 @@ from deployer.onnxinfo import (
     OnnxInfo,
     ShapeRange,
     batch_dimension,
+    external_data_files,
     probe_shapes,
     read_onnx,
     run_reference,
@@ -131,6 +132,9 @@ def test_directory_model_reads_the_inner_file(tmp_path: Path) -> None:
     info = read_onnx(path)
     assert path.is_dir()
     assert info.path == path / "model.onnx"
+    assert info.external_files == (path / "weights.bin",)
+    assert external_data_files(path) == info.external_files
+    assert read_onnx(make_model(tmp_path, "mlp")).external_files == ()
 
 
 def test_dynamic_dims_without_names(tmp_path: Path) -> None:
@@ -298,6 +302,12 @@ def test_probe_names_the_input_when_nothing_runs(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match=r"x\[2\], x\[3\]") as info:
         probe_shapes(path, read_onnx(path), batching=True, max_batch_size=4, candidates=(20, 40))
     assert "spec" in (info.value.hint or "")
+
+
+def test_probe_gives_up_at_the_time_budget(tmp_path: Path) -> None:
+    path = make_model(tmp_path, "div32")
+    with pytest.raises(ModelFileError, match="stopped by the time budget"):
+        probe_shapes(path, read_onnx(path), batching=True, max_batch_size=2, candidates=(20, 40), time_budget_s=0)
 
 
 def test_probe_with_pinned_values(tmp_path: Path) -> None:
