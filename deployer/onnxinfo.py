@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import onnx
 
 __all__ = [
+    "DYNAMIC",
     "BatchDecision",
     "OnnxInfo",
     "ShapeRange",
