@@ -59,6 +59,12 @@ def make_onnx(
 
 
 @pytest.fixture
+def onnx_factory() -> Callable[..., Path]:
+    """`make_onnx` as a fixture (test modules cannot import conftest)."""
+    return make_onnx
+
+
+@pytest.fixture
 def onnx_model(tmp_path: Path) -> Path:
     """x[batch, 4] float -> Relu -> x_out."""
     return make_onnx(tmp_path / "model.onnx")

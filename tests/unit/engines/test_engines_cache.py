@@ -64,7 +64,7 @@ def test_timing_cache_file_is_keyed_by_version_and_gpu(tmp_path: Path) -> None:
 
 WORKER = textwrap.dedent(
     """
-    import importlib.util, sys
+    import importlib.util, sys, time
     from pathlib import Path
     spec = importlib.util.spec_from_file_location("fake_tensorrt", Path(sys.argv[1]) / "fake_tensorrt.py")
     fake = importlib.util.module_from_spec(spec); spec.loader.exec_module(fake)
@@ -77,6 +77,7 @@ WORKER = textwrap.dedent(
         config = trt.Builder(trt.Logger()).create_builder_config()
         cache = store.attach(config)          # what a build starts from
         cache._entries[f"{tag}-{i}"] = "tactic"  # what that build measured (fake internals)
+        time.sleep(0.02)                       # a build takes a while: the other process saves meanwhile
         store.save(config)                    # lock, merge with disk, atomic write
     """
 )
