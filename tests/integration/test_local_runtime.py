@@ -344,3 +344,39 @@ def test_missing_repository_is_bad_input(
     with pytest.raises(RepositoryError, match="does not exist") as err:
         local_runtime.up(make_settings(tmp_path / "nowhere", ()))
     assert err.value.exit_code == ExitCode.BAD_INPUT
+
+
+@pytest.mark.triton
+def test_up_in_one_process_down_in_another(
+    model_repository: Path,
+    make_settings: Callable[..., ServerSettings],
+    processes_mentioning: Callable[[str], list[int]],
+) -> None:
+    """The CLI flow: `deployer up` exits leaving the server running; `deployer down` finds it by state."""
+    import subprocess
+    import sys
+
+    settings = make_settings(model_repository, ())
+    script = (
+        "import sys; from pathlib import Path; from deployer.server.base import ServerSettings; "
+        "from deployer.server.local import LocalRuntime; "
+        f"s = ServerSettings(runtime='local', repository=Path({str(model_repository)!r}), models=(), "
+        f"state_dir=Path({str(settings.state_dir)!r}), http_port={settings.http_port}, "
+        f"grpc_port={settings.grpc_port}, metrics_port={settings.metrics_port}); "
+        "print(LocalRuntime().up(s).pid)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    state = load_state(settings.state_dir)
+    try:
+        assert done.returncode == 0, done.stderr
+        assert state is not None and str(state.pid) == done.stdout.strip()
+        runtime = LocalRuntime()  # a fresh process's view: not our child
+        status = runtime.status(state)
+        assert status.running and status.ready
+        runtime.down(state)
+        assert not is_running(state.pid)
+        assert load_state(settings.state_dir) is None
+    finally:
+        if state is not None and is_running(state.pid):
+            LocalRuntime().down(state, grace_s=1.0)
+    assert processes_mentioning(str(model_repository)) == []
