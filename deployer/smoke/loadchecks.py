@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy.typing as npt
 
+from deployer.server.base import ServerState
+from deployer.smoke.httpload import build_http_request, run_http_load
 from deployer.smoke.loadgen import build_request, fire_concurrent, run_load
 from deployer.smoke.report import CheckResult
 from deployer.smoke.targets import SmokeModel, SmokeOptions
@@ -151,24 +153,28 @@ def check_batching(
 
 
 def check_perf(
-    grpc_url: str, model: SmokeModel, feeds: Mapping[str, Array], options: SmokeOptions, batch: int
+    state: ServerState, model: SmokeModel, feeds: Mapping[str, Array], options: SmokeOptions, batch: int
 ) -> CheckResult:
-    """Latency p50/p90/p99 and throughput at `options.concurrency` over gRPC; SLA gates fail the check."""
+    """Latency p50/p90/p99 and throughput at `options.concurrency`; SLA gates fail the check."""
     dtypes = {t.name: t.dtype for t in model.inputs}
-    request = build_request(model.name, feeds, [o.name for o in model.outputs], version=model.version, dtypes=dtypes)
-    res = run_load(
-        grpc_url,
-        request,
-        concurrency=options.concurrency,
-        duration_s=options.duration_s,
-        max_requests=options.max_requests,
-        warmup_requests=options.warmup_requests,
-        timeout_s=options.timeout_s,
-        batch_size=max(batch, 1),
-    )
+    outputs = tuple(o.name for o in model.outputs)
+    common: dict[str, Any] = {
+        "concurrency": options.concurrency,
+        "duration_s": options.duration_s,
+        "max_requests": options.max_requests,
+        "warmup_requests": options.warmup_requests,
+        "timeout_s": options.timeout_s,
+        "batch_size": max(batch, 1),
+    }
+    if options.perf_protocol == "http":
+        raw = build_http_request(state.host, model.name, feeds, outputs, version=model.version, dtypes=dtypes)
+        res = run_http_load(state.host, state.http_port, raw, **common)
+    else:
+        request = build_request(model.name, feeds, outputs, version=model.version, dtypes=dtypes)
+        res = run_load(state.grpc_url, request, processes=options.load_processes, **common)
     numbers = res.numbers()
     summary = (
-        f"c={options.concurrency} b={max(batch, 1)}: {res.inferences_per_s:.0f} infer/s, "
+        f"{options.perf_protocol} c={options.concurrency} b={max(batch, 1)}: {res.inferences_per_s:.0f} infer/s, "
         f"p50 {res.p(50):.2f} ms, p90 {res.p(90):.2f} ms, p99 {res.p(99):.2f} ms"
     )
     if res.errors or res.requests == 0:

@@ -148,7 +148,7 @@ def _run_model(
     if options.wants("perf") and options.perf:
         batch = min(options.batch_size, model.max_batch_size) if model.max_batch_size > 0 else 0
         load_feeds = _batch1_feeds(model, options, batch=batch)
-        add(guarded("perf", lambda: check_perf(state.grpc_url, model, load_feeds, options, batch)))
+        add(guarded("perf", lambda: check_perf(state, model, load_feeds, options, batch)))
     return out
 
 

@@ -167,11 +167,15 @@ class SmokeOptions:
 
     Attributes:
         protocols: protocols to run inference over.
-        concurrency: requests in flight during the load test (gRPC, asyncio).
+        concurrency: requests in flight during the load test.
+        perf_protocol: protocol of the load test: "grpc" (asyncio gRPC, pre-serialized request) or
+            "http" (pre-built binary HTTP/1.1 requests on raw keep-alive sockets: the cheapest client).
         duration_s: load test duration; `max_requests` bounds it further (whichever comes first).
         max_requests: upper bound on load-test requests; None = time only.
         warmup_requests: requests sent before measuring (not counted).
         batch_size: batch size of each load-test request (batching models; 1 otherwise).
+        load_processes: client processes sharing `concurrency` (1 suits a client sharing few cores
+            with the server; more for a many-core client).
         batching_requests: N concurrent batch-1 requests for the dynamic-batching check.
         timeout_s: per request / per API call deadline.
         seed: seed of all synthetic inputs (same seed -> same tensors).
@@ -182,10 +186,12 @@ class SmokeOptions:
 
     protocols: tuple[Protocol, ...] = ("http", "grpc")
     concurrency: int = 16
+    perf_protocol: Protocol = "grpc"
     duration_s: float = 5.0
     max_requests: int | None = None
     warmup_requests: int = 20
     batch_size: int = 1
+    load_processes: int = 1
     batching_requests: int = 32
     timeout_s: float = 30.0
     seed: int = 0
@@ -199,7 +205,7 @@ class SmokeOptions:
             raise UserError(f"duration_s must be > 0, got {self.duration_s}")
         if self.batching_requests < 2:
             raise UserError(f"batching_requests must be >= 2, got {self.batching_requests}")
-        unknown = set(self.protocols) - {"http", "grpc"}
+        unknown = ({*self.protocols, self.perf_protocol}) - {"http", "grpc"}
         if unknown:
             raise UserError(f"unknown protocols {sorted(unknown)}; use 'http' and/or 'grpc'")
 

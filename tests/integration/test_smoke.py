@@ -324,7 +324,9 @@ def test_wrong_reference_config_drift_and_sla_fail(deployment: Deployment) -> No
         preferred_batch_sizes=(),
         sla=Sla(p99_ms=0.001),
     )
-    options = replace(FAST, duration_s=0.5, protocols=("grpc",), checks=frozenset({"config", "infer", "perf"}))
+    options = replace(
+        FAST, duration_s=0.5, protocols=("grpc",), perf_protocol="http", checks=frozenset({"config", "infer", "perf"})
+    )
     report = run_smoke(deployment.state, [model], options)
     assert not report.passed and report.exit_code == 1
     checks = _by_name(report, "mlp")
@@ -335,6 +337,7 @@ def test_wrong_reference_config_drift_and_sla_fail(deployment: Deployment) -> No
     assert infer.numbers["y.max_abs"] > 1e-3
     assert "vs reference" in infer.message and "max abs" in infer.message
     assert checks["perf"].status == "fail" and "SLA violated: p99_ms" in checks["perf"].message
+    assert checks["perf"].numbers["requests"] > 0 and checks["perf"].numbers["errors"] == 0  # http load ran
     assert "batching" not in checks  # not selected
     with pytest.raises(CheckFailed) as exc:
         raise_for_failures(report)
@@ -369,3 +372,33 @@ def test_unready_model_is_named(deployment: Deployment) -> None:
     checks = _by_name(report, "not_loaded")
     assert list(checks) == ["ready"]
     assert checks["ready"].status == "fail" and "not_loaded" in checks["ready"].message
+
+
+def test_load_generators_bounded_and_counting_errors(deployment: Deployment) -> None:
+    from deployer.smoke.httpload import build_http_request, run_http_load
+    from deployer.smoke.loadgen import build_request, run_load
+
+    state = deployment.state
+    x = np.zeros((1, 4), np.float32)
+    raw = build_http_request(state.host, "mlp", {"x": x}, ("y",))
+    res = run_http_load(state.host, state.http_port, raw, concurrency=4, duration_s=30, max_requests=40)
+    assert (res.requests, res.errors) == (40, 0)
+    split = run_load(
+        state.grpc_url,
+        build_request("mlp", {"x": x}, ["y"]),
+        concurrency=4,
+        duration_s=30,
+        max_requests=30,
+        processes=2,
+        warmup_requests=4,
+    )
+    assert (split.requests, split.errors) == (30, 0) and split.client_cpu_s > 0
+    # a request the server rejects: counted, quoted, and the run stays bounded
+    bad = build_http_request(state.host, "mlp", {"x": np.zeros((1, 5), np.float32)}, ("y",))
+    res = run_http_load(
+        state.host, state.http_port, bad, concurrency=2, duration_s=30, max_requests=10, warmup_requests=0
+    )
+    assert res.requests == 0 and res.errors == 10 and "400" in res.first_error
+    gbad = build_request("nope", {"x": x}, ["y"])
+    gres = run_load(state.grpc_url, gbad, concurrency=2, duration_s=30, max_requests=10, warmup_requests=0)
+    assert gres.requests == 0 and gres.errors == 10 and "nope" in gres.first_error
