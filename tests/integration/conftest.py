@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from deployer.server.base import ServerSettings
@@ -56,7 +57,7 @@ class TinyModel:
     inputs: tuple[tuple[str, str], ...]  # (name, Triton dtype name, e.g. "FP32")
     outputs: tuple[tuple[str, str], ...]
 
-    def reference(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def reference(self, feeds: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         """Outputs computed by ONNX Runtime in this process."""
         import onnxruntime as ort
 

@@ -66,7 +66,7 @@ BAD_CONFIG = MLP_CONFIG.replace('name: "mlp"', 'name: "broken"').replace(
 )
 
 
-def _infer(url: str, model: str, inputs: dict[str, np.ndarray], dtypes: dict[str, str]) -> Any:
+def _infer(url: str, model: str, inputs: dict[str, Any], dtypes: dict[str, str]) -> Any:
     import tritonclient.http as httpclient
 
     client = httpclient.InferenceServerClient(url=url)
