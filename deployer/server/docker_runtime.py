@@ -39,12 +39,14 @@ __all__ = [
     "docker_client",
     "gpu_request",
     "image_hint",
+    "managed_labels",
     "managed_resources",
     "parse_size",
     "plan_container",
     "project_name",
     "remove_managed",
     "require_image",
+    "without_memlock",
 ]
 
 log = logging.getLogger(__name__)
@@ -134,13 +136,13 @@ def parse_size(text: str) -> int:
 def project_name(state_dir: Path) -> str:
     """Stable container/compose project name for a state dir: `deployer-<dir name>-<hash8>`.
 
-    The hash keeps two checkouts with the same directory name apart; the name keeps it readable.
+    The hash (of the path as given; runtimes pass absolute paths) keeps two checkouts with the same
+    directory name apart; the name keeps it readable. A relative path gives a machine-independent name.
     """
-    absolute = state_dir.absolute()
     # the state dir is usually `<project>/.deployer`: name the project, not the hidden dir
-    base = absolute.parent.name if absolute.name.startswith(".") else absolute.name
+    base = state_dir.parent.name if state_dir.name.startswith(".") else state_dir.name
     slug = re.sub(r"[^a-z0-9]+", "-", base.lower()).strip("-")[:40] or "project"
-    digest = hashlib.sha256(str(absolute).encode()).hexdigest()[:8]
+    digest = hashlib.sha256(str(state_dir).encode()).hexdigest()[:8]
     return f"deployer-{slug}-{digest}"
 
 
@@ -185,14 +187,12 @@ def container_command(settings: ServerSettings) -> tuple[str, ...]:
     )
 
 
-def managed_labels(settings: ServerSettings) -> tuple[tuple[str, str], ...]:
+def managed_labels(state_dir: Path, project: str | None = None) -> tuple[tuple[str, str], ...]:
     """The labels that mark a container (or network) as deployer's, for this state dir."""
-    state_dir = settings.state_dir.absolute()
-    return (
-        (LABEL_MANAGED, "true"),
-        (LABEL_PROJECT, project_name(state_dir)),
-        (LABEL_STATE_DIR, str(state_dir)),
-    )
+    labels = [(LABEL_MANAGED, "true"), (LABEL_PROJECT, project or project_name(state_dir))]
+    if state_dir.is_absolute():
+        labels.append((LABEL_STATE_DIR, str(state_dir)))
+    return tuple(labels)
 
 
 def plan_container(settings: ServerSettings) -> ContainerSpec:
@@ -205,11 +205,12 @@ def plan_container(settings: ServerSettings) -> ContainerSpec:
             hint="resolve it against the spec's directory first",
         )
     host_ports = {name: getattr(settings, name) for name, _ in CONTAINER_PORTS}
+    state_dir = settings.state_dir.absolute()
     return ContainerSpec(
-        name=project_name(settings.state_dir),
+        name=project_name(state_dir),
         image=settings.image.strip(),
         command=container_command(settings),
-        labels=managed_labels(settings),
+        labels=managed_labels(state_dir),
         ports=tuple((cport, settings.host, host_ports[name]) for name, cport in CONTAINER_PORTS),
         repository=settings.repository,
         shm_size_bytes=parse_size(settings.shm_size),
@@ -353,6 +354,15 @@ def _gpu_error(exc: Exception, spec: ContainerSpec) -> EnvironmentProblem | None
     )
 
 
+def without_memlock(spec: ContainerSpec) -> ContainerSpec:
+    """`spec` minus the memlock ulimit (for engines that may not raise it)."""
+    return replace(spec, ulimits=tuple(u for u in spec.ulimits if u[0] != "memlock"))
+
+
+class _RlimitRefused(Exception):
+    """The engine could not apply a ulimit (internal; triggers one retry without memlock)."""
+
+
 # -- the runtime -----------------------------------------------------------------------------------
 
 
@@ -365,6 +375,7 @@ class DockerRuntime:
         self._client = client
         self._started: dict[str, Path | None] = {}  # container id -> log path, for close()
         self.last_report: ReadinessReport | None = None
+        self._memlock_refused = False  # learnt once per runtime: the engine cannot raise memlock
 
     @property
     def client(self) -> Any:
@@ -390,7 +401,17 @@ class DockerRuntime:
         self._forget_previous(state_dir, spec.name)
         require_image(client, spec.image)
         check_ports_free(settings.host, {name: getattr(settings, name) for name, _ in CONTAINER_PORTS})
-        container = self._create_and_start(spec, log_path)
+        if self._memlock_refused:
+            spec = without_memlock(spec)
+        try:
+            container = self._create_and_start(spec, log_path)
+        except _RlimitRefused:
+            self._memlock_refused = True
+            # Engines without CAP_SYS_RESOURCE (rootless, some sandboxes) refuse memlock=-1. It only
+            # matters for pinned GPU memory; run with the engine's default rather than not at all.
+            spec = without_memlock(spec)
+            log.warning("the Docker engine refused ulimit memlock=-1; starting with its default memlock limit")
+            container = self._create_and_start(spec, log_path)
         state = ServerState(
             runtime="docker",
             host=settings.host,
@@ -479,6 +500,8 @@ class DockerRuntime:
                     f"Docker image {spec.image} is not present on this machine", hint=image_hint(spec.image)
                 ) from exc
             if isinstance(exc, APIError):
+                if "error setting rlimit" in str(exc) and any(u[0] == "memlock" for u in spec.ulimits):
+                    raise _RlimitRefused(str(exc)) from exc
                 mapped = _port_error(exc, spec) or _gpu_error(exc, spec)
                 if mapped is not None:
                     raise mapped from exc
@@ -588,4 +611,4 @@ def running_container(settings: ServerSettings, runtime: DockerRuntime | None = 
 
 def labels_of(settings: ServerSettings) -> Mapping[str, str]:
     """The labels `up` puts on the container for `settings` (for callers that filter by them)."""
-    return dict(managed_labels(settings))
+    return dict(managed_labels(settings.state_dir.absolute()))
