@@ -329,7 +329,7 @@ def _calibrator(
     uploader: Any | None,
 ) -> trt_stub.IInt8Calibrator:
     settings = request.calibration
-    assert settings is not None  # noqa: S101 - guarded by the caller
+    assert settings is not None
     names = [n.name for n in net_inputs if not n.is_shape_tensor]
     arrays = load_calibration_arrays(settings.data_files, names, {n.name: n.dtype for n in net_inputs})
     batches = CalibrationBatches(arrays, settings.batch_size, settings.max_batches)

@@ -238,7 +238,7 @@ def make_calibrator(
     )
     state = {"it": iter(batches), "count": 0}
 
-    def __init__(self: Any) -> None:  # noqa: N807
+    def __init__(self: Any) -> None:
         base.__init__(self)
 
     def get_batch_size(self: Any) -> int:

@@ -23,7 +23,7 @@ from deployer.errors import BuildError, MissingDependency
 from .cache import atomic_write
 from .manifest import manifest_path, read_manifest, write_manifest
 from .preflight import OnnxFacts
-from .request import BuildInfo, BuildRequest, BuilderFlags, CalibrationSettings, InputShapes, Profile
+from .request import BuilderFlags, BuildInfo, BuildRequest, CalibrationSettings, InputShapes, Profile
 
 LOGGER = logging.getLogger(__name__)
 
@@ -197,11 +197,15 @@ def _docker_client(client: Any | None) -> Any:
     try:
         docker = importlib.import_module("docker")  # untyped SDK; a repo-level docker/ dir confuses mypy
     except ImportError as exc:
-        raise MissingDependency("the container builder needs the docker SDK", hint="pip install 'deployer[docker]'") from exc
+        raise MissingDependency(
+            "the container builder needs the docker SDK", hint="pip install 'deployer[docker]'"
+        ) from exc
     try:
         return docker.from_env()
     except Exception as exc:
-        raise MissingDependency(f"cannot reach the Docker engine: {exc}", hint="start dockerd / check DOCKER_HOST") from exc
+        raise MissingDependency(
+            f"cannot reach the Docker engine: {exc}", hint="start dockerd / check DOCKER_HOST"
+        ) from exc
 
 
 def run_container_build(plan: ContainerBuildPlan, *, client: Any | None = None, timeout_s: float = 7200) -> BuildInfo:
@@ -236,8 +240,11 @@ def run_container_build(plan: ContainerBuildPlan, *, client: Any | None = None, 
     code = int(status.get("StatusCode", 1)) if isinstance(status, dict) else 1
     if code != 0:
         tail = "\n".join(logs.splitlines()[-40:])
-        raise BuildError(f"the build container {plan.image} exited with {code}", details=tail,
-                         hint=f"reproduce with {plan.reproduce_file}")
+        raise BuildError(
+            f"the build container {plan.image} exited with {code}",
+            details=tail,
+            hint=f"reproduce with {plan.reproduce_file}",
+        )
     engine = plan.request_file.with_name(plan.request_file.name.removesuffix(".request.json"))
     if not manifest_path(engine).is_file():
         raise BuildError(f"the build container finished but wrote no manifest for {engine}")

@@ -31,9 +31,7 @@ def main(argv: list[str]) -> int:
     f = doc["facts"]
     facts = OnnxFacts(
         digest=f["digest"],
-        inputs=tuple(
-            NetworkInput(i["name"], tuple(i["shape"]), i["dtype"], i["is_shape_tensor"]) for i in f["inputs"]
-        ),
+        inputs=tuple(NetworkInput(i["name"], tuple(i["shape"]), i["dtype"], i["is_shape_tensor"]) for i in f["inputs"]),
         has_qdq=f["has_qdq"],
         float_types=frozenset(f["float_types"]),
     )

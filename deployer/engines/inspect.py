@@ -108,10 +108,10 @@ def _profile_values(engine: Any, adapter: TrtAdapter, name: str, p: int) -> tupl
     if adapter.version.major >= 10:
         # getattr: the 10.13 stubs declare get_tensor_profile_values(name: int, profile_index: str) — the
         # parameter types are swapped in the stubs; the binding takes (name: str, profile_index: int).
-        vals = getattr(engine, "get_tensor_profile_values")(name, p)
+        vals = engine.get_tensor_profile_values(name, p)
     else:
         # getattr: 8.6-only binding (removed in 10), absent from the 10.13 stubs.
-        vals = getattr(engine, "get_profile_shape_input")(p, name)
+        vals = engine.get_profile_shape_input(p, name)
     lo, mid, hi = (tuple(int(x) for x in v) for v in vals)
     return lo, mid, hi
 

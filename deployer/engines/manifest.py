@@ -101,7 +101,7 @@ def cuda_version() -> str | None:
             err, ver = rt.cudaRuntimeGetVersion()
             if int(err) == 0:
                 return f"{int(ver) // 1000}.{int(ver) % 1000 // 10}"
-        except Exception:  # noqa: S112 - optional probe; any failure means "unknown"
+        except Exception:
             continue
     return os.environ.get("CUDA_VERSION")
 

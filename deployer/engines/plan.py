@@ -61,7 +61,7 @@ def _shape_issue(pidx: int, shapes: InputShapes, net: NetworkInput) -> list[str]
         vals = (shapes.min, shapes.opt, shapes.max)
         if len({len(v) for v in vals}) != 1:
             issues.append(f"{where}: shape-tensor min/opt/max must have the same number of values, got {vals}")
-        elif any(not (a <= b <= c) for a, b, c in zip(*vals)):
+        elif any(not (a <= b <= c) for a, b, c in zip(*vals, strict=True)):
             issues.append(f"{where}: values need min <= opt <= max, got {vals}")
         return issues
     rank = len(net.shape)
@@ -244,7 +244,8 @@ def _precision_flags(
     # int8
     if request.calibration is None and not onnx_has_qdq:
         raise UserError(
-            "int8 needs calibration data (calibration.data_files) or an ONNX with QuantizeLinear/DequantizeLinear nodes",
+            "int8 needs calibration data (calibration.data_files) or an ONNX with "
+            "QuantizeLinear/DequantizeLinear nodes",
             hint="add .npy/.npz representative inputs to the spec, or quantize with ModelOpt",
         )
     return ["INT8"], [], request.calibration is not None and not onnx_has_qdq

@@ -80,39 +80,92 @@ def make_fake_tensorrt(  # noqa: C901 - one closure per API generation keeps the
     mod.__version__ = version  # type: ignore[attr-defined]
 
     # ---- enums (members per version) ---------------------------------------------------------------
-    flags = ["DEBUG", "GPU_FALLBACK", "REFIT", "DISABLE_TIMING_CACHE", "TF32", "SPARSE_WEIGHTS", "SAFETY_SCOPE",
-             "DIRECT_IO", "VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME", "ERROR_ON_TIMING_CACHE_MISS"]
-    weak = ["FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS", "REJECT_EMPTY_ALGORITHMS",
-            "FP8"]
+    flags = [
+        "DEBUG",
+        "GPU_FALLBACK",
+        "REFIT",
+        "DISABLE_TIMING_CACHE",
+        "TF32",
+        "SPARSE_WEIGHTS",
+        "SAFETY_SCOPE",
+        "DIRECT_IO",
+        "VERSION_COMPATIBLE",
+        "EXCLUDE_LEAN_RUNTIME",
+        "ERROR_ON_TIMING_CACHE_MISS",
+    ]
+    weak = [
+        "FP16",
+        "INT8",
+        "OBEY_PRECISION_CONSTRAINTS",
+        "PREFER_PRECISION_CONSTRAINTS",
+        "REJECT_EMPTY_ALGORITHMS",
+        "FP8",
+    ]
     if major >= 10:
-        flags += ["STRIP_PLAN", "REFIT_IDENTICAL", "WEIGHT_STREAMING", "REFIT_INDIVIDUAL", "STRICT_NANS",
-                  "MONITOR_MEMORY", "EDITABLE_TIMING_CACHE", "DISABLE_COMPILATION_CACHE", "DISTRIBUTIVE_INDEPENDENCE"]
+        flags += [
+            "STRIP_PLAN",
+            "REFIT_IDENTICAL",
+            "WEIGHT_STREAMING",
+            "REFIT_INDIVIDUAL",
+            "STRICT_NANS",
+            "MONITOR_MEMORY",
+            "EDITABLE_TIMING_CACHE",
+            "DISABLE_COMPILATION_CACHE",
+            "DISTRIBUTIVE_INDEPENDENCE",
+        ]
         weak += ["BF16", "INT4", "FP4"]
     if major <= 10:
         flags += weak  # TensorRT 11 removed every weak-typing precision flag
-    BuilderFlag = _enum("BuilderFlag", flags)  # noqa: N806
+    BuilderFlag = _enum("BuilderFlag", flags)
     ndf = ["EXPLICIT_BATCH"] if major <= 10 else []
     if major >= 10:
         ndf += ["STRONGLY_TYPED", "PREFER_JIT_PYTHON_PLUGINS", "PREFER_AOT_PYTHON_PLUGINS"]
-    NetworkDefinitionCreationFlag = _enum("NetworkDefinitionCreationFlag", ndf)  # noqa: N806
+    NetworkDefinitionCreationFlag = _enum("NetworkDefinitionCreationFlag", ndf)
     dtypes = ["FLOAT", "HALF", "INT8", "INT32", "BOOL", "UINT8", "FP8"]
     if major >= 10:
         dtypes += ["BF16", "INT64", "INT4", "FP4", "E8M0"]
-    DataType = _enum("DataType", dtypes)  # noqa: N806
+    DataType = _enum("DataType", dtypes)
     hw = ["NONE", "AMPERE_PLUS"] + (["SAME_COMPUTE_CAPABILITY"] if (major, minor) >= (10, 9) else [])
-    HardwareCompatibilityLevel = _enum("HardwareCompatibilityLevel", hw)  # noqa: N806
-    MemoryPoolType = _enum("MemoryPoolType", ["WORKSPACE", "DLA_MANAGED_SRAM", "DLA_LOCAL_DRAM",  # noqa: N806
-                                              "DLA_GLOBAL_DRAM", "TACTIC_SHARED_MEMORY", "TACTIC_DRAM"])
-    ProfilingVerbosity = _enum("ProfilingVerbosity", ["LAYER_NAMES_ONLY", "NONE", "DETAILED"])  # noqa: N806
-    LayerInformationFormat = _enum("LayerInformationFormat", ["ONELINE", "JSON"])  # noqa: N806
-    TensorIOMode = _enum("TensorIOMode", ["NONE", "INPUT", "OUTPUT"])  # noqa: N806
-    TensorFormat = _enum("TensorFormat", ["LINEAR", "CHW2", "HWC8", "CHW4", "CHW16", "CHW32"])  # noqa: N806
-    ErrorCode = _enum("ErrorCode", ["SUCCESS", "INTERNAL_ERROR", "MEM_ALLOC_FAILED", "MODEL_DESERIALIZE_FAILED",  # noqa: N806
-                                    "INVALID_VALUE", "INVALID_GRAPH", "INVALID_NODE", "UNSUPPORTED_GRAPH",
-                                    "UNSUPPORTED_NODE"])
-    CalibrationAlgoType = _enum("CalibrationAlgoType", ["LEGACY_CALIBRATION", "ENTROPY_CALIBRATION",  # noqa: N806
-                                                        "ENTROPY_CALIBRATION_2", "MINMAX_CALIBRATION"])
-    Severity = _enum("Severity", ["INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE"])  # noqa: N806
+    HardwareCompatibilityLevel = _enum("HardwareCompatibilityLevel", hw)
+    MemoryPoolType = _enum(
+        "MemoryPoolType",
+        [
+            "WORKSPACE",
+            "DLA_MANAGED_SRAM",
+            "DLA_LOCAL_DRAM",
+            "DLA_GLOBAL_DRAM",
+            "TACTIC_SHARED_MEMORY",
+            "TACTIC_DRAM",
+        ],
+    )
+    ProfilingVerbosity = _enum("ProfilingVerbosity", ["LAYER_NAMES_ONLY", "NONE", "DETAILED"])
+    LayerInformationFormat = _enum("LayerInformationFormat", ["ONELINE", "JSON"])
+    TensorIOMode = _enum("TensorIOMode", ["NONE", "INPUT", "OUTPUT"])
+    TensorFormat = _enum("TensorFormat", ["LINEAR", "CHW2", "HWC8", "CHW4", "CHW16", "CHW32"])
+    ErrorCode = _enum(
+        "ErrorCode",
+        [
+            "SUCCESS",
+            "INTERNAL_ERROR",
+            "MEM_ALLOC_FAILED",
+            "MODEL_DESERIALIZE_FAILED",
+            "INVALID_VALUE",
+            "INVALID_GRAPH",
+            "INVALID_NODE",
+            "UNSUPPORTED_GRAPH",
+            "UNSUPPORTED_NODE",
+        ],
+    )
+    CalibrationAlgoType = _enum(
+        "CalibrationAlgoType",
+        [
+            "LEGACY_CALIBRATION",
+            "ENTROPY_CALIBRATION",
+            "ENTROPY_CALIBRATION_2",
+            "MINMAX_CALIBRATION",
+        ],
+    )
+    Severity = _enum("Severity", ["INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE"])
 
     # ---- logging -------------------------------------------------------------------------------------
     class ILogger:
@@ -283,14 +336,27 @@ def make_fake_tensorrt(  # noqa: C901 - one closure per API generation keeps the
             net = self._network
             explicit = major >= 10 or net.get_flag(NetworkDefinitionCreationFlag.EXPLICIT_BATCH)  # type: ignore[attr-defined]
             if not explicit:
-                self._errors.append(ParserError(ErrorCode.INVALID_GRAPH, "Network must have explicit batch",  # type: ignore[attr-defined]
-                                                -1, "", ""))
+                self._errors.append(
+                    ParserError(
+                        ErrorCode.INVALID_GRAPH,
+                        "Network must have explicit batch",  # type: ignore[attr-defined]
+                        -1,
+                        "",
+                        "",
+                    )
+                )
                 return False
             for idx, node in enumerate(model.graph.node):
                 if node.op_type in unsupported:
-                    self._errors.append(ParserError(
-                        ErrorCode.UNSUPPORTED_NODE, f"No importer registered for op: {node.op_type}",  # type: ignore[attr-defined]
-                        idx, node.name, node.op_type))
+                    self._errors.append(
+                        ParserError(
+                            ErrorCode.UNSUPPORTED_NODE,
+                            f"No importer registered for op: {node.op_type}",  # type: ignore[attr-defined]
+                            idx,
+                            node.name,
+                            node.op_type,
+                        )
+                    )
                     return False
                 net._ops.append((node.name or f"node_{idx}", node.op_type))
             inits = {i.name for i in model.graph.initializer}
@@ -299,8 +365,12 @@ def make_fake_tensorrt(  # noqa: C901 - one closure per API generation keeps the
                 tt = vi.type.tensor_type
                 dt = _ONNX_DTYPE.get(tt.elem_type, "FLOAT")
                 if dt == "INT64" and major < 10:
-                    _log(self._logger, "WARNING", "Your ONNX model has been generated with INT64 weights, while "
-                         "TensorRT does not natively support INT64. Attempting to cast down to INT32.")
+                    _log(
+                        self._logger,
+                        "WARNING",
+                        "Your ONNX model has been generated with INT64 weights, while "
+                        "TensorRT does not natively support INT64. Attempting to cast down to INT32.",
+                    )
                     dt = "INT32"
                 shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in tt.shape.dim]
                 return ITensor(vi.name, getattr(DataType, dt), shape, is_input)
@@ -314,13 +384,13 @@ def make_fake_tensorrt(  # noqa: C901 - one closure per API generation keeps the
         def __init__(self) -> None:
             self._shapes: dict[str, list[Dims]] = {}
 
-        def set_shape(self, input: str, min: Dims, opt: Dims, max: Dims) -> None:  # noqa: A002 - stub names
+        def set_shape(self, input: str, min: Dims, opt: Dims, max: Dims) -> None:
             self._shapes[input] = [min, opt, max]
 
-        def get_shape(self, input: str) -> list[Dims]:  # noqa: A002
+        def get_shape(self, input: str) -> list[Dims]:
             return self._shapes.get(input, [])
 
-        def set_shape_input(self, input: str, min: list[int], opt: list[int], max: list[int]) -> None:  # noqa: A002
+        def set_shape_input(self, input: str, min: list[int], opt: list[int], max: list[int]) -> None:
             self._shapes[input] = [Dims(min), Dims(opt), Dims(max)]
 
         def __bool__(self) -> bool:
@@ -461,8 +531,13 @@ def make_fake_tensorrt(  # noqa: C901 - one closure per API generation keeps the
                 + [[t.name, t.dtype.name, list(t.shape._d), False] for t in network._outputs],
                 "profiles": [{n: [list(d._d) for d in s] for n, s in p._shapes.items()} for p in config._profiles],
                 "layers": [
-                    {"Name": n, "LayerType": op, "Outputs": [{"Format/Datatype": f"Row major linear {precision} format"}]}
-                    if detailed else n
+                    {
+                        "Name": n,
+                        "LayerType": op,
+                        "Outputs": [{"Format/Datatype": f"Row major linear {precision} format"}],
+                    }
+                    if detailed
+                    else n
                     for n, op in network._ops
                 ],
                 "flags": sorted(config._flags),
@@ -473,7 +548,10 @@ def make_fake_tensorrt(  # noqa: C901 - one closure per API generation keeps the
             strongly = major >= 11 or (major >= 10 and network.get_flag(NetworkDefinitionCreationFlag.STRONGLY_TYPED))  # type: ignore[attr-defined]
             for f in ("FP16", "BF16", "INT8", "FP8"):
                 if strongly and f in config._flags:
-                    return f"Error Code 3: API Usage Error (Parameter check failed, condition: !config.getFlag(BuilderFlag::k{f}))"
+                    return (
+                        "Error Code 3: API Usage Error (Parameter check failed, condition: "
+                        f"!config.getFlag(BuilderFlag::k{f}))"
+                    )
             dynamic = [t for t in network._inputs if -1 in t.shape._d]
             if dynamic and not config._profiles:
                 return "Network has dynamic or shape inputs, but no optimization profile has been defined."
@@ -502,10 +580,10 @@ def make_fake_tensorrt(  # noqa: C901 - one closure per API generation keeps the
         def __init__(self, plan: dict[str, Any]) -> None:
             self._plan = plan
 
-        def get_engine_information(self, format: Any) -> str:  # noqa: A002
+        def get_engine_information(self, format: Any) -> str:
             return json.dumps({"Layers": self._plan["layers"], "Bindings": [io[0] for io in self._plan["io"]]})
 
-        def get_layer_information(self, layer_index: int, format: Any) -> str:  # noqa: A002
+        def get_layer_information(self, layer_index: int, format: Any) -> str:
             return json.dumps(self._plan["layers"][layer_index])
 
     class ICudaEngine:
@@ -569,8 +647,12 @@ def make_fake_tensorrt(  # noqa: C901 - one closure per API generation keeps the
                 _log(self._logger, "ERROR", "1: [stdArchiveReader.cpp] Serialization assertion magicTagRead failed")
                 return None
             if built != version:
-                _log(self._logger, "ERROR", f"Serialization assertion stdVersionRead == kSERIALIZATION_VERSION failed."
-                     f"Version tag does not match. Note: Current Version: {version}, Serialized Engine Version: {built}")
+                _log(
+                    self._logger,
+                    "ERROR",
+                    f"Serialization assertion stdVersionRead == kSERIALIZATION_VERSION failed."
+                    f"Version tag does not match. Note: Current Version: {version}, Serialized Engine Version: {built}",
+                )
                 return None
             return ICudaEngine(plan)
 
@@ -592,18 +674,39 @@ def make_fake_tensorrt(  # noqa: C901 - one closure per API generation keeps the
             def get_algorithm(self) -> Any:
                 return CalibrationAlgoType.MINMAX_CALIBRATION  # type: ignore[attr-defined]
 
-        names.update(IInt8Calibrator=IInt8Calibrator, IInt8EntropyCalibrator2=IInt8EntropyCalibrator2,
-                     IInt8MinMaxCalibrator=IInt8MinMaxCalibrator, CalibrationAlgoType=CalibrationAlgoType)
+        names.update(
+            IInt8Calibrator=IInt8Calibrator,
+            IInt8EntropyCalibrator2=IInt8EntropyCalibrator2,
+            IInt8MinMaxCalibrator=IInt8MinMaxCalibrator,
+            CalibrationAlgoType=CalibrationAlgoType,
+        )
 
     names.update(
-        BuilderFlag=BuilderFlag, NetworkDefinitionCreationFlag=NetworkDefinitionCreationFlag, DataType=DataType,
-        HardwareCompatibilityLevel=HardwareCompatibilityLevel, MemoryPoolType=MemoryPoolType,
-        ProfilingVerbosity=ProfilingVerbosity, LayerInformationFormat=LayerInformationFormat,
-        TensorIOMode=TensorIOMode, TensorFormat=TensorFormat, ErrorCode=ErrorCode, ILogger=ILogger, Logger=Logger,
-        Dims=Dims, IHostMemory=IHostMemory, ITensor=ITensor, INetworkDefinition=INetworkDefinition,
-        ParserError=ParserError, OnnxParser=OnnxParser, IOptimizationProfile=IOptimizationProfile,
-        ITimingCache=ITimingCache, IBuilderConfig=IBuilderConfig, Builder=Builder, EngineInspector=EngineInspector,
-        ICudaEngine=ICudaEngine, Runtime=Runtime,
+        BuilderFlag=BuilderFlag,
+        NetworkDefinitionCreationFlag=NetworkDefinitionCreationFlag,
+        DataType=DataType,
+        HardwareCompatibilityLevel=HardwareCompatibilityLevel,
+        MemoryPoolType=MemoryPoolType,
+        ProfilingVerbosity=ProfilingVerbosity,
+        LayerInformationFormat=LayerInformationFormat,
+        TensorIOMode=TensorIOMode,
+        TensorFormat=TensorFormat,
+        ErrorCode=ErrorCode,
+        ILogger=ILogger,
+        Logger=Logger,
+        Dims=Dims,
+        IHostMemory=IHostMemory,
+        ITensor=ITensor,
+        INetworkDefinition=INetworkDefinition,
+        ParserError=ParserError,
+        OnnxParser=OnnxParser,
+        IOptimizationProfile=IOptimizationProfile,
+        ITimingCache=ITimingCache,
+        IBuilderConfig=IBuilderConfig,
+        Builder=Builder,
+        EngineInspector=EngineInspector,
+        ICudaEngine=ICudaEngine,
+        Runtime=Runtime,
     )
     for name, obj in names.items():
         if isinstance(obj, type) and not isinstance(obj, _EnumMember):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -110,11 +111,17 @@ def test_target_version_mismatch_is_an_environment_problem(
     tmp_path: Path, onnx_model: Path, fake_trt: Callable[..., ModuleType]
 ) -> None:
     with pytest.raises(EnvironmentProblem, match="differs from the target") as exc:
-        build_engine(_req(tmp_path, onnx_model, target_trt_version="10.3.0"), trt_module=fake_trt("10.13.0.35"), gpu=GPU)
+        build_engine(
+            _req(tmp_path, onnx_model, target_trt_version="10.3.0"), trt_module=fake_trt("10.13.0.35"), gpu=GPU
+        )
     assert exc.value.exit_code == 3
-    ok = build_engine(_req(tmp_path, onnx_model, target_trt_version="10.13"), trt_module=fake_trt("10.13.0.35"), gpu=GPU)
+    ok = build_engine(
+        _req(tmp_path, onnx_model, target_trt_version="10.13"), trt_module=fake_trt("10.13.0.35"), gpu=GPU
+    )
     check_engine_matches_target(ok.info, "10.13.0.35")
-    with pytest.raises(BuildError, match="built with TensorRT 10.13.0.35 but the target Triton runs TensorRT 10.3.0"):
+    with pytest.raises(
+        BuildError, match=re.escape("built with TensorRT 10.13.0.35 but the target Triton runs TensorRT 10.3.0")
+    ):
         check_engine_matches_target(ok.info, "10.3.0")
 
 
@@ -154,9 +161,11 @@ def test_cc_model_filenames(tmp_path: Path, onnx_model: Path, fake_trt: Callable
     infos = []
     for gpu in (GPU, GpuInfo(0, "NVIDIA L4", "8.9")):
         out = tmp_path / "repo" / "m" / "1" / engine_filename_for_cc("model.plan", gpu.compute_capability)
-        infos.append(build_engine(_req(tmp_path, onnx_model, output_path=out), trt_module=fake_trt("10.13"), gpu=gpu).info)
+        infos.append(
+            build_engine(_req(tmp_path, onnx_model, output_path=out), trt_module=fake_trt("10.13"), gpu=gpu).info
+        )
     assert cc_model_filenames(infos) == {"8.6": "model_sm86.plan", "8.9": "model_sm89.plan"}
-    with pytest.raises(UserError, match="two engines for compute capability 8.6"):
+    with pytest.raises(UserError, match=re.escape("two engines for compute capability 8.6")):
         cc_model_filenames([infos[0], dataclasses.replace(infos[0], engine_path=tmp_path / "other.plan")])
 
 
@@ -170,8 +179,10 @@ def test_container_plan_and_reproduce_files(tmp_path: Path, onnx_model: Path) ->
     assert f"{onnx_model.parent}:/deployer/in:ro" in argv
     inside = request_from_json(plan.request_json["request"])
     assert inside.onnx_path == Path("/deployer/in/model.onnx") and inside.cache_dir == Path("/deployer/cache")
-    assert dataclasses.replace(inside, onnx_path=req.onnx_path, output_path=req.output_path,
-                               cache_dir=req.cache_dir) == req
+    assert (
+        dataclasses.replace(inside, onnx_path=req.onnx_path, output_path=req.output_path, cache_dir=req.cache_dir)
+        == req
+    )
     assert request_from_json(request_to_json(req)) == req
     write_reproduce_files(plan)
     script = plan.reproduce_file.read_text()

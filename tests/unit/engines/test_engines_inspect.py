@@ -46,8 +46,12 @@ def test_fields_from_engine(
     plan = _build(tmp_path, onnx_path, fake_trt(version), (p0, p1), 8)
     info = inspect_engine(plan, fake_trt(version))
     assert info.num_profiles == 2
-    assert [(t.name, t.is_input) for t in info.tensors] == [("x", True), ("ids", True), ("x_out", False),
-                                                            ("ids_out", False)]
+    assert [(t.name, t.is_input) for t in info.tensors] == [
+        ("x", True),
+        ("ids", True),
+        ("x_out", False),
+        ("ids_out", False),
+    ]
     fields = derive_triton_fields(info)  # Triton: min over inputs of profile-0 max batch = min(16, 8)
     assert (fields.max_batch_size, fields.engine_max_batch) == (8, 8)
     assert fields.inputs == (TritonTensor("x", "TYPE_FP32", (3, 8)), TritonTensor("ids", ids_type, (5,)))
@@ -62,7 +66,9 @@ def test_fields_from_engine(
 def test_engine_from_other_version_does_not_deserialize(
     tmp_path: Path, onnx_model: Path, fake_trt: Callable[..., ModuleType]
 ) -> None:
-    plan = _build(tmp_path, onnx_model, fake_trt("10.13.0.35"), (Profile((InputShapes("x", (1, 4), (2, 4), (4, 4)),)),), 4)
+    plan = _build(
+        tmp_path, onnx_model, fake_trt("10.13.0.35"), (Profile((InputShapes("x", (1, 4), (2, 4), (4, 4)),)),), 4
+    )
     with pytest.raises(BuildError) as exc:
         inspect_engine(plan, fake_trt("10.3.0.26"))
     assert "Version tag does not match" in (exc.value.details or "")

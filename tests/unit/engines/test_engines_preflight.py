@@ -11,7 +11,6 @@ from onnx import TensorProto, helper
 from deployer.engines.preflight import check_onnx_carries_precision, preflight
 
 
-
 def test_valid_model(onnx_model: Path) -> None:
     r = preflight(onnx_model, "10.13.0.35")
     assert r.ok and r.opset == 17 and r.op_counts == {"Relu": 1}
@@ -19,7 +18,9 @@ def test_valid_model(onnx_model: Path) -> None:
     assert r.outputs == ("x_out",) and not r.has_qdq and r.float_types == {"FLOAT"}
 
 
-def test_unsupported_op_fails_on_documented_versions_and_warns_on_11(tmp_path: Path, onnx_factory: Callable[..., Path]) -> None:
+def test_unsupported_op_fails_on_documented_versions_and_warns_on_11(
+    tmp_path: Path, onnx_factory: Callable[..., Path]
+) -> None:
     # `Unique` is marked unsupported in TensorRT's ONNX operator table.
     path = onnx_factory(
         tmp_path / "u.onnx",
@@ -85,8 +86,12 @@ def test_precision_carried_by_the_onnx(tmp_path: Path, onnx_factory: Callable[..
         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"], name="dq0"),
     ]
     q = preflight(
-        onnx_factory(tmp_path / "q.onnx", extra_nodes=qdq, outputs=[("dq", TensorProto.FLOAT, ["b", 4])],
-                  initializers=[scale, zp]),
+        onnx_factory(
+            tmp_path / "q.onnx",
+            extra_nodes=qdq,
+            outputs=[("dq", TensorProto.FLOAT, ["b", 4])],
+            initializers=[scale, zp],
+        ),
         "11.1",
     )
     assert q.has_qdq and check_onnx_carries_precision(q, "int8") is None

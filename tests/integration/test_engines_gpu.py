@@ -1,0 +1,147 @@
+"""REAL TensorRT on a REAL GPU: build an engine from a small ONNX, load it in a real Triton, check IO.
+
+Needs an NVIDIA GPU, the `tensorrt` package matching the server, and a `tritonserver` with the TensorRT
+backend on PATH (e.g. inside nvcr.io/nvidia/tritonserver:<YY.MM>-py3 with tensorrt pip-installed, or the
+NGC TensorRT image with Triton). Skipped otherwise, with the reason.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from deployer.engines import (
+    BuildRequest,
+    InputShapes,
+    Profile,
+    build_engine,
+    check_engine_matches_target,
+    check_triton_config,
+    derive_triton_fields,
+    inspect_engine,
+    tensorrt_available,
+)
+
+_TRT_OK, _TRT_WHY = tensorrt_available()
+_TRITON = shutil.which("tritonserver")
+_TRT_BACKEND = Path("/opt/tritonserver/backends/tensorrt")
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.slow,
+    pytest.mark.skipif(not _TRT_OK, reason=f"needs TensorRT and an NVIDIA GPU: {_TRT_WHY}"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _onnx(path: Path) -> Path:
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3], np.linspace(-1, 1, 12, dtype=np.float32).tolist())
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"), helper.make_node("Relu", ["h"], ["y"], name="relu")],
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        [w],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.fixture
+def built(tmp_path: Path) -> Iterator[tuple[Path, BuildRequest]]:
+    repo = tmp_path / "repo"
+    req = BuildRequest(
+        model_name="mlp_trt",
+        onnx_path=_onnx(tmp_path / "mlp.onnx"),
+        profiles=(Profile((InputShapes("x", (1, 4), (4, 4), (8, 4)),)),),
+        max_batch_size=8,
+        output_path=repo / "mlp_trt" / "1" / "model.plan",
+        cache_dir=tmp_path / "cache",
+        precision="fp32",
+    )
+    yield repo, req
+
+
+def test_build_inspect_and_cache(built: tuple[Path, BuildRequest]) -> None:
+    _, req = built
+    first = build_engine(req)
+    assert not first.cache_hit and first.info.compute_capability
+    check_engine_matches_target(first.info, first.info.trt_version)
+    info = inspect_engine(req.output_path.read_bytes())
+    fields = derive_triton_fields(info, 8)
+    assert [(t.name, t.data_type, t.dims) for t in fields.inputs] == [("x", "TYPE_FP32", (4,))]
+    assert [(t.name, t.data_type, t.dims) for t in fields.outputs] == [("y", "TYPE_FP32", (3,))]
+    assert build_engine(req).cache_hit
+
+
+@pytest.mark.skipif(
+    _TRITON is None or not _TRT_BACKEND.is_dir(), reason="needs tritonserver with the TensorRT backend on PATH"
+)
+def test_engine_loads_and_infers_in_triton(built: tuple[Path, BuildRequest]) -> None:
+    import tritonclient.http as httpclient
+
+    repo, req = built
+    build_engine(req)
+    fields = derive_triton_fields(inspect_engine(req.output_path.read_bytes()), 8)
+    assert check_triton_config(inspect_engine(req.output_path.read_bytes()), 8, fields.inputs, fields.outputs) == []
+    (repo / "mlp_trt" / "config.pbtxt").write_text(
+        'name: "mlp_trt"\nbackend: "tensorrt"\nmax_batch_size: 8\n'
+        'input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
+        'output [ { name: "y" data_type: TYPE_FP32 dims: [ 3 ] } ]\n'
+        "instance_group [ { kind: KIND_GPU count: 1 } ]\n"
+    )
+    http, grpc, metrics = _free_port(), _free_port(), _free_port()
+    assert _TRITON is not None
+    proc = subprocess.Popen(
+        [
+            _TRITON,
+            f"--model-repository={repo}",
+            f"--http-port={http}",
+            f"--grpc-port={grpc}",
+            f"--metrics-port={metrics}",
+            "--http-address=127.0.0.1",
+            "--grpc-address=127.0.0.1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        client = httpclient.InferenceServerClient(url=f"127.0.0.1:{http}")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if client.is_model_ready("mlp_trt"):
+                    break
+            except Exception:
+                pass
+            time.sleep(0.5)
+        assert client.is_model_ready("mlp_trt"), "model did not become ready"
+        meta = client.get_model_metadata("mlp_trt")
+        assert [(i["name"], i["datatype"], i["shape"]) for i in meta["inputs"]] == [("x", "FP32", [-1, 4])]
+        x = np.arange(8, dtype=np.float32).reshape(2, 4)
+        inp = httpclient.InferInput("x", [2, 4], "FP32")
+        inp.set_data_from_numpy(x)
+        y = client.infer("mlp_trt", [inp]).as_numpy("y")
+        w = np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)
+        np.testing.assert_allclose(y, np.maximum(x @ w, 0), rtol=1e-3, atol=1e-3)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
