@@ -16,7 +16,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from deployer.errors import CheckFailed
-from deployer.server.base import ServerState
+from deployer.server.base import ServerSettings, ServerState
+from deployer.server.local import LocalRuntime
 from deployer.smoke import (
     Sla,
     SmokeModel,
@@ -136,94 +137,6 @@ class Deployment:
     other_onnx: Path
 
 
-def _start_triton(repo: Path, state_dir: Path, models: tuple[str, ...]) -> tuple[ServerState, Any]:
-    """tritonserver from the nvidia-pytriton wheel with a private, copied backend dir.
-
-    A stand-in until `deployer.server.local.LocalRuntime` serves ONNX models here (its symlinked
-    backend dir is rejected by Triton 2.51: "backend library name ... escapes backend directory").
-    """
-    import importlib.util
-    import os
-    import shutil
-    import subprocess
-    import sys
-    import sysconfig
-    import time
-
-    import tritonclient.http as httpclient
-
-    spec = importlib.util.find_spec("pytriton")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("nvidia-pytriton (tritonserver) is not installed")
-    root = Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
-    backends = state_dir / "backends"
-    (backends / "python").mkdir(parents=True)
-    for item in ("libtriton_python.so", "triton_python_backend_utils.py"):
-        shutil.copy(root / "backends" / "python" / item, backends / "python" / item)
-    ver = f"{sys.version_info.major}.{sys.version_info.minor}"
-    shutil.copy(root / "python_backend_stubs" / ver / "triton_python_backend_stub", backends / "python")
-    (backends / "onnxruntime").mkdir()
-    ort_backend = Path(__file__).parents[2] / "deployer" / "server" / "backends" / "onnxruntime" / "model.py"
-    shutil.copy(ort_backend, backends / "onnxruntime" / "model.py")
-    http, grpc, metrics = _free_ports(3)
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
-    libs = [str(root.parent.parent / "nvidia_pytriton.libs"), str(sysconfig.get_config_var("LIBDIR"))]
-    env["LD_LIBRARY_PATH"] = os.pathsep.join([*libs, env.get("LD_LIBRARY_PATH", "")])
-    argv = [
-        str(root / "bin" / "tritonserver"),
-        f"--model-repository={repo}",
-        f"--backend-directory={backends}",
-        "--model-control-mode=explicit",
-        *(f"--load-model={m}" for m in models),
-        f"--http-port={http}",
-        f"--grpc-port={grpc}",
-        f"--metrics-port={metrics}",
-        "--http-address=127.0.0.1",
-        "--grpc-address=127.0.0.1",
-        "--metrics-address=127.0.0.1",
-        "--allow-gpu-metrics=false",
-    ]
-    log = (state_dir / "tritonserver.log").open("wb")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    state = ServerState("local", "127.0.0.1", http, grpc, metrics, models, state_dir / "tritonserver.log", proc.pid)
-    client = httpclient.InferenceServerClient(state.http_url)
-    deadline = time.monotonic() + 120
-    try:
-        while True:
-            try:
-                if client.is_server_ready():
-                    break
-            except Exception:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    "tritonserver did not become ready:\n" + (state_dir / "tritonserver.log").read_text()[-3000:]
-                )
-            time.sleep(0.2)
-    except BaseException:
-        _stop(proc)
-        raise
-    finally:
-        client.close()
-        log.close()
-    return state, proc
-
-
-def _stop(proc: Any) -> None:
-    import contextlib
-    import os
-    import signal
-    import subprocess
-
-    with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-    with contextlib.suppress(ProcessLookupError):  # python-backend stubs share the process group
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp("smoke")
@@ -232,8 +145,19 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     types_onnx = _write_model(repo, TYPES_CONFIG, _types_onnx)
     other = root / "other.onnx"
     _mlp_onnx(other, seed=2)
-    (root / "state").mkdir()
-    state, proc = _start_triton(repo, root / "state", ("mlp", "types"))
+    http, grpc, metrics = _free_ports(3)
+    settings = ServerSettings(
+        runtime="local",
+        repository=repo,
+        models=("mlp", "types"),
+        state_dir=root / "state",
+        http_port=http,
+        grpc_port=grpc,
+        metrics_port=metrics,
+        startup_timeout_s=120.0,
+    )
+    runtime = LocalRuntime()
+    state = runtime.up(settings)
     try:
         mlp = SmokeModel(
             name="mlp",
@@ -265,7 +189,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         )
         yield Deployment(state, mlp, types, other)
     finally:
-        _stop(proc)
+        runtime.down(state)
 
 
 FAST = SmokeOptions(duration_s=1.0, concurrency=8, batching_requests=16, warmup_requests=8)
