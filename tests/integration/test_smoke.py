@@ -105,6 +105,12 @@ TYPES_CONFIG: dict[str, Any] = {
 }
 
 
+# Batching-capable but served without a dynamic batcher: every request runs alone.
+PLAIN_CONFIG: dict[str, Any] = {
+    key: value for key, value in {**MLP_CONFIG, "name": "mlp_plain"}.items() if key != "dynamic_batching"
+}
+
+
 def _write_model(repo: Path, config: dict[str, Any], build: Any) -> Path:
     from google.protobuf import json_format, text_format
     from tritonclient.grpc import model_config_pb2
@@ -143,13 +149,14 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     repo = root / "repo"
     mlp_onnx = _write_model(repo, MLP_CONFIG, lambda p: _mlp_onnx(p, seed=1))
     types_onnx = _write_model(repo, TYPES_CONFIG, _types_onnx)
+    _write_model(repo, PLAIN_CONFIG, lambda p: _mlp_onnx(p, seed=1))
     other = root / "other.onnx"
     _mlp_onnx(other, seed=2)
     http, grpc, metrics = _free_ports(3)
     settings = ServerSettings(
         runtime="local",
         repository=repo,
-        models=("mlp", "types"),
+        models=("mlp", "types", "mlp_plain"),
         state_dir=root / "state",
         http_port=http,
         grpc_port=grpc,
@@ -326,3 +333,15 @@ def test_load_generators_bounded_and_counting_errors(deployment: Deployment) -> 
     gbad = build_request("nope", {"x": x}, ["y"])
     gres = run_load(state.grpc_url, gbad, concurrency=2, duration_s=30, max_requests=10, warmup_requests=0)
     assert gres.requests == 0 and gres.errors == 10 and "nope" in gres.first_error
+
+
+def test_batching_failure_is_explained(deployment: Deployment) -> None:
+    # We claim dynamic batching, the served config has none: N requests run in N executions.
+    model = replace(deployment.mlp, name="mlp_plain", expected_config={})
+    report = run_smoke(deployment.state, [model], replace(FAST, checks=frozenset({"batching"})))
+    check = _by_name(report, "mlp_plain")["batching"]
+    assert check.status == "fail"
+    assert check.numbers["execution_count"] == check.numbers["requests"] == check.numbers["inference_count"]
+    assert check.numbers["attempts"] == 2  # retried with more requests before failing
+    assert "no batch > 1 was formed" in check.message
+    assert "no dynamic_batching block" in check.message

@@ -56,3 +56,22 @@ def test_build_request_raw_contents_per_dtype() -> None:
     assert np.array_equal(
         np.frombuffer(req.raw_input_contents[2], np.uint16), (bf.view(np.uint32) >> 16).astype(np.uint16).ravel()
     )
+
+
+def test_bf16_inputs_are_accepted_by_both_tritonclient_protocols() -> None:
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    from deployer.smoke.inputs import synthesize
+    from deployer.smoke.loadgen import to_wire_array
+    from deployer.smoke.targets import SmokeTensor
+
+    values = synthesize(SmokeTensor("h", "BF16", (2, 3)), (2, 3), np.random.default_rng(0))
+    wire = to_wire_array(values, "BF16")
+    assert np.array_equal(wire.astype(np.float32), values)  # lossless: values are bf16-exact
+    h = httpclient.InferInput("h", [2, 3], "BF16")
+    h.set_data_from_numpy(wire, binary_data=True)  # brief D.3 #21: HTTP needs binary data for BF16
+    g = grpcclient.InferInput("h", [2, 3], "BF16")
+    g.set_data_from_numpy(wire)
+    assert len(g._get_content()) == 12  # 2 bytes per element on the wire
+    assert to_wire_array(values, "FP32") is values
