@@ -423,7 +423,7 @@ class LocalRuntime:
                 break
             time.sleep(0.1)
         else:
-            log.warning("tritonserver (pid %d) ignored SIGTERM for %.0f s; killing it", pid, grace_s)
+            log.warning("tritonserver (pid %d) still running %.0f s after SIGTERM; killing it", pid, grace_s)
         # whatever is left in the group (python-backend stubs included) goes now
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)

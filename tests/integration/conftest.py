@@ -111,6 +111,43 @@ def _make_string_onnx(path: Path) -> TinyModel:
     return TinyModel(path, (("s", "BYTES"),), (("out", "BYTES"),))
 
 
+def _make_mixed_dtypes_onnx(path: Path) -> TinyModel:
+    """Several dtypes at once, batch dim N: a FP16 [N,3] -> a2 = 2a; b INT64 [N,2] -> b2 = b+1;
+    c BOOL [N,3] -> c2 = not c; s STRING [N,2] -> s2 = s; u UINT8 [N,2] -> u2 = u."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    two = numpy_helper.from_array(np.array(2, dtype=np.float16), "two")
+    one = numpy_helper.from_array(np.array(1, dtype=np.int64), "one")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mul", ["a", "two"], ["a2"]),
+            helper.make_node("Add", ["b", "one"], ["b2"]),
+            helper.make_node("Not", ["c"], ["c2"]),
+            helper.make_node("Identity", ["s"], ["s2"]),
+            helper.make_node("Identity", ["u"], ["u2"]),
+        ],
+        "mixed",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT16, ["N", 3]),
+            helper.make_tensor_value_info("b", TensorProto.INT64, ["N", 2]),
+            helper.make_tensor_value_info("c", TensorProto.BOOL, ["N", 3]),
+            helper.make_tensor_value_info("s", TensorProto.STRING, ["N", 2]),
+            helper.make_tensor_value_info("u", TensorProto.UINT8, ["N", 2]),
+        ],
+        [
+            helper.make_tensor_value_info("a2", TensorProto.FLOAT16, ["N", 3]),
+            helper.make_tensor_value_info("b2", TensorProto.INT64, ["N", 2]),
+            helper.make_tensor_value_info("c2", TensorProto.BOOL, ["N", 3]),
+            helper.make_tensor_value_info("s2", TensorProto.STRING, ["N", 2]),
+            helper.make_tensor_value_info("u2", TensorProto.UINT8, ["N", 2]),
+        ],
+        [two, one],
+    )
+    _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    ins = (("a", "FP16"), ("b", "INT64"), ("c", "BOOL"), ("s", "BYTES"), ("u", "UINT8"))
+    return TinyModel(path, ins, tuple((f"{n}2", t) for n, t in ins))
+
+
 # -- hand-written repositories -------------------------------------------------------------------------
 
 
@@ -217,6 +254,12 @@ def make_mlp_onnx() -> Callable[..., TinyModel]:
 def make_string_onnx() -> Callable[[Path], TinyModel]:
     """`make_string_onnx(path) -> TinyModel` (s [N,2] STRING -> out [N,2] STRING)."""
     return _make_string_onnx
+
+
+@pytest.fixture
+def make_mixed_dtypes_onnx() -> Callable[[Path], TinyModel]:
+    """`make_mixed_dtypes_onnx(path) -> TinyModel` (FP16, INT64, BOOL, STRING, UINT8 in and out, batch N)."""
+    return _make_mixed_dtypes_onnx
 
 
 @pytest.fixture

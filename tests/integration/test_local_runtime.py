@@ -28,14 +28,27 @@ dynamic_batching { max_queue_delay_microseconds: 300000 }
 parameters { key: "intra_op_thread_count" value { string_value: "1" } }
 """
 
-# platform instead of backend, no batching: the other way configs name ONNX Runtime
-STRING_CONFIG = """
-name: "strid"
+# platform instead of backend, batching without a dynamic batcher, five dtypes including STRING
+MIXED_CONFIG = """
+name: "mixed"
 platform: "onnxruntime_onnx"
-max_batch_size: 0
-input [ { name: "s" data_type: TYPE_STRING dims: [ -1, 2 ] } ]
-output [ { name: "out" data_type: TYPE_STRING dims: [ -1, 2 ] } ]
+max_batch_size: 4
+input [
+  { name: "a" data_type: TYPE_FP16 dims: [ 3 ] },
+  { name: "b" data_type: TYPE_INT64 dims: [ 2 ] },
+  { name: "c" data_type: TYPE_BOOL dims: [ 3 ] },
+  { name: "s" data_type: TYPE_STRING dims: [ 2 ] },
+  { name: "u" data_type: TYPE_UINT8 dims: [ 2 ] }
+]
+output [
+  { name: "a2" data_type: TYPE_FP16 dims: [ 3 ] },
+  { name: "b2" data_type: TYPE_INT64 dims: [ 2 ] },
+  { name: "c2" data_type: TYPE_BOOL dims: [ 3 ] },
+  { name: "s2" data_type: TYPE_STRING dims: [ 2 ] },
+  { name: "u2" data_type: TYPE_UINT8 dims: [ 2 ] }
+]
 instance_group [ { kind: KIND_CPU count: 1 } ]
+optimization { graph { level: 1 } }
 """
 
 PYTHON_CONFIG = """
@@ -121,22 +134,22 @@ def test_onnx_string_and_python_models_in_one_server(
     local_runtime: LocalRuntime,
     add_model: Callable[..., Path],
     make_mlp_onnx: Callable[..., Any],
-    make_string_onnx: Callable[[Path], Any],
+    make_mixed_dtypes_onnx: Callable[[Path], Any],
     processes_mentioning: Callable[[str], list[int]],
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     mlp = make_mlp_onnx(tmp_path / "mlp.onnx")
-    strid = make_string_onnx(tmp_path / "strid.onnx")
+    mixed = make_mixed_dtypes_onnx(tmp_path / "mixed.onnx")
     add_model(model_repository, "mlp", MLP_CONFIG, {"model.onnx": mlp.path})
-    add_model(model_repository, "strid", STRING_CONFIG, {"model.onnx": strid.path})
+    add_model(model_repository, "mixed", MIXED_CONFIG, {"model.onnx": mixed.path})
     add_model(model_repository, "double", PYTHON_CONFIG, {"model.py": PYTHON_MODEL})
-    settings = make_settings(model_repository, ("mlp", "strid", "double"))
+    settings = make_settings(model_repository, ("mlp", "mixed", "double"))
 
     with caplog.at_level(logging.INFO, logger="deployer.server"):
         state = local_runtime.up(settings)
     report = local_runtime.last_report
-    assert report is not None and [m for m, _ in report.model_load_s] == ["mlp", "strid", "double"]
+    assert report is not None and [m for m, _ in report.model_load_s] == ["mlp", "mixed", "double"]
     if not find_tritonserver(settings).has_native_onnxruntime:
         assert "Python-based" in caplog.text
     assert is_running(state.pid)
@@ -154,10 +167,24 @@ def test_onnx_string_and_python_models_in_one_server(
     # concurrent requests are merged by Triton's dynamic batcher; each gets its own rows back
     _check_dynamic_batching(state.http_url, mlp)
 
-    # BYTES in and out through ONNX Runtime string tensors
-    words = np.array([[b"triton", b"onnx"], [b"\xc3\xa9t\xc3\xa9", b""]], dtype=np.object_)
-    out = _infer(state.http_url, "strid", {"s": words}, {"s": "BYTES"}).as_numpy("out")
-    assert out.tolist() == words.tolist()
+    # FP16, INT64, BOOL, BYTES (non-ASCII, empty) and UINT8 through ONNX Runtime
+    feeds: dict[str, Any] = {
+        "a": np.array([[1.5, -2, 0], [3, 4, 5]], dtype=np.float16),
+        "b": np.array([[1, 2], [-3, 2**40]], dtype=np.int64),
+        "c": np.array([[True, False, True], [False, False, True]]),
+        "s": np.array([[b"triton", b"onnx"], ["\u00e9t\u00e9".encode(), b""]], dtype=np.object_),
+        "u": np.array([[0, 255], [7, 8]], dtype=np.uint8),
+    }
+    result = _infer(state.http_url, "mixed", feeds, dict(mixed.inputs))
+    texts = np.array([[v.decode() for v in row] for row in feeds["s"]], dtype=np.object_)
+    want = mixed.reference({**feeds, "s": texts})  # in-process ONNX Runtime takes str, not bytes
+    for name, array in feeds.items():
+        out = result.as_numpy(f"{name}2")
+        if name == "s":
+            assert out.dtype == np.object_ and out.tolist() == array.tolist()
+        else:
+            assert out.dtype == array.dtype, name
+            np.testing.assert_array_equal(out, want[f"{name}2"])
 
     # python-backend model, run by the stub with this environment's numpy
     a = np.array([1, 2, 3], dtype=np.int64)

@@ -115,6 +115,7 @@ class TritonPythonModel:
         self.outputs = {o["name"]: o for o in self.config.get("output", [])}
         self._check_signature()
         self.output_names = list(self.outputs)
+        self._warned_unbatchable = False
         pb_utils.Logger.log_info(
             f"deployer onnxruntime (Python, CPU) backend: model '{self.name}' from {path}, "
             f"max_batch_size={self.max_batch_size}, ORT {ort.__version__}"
@@ -132,13 +133,9 @@ class TritonPythonModel:
                     continue
                 dtype = entry.get("data_type", "")
                 if dtype not in _TRITON_TO_ORT:
-                    problems.append(
-                        f"{kind} '{name}': data_type {dtype} is not supported by this CPU backend"
-                    )
+                    problems.append(f"{kind} '{name}': data_type {dtype} is not supported by this CPU backend")
                 elif _TRITON_TO_ORT[dtype] != actual[name].type:
-                    problems.append(
-                        f"{kind} '{name}': config says {dtype} but the ONNX model has {actual[name].type}"
-                    )
+                    problems.append(f"{kind} '{name}': config says {dtype} but the ONNX model has {actual[name].type}")
         missing = [n for n, i in ort_in.items() if n not in self.inputs]
         if missing:
             problems.append(f"ONNX inputs {missing} are not declared in config.pbtxt")
@@ -200,13 +197,19 @@ class TritonPythonModel:
             try:
                 merged = {n: np.concatenate([f[n] for _, f in batch], axis=0) for n in batch[0][1]}
                 results = self._run(merged)
-                if all(r.shape[:1] == (sum(sizes),) for r in results):
-                    for (i, _), response in zip(batch, self._responses(results, sizes), strict=True):
-                        responses[i] = response
-                    batch = []
-            except Exception:
-                # e.g. an output whose dim 0 is not the batch: retry request by request below
-                pass
+                if not all(r.shape[:1] == (sum(sizes),) for r in results):
+                    raise ValueError(f"output dim 0 is not the batch size {sum(sizes)}")
+                for (i, _), response in zip(batch, self._responses(results, sizes), strict=True):
+                    responses[i] = response
+                batch = []
+            except Exception as exc:
+                # e.g. a model whose batch dim is fixed: run request by request below, and say so once
+                if not self._warned_unbatchable:
+                    self._warned_unbatchable = True
+                    pb_utils.Logger.log_warn(
+                        f"model '{self.name}': {len(batch)} requests could not run as one batch "
+                        f"({type(exc).__name__}: {exc}); running them one by one (slower)"
+                    )
         for i, feeds in batch:
             try:
                 results = self._run(feeds)
