@@ -32,7 +32,7 @@ from .inspect import read_engine_info
 from .manifest import build_info_from_dict, build_info_to_dict, cuda_version, detect_gpus, write_manifest
 from .plan import FlagPlan, engine_cache_key, plan_flags, validate_profiles
 from .preflight import OnnxFacts, check_onnx_carries_precision, preflight
-from .request import BuildInfo, BuildRequest, BuildResult, GpuInfo, ProfileRecord
+from .request import BuildInfo, BuildRequest, BuildResult, GpuInfo, Profile, ProfileRecord
 from .versions import parse_trt_version
 
 if TYPE_CHECKING:
@@ -169,6 +169,21 @@ def onnx_facts_for(request: BuildRequest, trt_version: str) -> OnnxFacts:
     return OnnxFacts(onnx_digest(request.onnx_path), report.inputs, report.has_qdq, report.float_types)
 
 
+def _early_profile_check(request: BuildRequest, facts: OnnxFacts) -> None:
+    """Validate profiles against the ONNX inputs before TensorRT is touched (fail fast, exit 2).
+
+    The ONNX does not say which inputs TensorRT will treat as shape tensors (their profile entries are
+    values, not shapes), so static 1-D integer inputs are left to the authoritative check that runs on
+    the parsed network.
+    """
+    maybe_shape = {
+        i.name for i in facts.inputs if i.dtype in ("INT32", "INT64") and len(i.shape) == 1 and not i.is_dynamic
+    }
+    inputs = [i for i in facts.inputs if i.name not in maybe_shape]
+    profiles = [Profile(tuple(s for s in p.inputs if s.name not in maybe_shape)) for p in request.profiles]
+    validate_profiles(inputs, profiles, request.max_batch_size)
+
+
 def _pick_gpu(gpu: GpuInfo | None, trt_module: ModuleType | None) -> GpuInfo | None:
     if gpu is not None:
         return gpu
@@ -208,8 +223,7 @@ def build_engine(
     flags = plan_flags(version, request, onnx_has_qdq=facts.has_qdq)
     if flags.strongly_typed and (why := check_onnx_carries_precision(facts, request.precision)):
         raise UserError(f"model {request.model_name!r}: precision {request.precision!r} requested but {why}")
-    # Cheap pre-check on the ONNX's inputs; the parsed network is checked again before building.
-    validate_profiles(facts.inputs, request.profiles, request.max_batch_size)
+    _early_profile_check(request, facts)
     calib_digest = None
     if request.calibration is not None and flags.use_calibrator:
         _, calib_digest = calibration_cache_for(
@@ -289,12 +303,13 @@ def _build(
             details="\n".join(captured.errors()) or None,
         )
     read_engine_info(engine, adapter)  # fails loudly if the name-based IO API cannot read it
-    verified = verify_precision(engine, adapter, request.precision) if not flags.strongly_typed else None
+    verified = verify_precision(engine, adapter, request.precision)
     if verified is False:
         raise BuildError(
             f"model {request.model_name!r}: requested {request.precision} but no engine layer runs in "
             f"{request.precision}; refusing to publish an fp32 engine labelled {request.precision}",
-            hint="request fp32/tf32 if that is acceptable, or supply a strongly typed (AutoCast / Q/DQ) ONNX",
+            hint="request fp32/tf32 if that is acceptable; otherwise supply an ONNX that carries the precision "
+            "(ModelOpt AutoCast / Q/DQ) and set strongly_typed: true",
         )
     if verified is None and request.precision not in ("fp32", "tf32"):
         warnings.append(f"could not verify from the engine that {request.precision} took effect")

@@ -139,7 +139,8 @@ def plan_container_build(
     onnx_dir = request.onnx_path.resolve().parent
     out_dir = request.output_path.resolve().parent
     mounts = [
-        Mount(Path(__file__).resolve().parents[2], SRC),
+        # Only our package: mounting a whole site-packages would shadow the image's numpy/tensorrt.
+        Mount(Path(__file__).resolve().parents[1], SRC / "deployer"),
         Mount(onnx_dir, IN),
         Mount(out_dir, OUT, read_only=False),
         Mount(request.cache_dir.resolve(), CACHE, read_only=False),

@@ -224,6 +224,10 @@ def derive_triton_fields(
                         f"engine profile {p} input {t.name!r} has batch minimum {b[0]}; batch-1 requests would fail",
                         hint="rebuild with profile min batch 1",
                     )
+    for t in info.tensors:
+        if " " in t.name:
+            # tensorrt_backend model_state.cc GetRefIO truncates auto-completed names at the first space.
+            warnings.append(f"engine tensor {t.name!r} contains a space: write its config entry explicitly")
     batching = mbs > 0
     return TritonFields(
         max_batch_size=mbs,

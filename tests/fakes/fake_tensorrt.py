@@ -237,6 +237,7 @@ def make_fake_tensorrt(  # noqa: C901 - one closure per API generation keeps the
             self._inputs: list[ITensor] = []
             self._outputs: list[ITensor] = []
             self._ops: list[tuple[str, str]] = []
+            self._carried = "FP32"  # the precision the ONNX itself carries (what a strongly typed build runs)
             self.name = "network"
 
         @property
@@ -360,6 +361,12 @@ def make_fake_tensorrt(  # noqa: C901 - one closure per API generation keeps the
                     return False
                 net._ops.append((node.name or f"node_{idx}", node.op_type))
             inits = {i.name for i in model.graph.initializer}
+            if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+                net._carried = "INT8"
+            elif any(v.type.tensor_type.elem_type == 10 for v in [*model.graph.input, *model.graph.output]) or any(
+                i.data_type == 10 for i in model.graph.initializer
+            ):
+                net._carried = "FP16"
 
             def tensor(vi: Any, is_input: bool) -> ITensor:
                 tt = vi.type.tensor_type
@@ -519,7 +526,10 @@ def make_fake_tensorrt(  # noqa: C901 - one closure per API generation keeps the
             for name, op in network._ops:
                 timing._entries.setdefault(f"{op}:{name}:{sorted(config._flags)}", "tactic-0")
             precision = "FP32"
-            if not fp32_fallback:
+            strongly = major >= 11 or (major >= 10 and network.get_flag(NetworkDefinitionCreationFlag.STRONGLY_TYPED))  # type: ignore[attr-defined]
+            if strongly:
+                precision = network._carried
+            elif not fp32_fallback:
                 for flag in ("INT8", "FP8", "FP16", "BF16"):
                     if flag in config._flags:
                         precision = flag

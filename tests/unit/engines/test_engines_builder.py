@@ -78,7 +78,7 @@ def test_trt11_fp16_is_refused_before_building(
         build_engine(_req(tmp_path, onnx_model, precision="fp16", strongly_typed=True), trt_module=trt, gpu=GPU)
     half = onnx_factory(tmp_path / "half.onnx", inputs=(("x", TensorProto.FLOAT16, ("b", 4)),))
     res = build_engine(_req(tmp_path, half, precision="fp16", strongly_typed=True), trt_module=trt, gpu=GPU)
-    assert res.info.strongly_typed and res.info.flags == ()
+    assert res.info.strongly_typed and res.info.flags == () and res.info.precision_verified is True
 
 
 def test_silent_fp32_fallback_is_caught(tmp_path: Path, onnx_model: Path, fake_trt: Callable[..., ModuleType]) -> None:
@@ -177,6 +177,7 @@ def test_container_plan_and_reproduce_files(tmp_path: Path, onnx_model: Path) ->
     assert argv[:5] == ["docker", "run", "--rm", "--gpus", "all"]
     assert "nvcr.io/nvidia/tensorrt:24.10-py3" in argv and argv[-1] == "/deployer/out/model.plan.request.json"
     assert f"{onnx_model.parent}:/deployer/in:ro" in argv
+    assert any(a.endswith("/deployer:/deployer/src/deployer:ro") for a in argv)  # only our package is mounted
     inside = request_from_json(plan.request_json["request"])
     assert inside.onnx_path == Path("/deployer/in/model.onnx") and inside.cache_dir == Path("/deployer/cache")
     assert (
