@@ -56,7 +56,7 @@ class ContainerBuildPlan:
     command: tuple[str, ...]
     mounts: tuple[Mount, ...]
     environment: dict[str, str]
-    gpus: str  # "all" or a device id list "0,1"
+    gpus: str  # "all", a device id list "0,1", or "none" (no GPU request: CPU smoke of the container path)
     request_json: dict[str, Any]  # the request with container paths, + precomputed ONNX facts
     request_file: Path  # host path of the request JSON (next to the engine)
     reproduce_file: Path  # host path of the reproduce script
@@ -64,7 +64,9 @@ class ContainerBuildPlan:
 
     def docker_argv(self) -> list[str]:
         """The equivalent `docker run` command line."""
-        argv = ["docker", "run", "--rm", "--gpus", self.gpus if self.gpus == "all" else f"device={self.gpus}"]
+        argv = ["docker", "run", "--rm"]
+        if self.gpus != "none":
+            argv += ["--gpus", self.gpus if self.gpus == "all" else f"device={self.gpus}"]
         if self.user:
             argv += ["--user", self.user]
         for m in self.mounts:
@@ -219,9 +221,19 @@ def run_container_build(plan: ContainerBuildPlan, *, client: Any | None = None, 
     write_reproduce_files(plan)
     docker_types = importlib.import_module("docker.types")
     docker_client = _docker_client(client)
-    count = -1 if plan.gpus == "all" else 0
-    ids = None if plan.gpus == "all" else plan.gpus.split(",")
-    device = docker_types.DeviceRequest(count=count if ids is None else None, device_ids=ids, capabilities=[["gpu"]])
+    try:
+        return _run(plan, docker_client, docker_types, timeout_s)
+    finally:
+        if client is None:
+            docker_client.close()
+
+
+def _run(plan: ContainerBuildPlan, docker_client: Any, docker_types: Any, timeout_s: float) -> BuildInfo:
+    devices = []
+    if plan.gpus == "all":
+        devices.append(docker_types.DeviceRequest(count=-1, capabilities=[["gpu"]]))
+    elif plan.gpus != "none":
+        devices.append(docker_types.DeviceRequest(device_ids=plan.gpus.split(","), capabilities=[["gpu"]]))
     volumes = {str(m.host): {"bind": str(m.container), "mode": "ro" if m.read_only else "rw"} for m in plan.mounts}
     LOGGER.info("building in %s: %s", plan.image, shlex.join(plan.docker_argv()))
     container = docker_client.containers.run(
@@ -229,7 +241,7 @@ def run_container_build(plan: ContainerBuildPlan, *, client: Any | None = None, 
         list(plan.command),
         volumes=volumes,
         environment=plan.environment,
-        device_requests=[device],
+        device_requests=devices,
         user=plan.user,
         detach=True,
     )

@@ -1,8 +1,12 @@
 """REAL TensorRT on a REAL GPU: build an engine from a small ONNX, load it in a real Triton, check IO.
 
-Needs an NVIDIA GPU, the `tensorrt` package matching the server, and a `tritonserver` with the TensorRT
-backend on PATH (e.g. inside nvcr.io/nvidia/tritonserver:<YY.MM>-py3 with tensorrt pip-installed, or the
-NGC TensorRT image with Triton). Skipped otherwise, with the reason.
+The `gpu` tests need an NVIDIA GPU, the `tensorrt` package matching the server, and (for the Triton test) a
+`tritonserver` with the TensorRT backend on PATH (e.g. inside nvcr.io/nvidia/tritonserver:<YY.MM>-py3 with
+tensorrt pip-installed). Skipped otherwise, with the reason.
+
+One `docker` test runs the container builder for real on a CPU machine: the REAL Docker engine runs our
+container entry in deployer's CPU image (no TensorRT there), which must fail with exit 3 and a clear
+message, leaving the reproduce script behind and no container running.
 """
 
 from __future__ import annotations
@@ -35,11 +39,7 @@ _TRT_OK, _TRT_WHY = tensorrt_available()
 _TRITON = shutil.which("tritonserver")
 _TRT_BACKEND = Path("/opt/tritonserver/backends/tensorrt")
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.slow,
-    pytest.mark.skipif(not _TRT_OK, reason=f"needs TensorRT and an NVIDIA GPU: {_TRT_WHY}"),
-]
+needs_gpu = pytest.mark.skipif(not _TRT_OK, reason=f"needs TensorRT and an NVIDIA GPU: {_TRT_WHY}")
 
 
 def _free_port() -> int:
@@ -76,6 +76,9 @@ def built(tmp_path: Path) -> Iterator[tuple[Path, BuildRequest]]:
     yield repo, req
 
 
+@pytest.mark.gpu
+@pytest.mark.slow
+@needs_gpu
 def test_build_inspect_and_cache(built: tuple[Path, BuildRequest]) -> None:
     _, req = built
     first = build_engine(req)
@@ -88,6 +91,9 @@ def test_build_inspect_and_cache(built: tuple[Path, BuildRequest]) -> None:
     assert build_engine(req).cache_hit
 
 
+@pytest.mark.gpu
+@pytest.mark.slow
+@needs_gpu
 @pytest.mark.skipif(
     _TRITON is None or not _TRT_BACKEND.is_dir(), reason="needs tritonserver with the TensorRT backend on PATH"
 )
@@ -145,3 +151,30 @@ def test_engine_loads_and_infers_in_triton(built: tuple[Path, BuildRequest]) -> 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=30)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_container_builder_runs_in_docker_and_reports_missing_tensorrt(built: tuple[Path, BuildRequest]) -> None:
+    import docker
+    from deployer.engines import onnx_facts_for, plan_container_build, run_container_build
+    from deployer.errors import BuildError
+    from deployer.image import build_cpu_image
+
+    _, req = built
+    image = build_cpu_image().tag  # reused when present; has python3 + numpy but no TensorRT
+    plan = plan_container_build(req, onnx_facts_for(req, "10.13.0.35"), image=image, gpus="none")
+    client = docker.from_env()
+    try:
+        before = {c.id for c in client.containers.list(all=True)}
+        with pytest.raises(BuildError) as exc:
+            run_container_build(plan, client=client, timeout_s=300)
+        after = {c.id for c in client.containers.list(all=True)}
+    finally:
+        client.close()
+    assert "exited with 3" in exc.value.message
+    assert "TensorRT is not available" in (exc.value.details or ""), exc.value.details
+    assert after <= before  # the build container was removed
+    script = plan.reproduce_file.read_text()
+    assert f"{image} python3 -m deployer.engines.container_entry" in script
+    assert plan.request_file.is_file() and not req.output_path.exists()
