@@ -139,6 +139,24 @@ def make_logger(trt: TrtModule, captured: CapturedLog) -> trt_stub.ILogger:
     return cast("trt_stub.ILogger", cls())
 
 
+_LOGGERS: dict[int, tuple[TrtModule, trt_stub.ILogger, CapturedLog]] = {}
+
+
+def shared_logger(trt: TrtModule) -> tuple[trt_stub.ILogger, CapturedLog]:
+    """One logger per process and TensorRT module, its captured messages cleared for the next step.
+
+    TensorRT keeps the first logger it was given as its global logger (later ones only trigger a "logger
+    differs" warning), so creating one per build would send later builds' errors to an old capture.
+    """
+    entry = _LOGGERS.get(id(trt))
+    if entry is None or entry[0] is not trt:
+        captured = CapturedLog()
+        entry = (trt, make_logger(trt, captured), captured)
+        _LOGGERS[id(trt)] = entry
+    entry[2].messages.clear()
+    return entry[1], entry[2]
+
+
 def dims(trt: TrtModule, shape: Sequence[int]) -> trt_stub.Dims:
     """A `trt.Dims` from a Python shape."""
     return trt.Dims(list(shape))

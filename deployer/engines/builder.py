@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from deployer.errors import BuildError, EnvironmentProblem, MissingDependency, ModelFileError, UserError
 
-from .adapters import MISSING_TRT_HINT, CapturedLog, TrtAdapter, load_tensorrt, make_logger, trt_version_of
+from .adapters import MISSING_TRT_HINT, TrtAdapter, load_tensorrt, shared_logger, trt_version_of
 from .cache import EngineCache, TimingCacheStore, atomic_write, copy_plan, onnx_digest
 from .calibration import (
     CalibrationBatches,
@@ -262,8 +262,7 @@ def _build(
     uploader: Any | None,
 ) -> tuple[bytes, BuildInfo]:
     trt = adapter.trt
-    captured = CapturedLog()
-    logger = make_logger(trt, captured)
+    logger, captured = shared_logger(trt)
     started = time.monotonic()
     LOGGER.info("model %s: building TensorRT %s engine (%s)", request.model_name, adapter.version, request.precision)
     builder = trt.Builder(logger)
@@ -285,7 +284,7 @@ def _build(
     if flags.use_calibrator and request.calibration is not None:
         calibrator = _calibrator(request, adapter, net_inputs, config, profiles, uploader)
     timing = TimingCacheStore(request.cache_dir, adapter.version_text, gpu)
-    timing.attach(config)
+    timing_cache = timing.attach(config)  # must outlive the build
     serialized: trt_stub.IHostMemory | None = builder.build_serialized_network(network, config)
     if serialized is None:  # the stubs say IHostMemory; the binding returns None on failure
         raise BuildError(
@@ -293,10 +292,13 @@ def _build(
             details="\n".join(captured.errors()) or None,
             hint="see the TensorRT errors above; a larger workspace_bytes or fewer profiles may help",
         )
-    del calibrator  # keep the calibrator alive until the build returned
+    del calibrator, timing_cache  # both had to stay alive until the build returned
     plan_bytes = bytes(memoryview(serialized))
     timing.save(config)
-    engine = trt.Runtime(logger).deserialize_cuda_engine(plan_bytes)
+    runtime = trt.Runtime(logger)
+    if request.builder_flags.version_compatible:
+        runtime.engine_host_code_allowed = True  # version-compatible plans embed the lean runtime (host code)
+    engine = runtime.deserialize_cuda_engine(plan_bytes)
     if engine is None:
         raise BuildError(
             f"model {request.model_name!r}: the freshly built plan does not deserialize",

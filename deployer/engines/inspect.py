@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from deployer.errors import BuildError, UserError
 
-from .adapters import CapturedLog, TrtAdapter, load_tensorrt, make_logger, shape_of
+from .adapters import TrtAdapter, load_tensorrt, shape_of, shared_logger
 from .request import Shape
 
 if TYPE_CHECKING:
@@ -83,10 +83,13 @@ def read_engine_info(engine: trt_stub.ICudaEngine, adapter: TrtAdapter) -> Engin
         is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
         shape_io = bool(engine.is_shape_inference_io(name))
         profiles: list[tuple[Shape, Shape, Shape]] = []
+        shape = shape_of(engine.get_tensor_shape(name))
         if is_input:
             for p in range(nprof):
                 if shape_io:
                     profiles.append(_profile_values(engine, adapter, name, p))
+                elif all(d >= 0 for d in shape):
+                    profiles.append((shape, shape, shape))  # static input: every profile is its shape
                 else:
                     lo, mid, hi = engine.get_tensor_profile_shape(name, p)
                     profiles.append((shape_of(lo), shape_of(mid), shape_of(hi)))
@@ -95,7 +98,7 @@ def read_engine_info(engine: trt_stub.ICudaEngine, adapter: TrtAdapter) -> Engin
                 name=name,
                 is_input=is_input,
                 dtype=engine.get_tensor_dtype(name).name,
-                shape=shape_of(engine.get_tensor_shape(name)),
+                shape=shape,
                 is_shape_tensor=shape_io,
                 linear_format=engine.get_tensor_format(name) == trt.TensorFormat.LINEAR,
                 profiles=tuple(profiles),
@@ -116,8 +119,11 @@ def _profile_values(engine: Any, adapter: TrtAdapter, name: str, p: int) -> tupl
     return lo, mid, hi
 
 
-def inspect_engine(plan: bytes, trt_module: ModuleType | None = None) -> EngineInfo:
+def inspect_engine(plan: bytes, trt_module: ModuleType | None = None, *, allow_host_code: bool = False) -> EngineInfo:
     """Deserialize `plan` and read its IO.
+
+    `allow_host_code=True` is needed for version-compatible plans (they embed the lean runtime, i.e. code
+    that runs on the host); only set it for plans you trust, e.g. ones this tool built.
 
     Raises:
         MissingDependency: no tensorrt (exit 3).
@@ -125,8 +131,10 @@ def inspect_engine(plan: bytes, trt_module: ModuleType | None = None) -> EngineI
     """
     trt = load_tensorrt(trt_module)
     adapter = TrtAdapter(trt)
-    captured = CapturedLog()
-    runtime = trt.Runtime(make_logger(trt, captured))
+    logger, captured = shared_logger(trt)
+    runtime = trt.Runtime(logger)
+    if allow_host_code:
+        runtime.engine_host_code_allowed = True
     engine: trt_stub.ICudaEngine | None = runtime.deserialize_cuda_engine(plan)
     if engine is None:  # the stubs say ICudaEngine, the binding returns None on failure
         raise BuildError(
