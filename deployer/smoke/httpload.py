@@ -1,8 +1,9 @@
 """The cheapest client we have: pre-built HTTP/1.1 binary-tensor requests over raw keep-alive sockets.
 
-Per request the client only writes one pre-built byte string and reads one response (headers plus
-Content-Length bytes); nothing is encoded, parsed as JSON or decoded. On a 2-core box that leaves far
-more CPU to the server than gRPC's Python stack (see the report for measured client cost per request).
+Per request the client writes one pre-built byte string and, in an `asyncio.Protocol` callback, waits
+for one response (head plus Content-Length bytes); nothing is encoded, parsed as JSON or decoded, and
+no coroutine is resumed per request. Measured here: ~40-50 us of client CPU per request, against
+~300-400 us for gRPC's Python stack, which leaves the CPU to the server on a small box.
 """
 
 from __future__ import annotations
@@ -54,23 +55,121 @@ def _np_wire(arr: npt.NDArray[Any]) -> str:
     return str(np_to_triton_dtype(arr.dtype))
 
 
-class _BadResponse(Exception):
-    pass
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection with at most one request in flight; parses only what it must."""
+
+    def __init__(self, driver: _Driver) -> None:
+        self.driver = driver
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.need = -1  # bytes of the current response (head + body) once its head is parsed
+        self.status_ok = False
+        self.t0 = 0.0
+        self.busy = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self) -> None:
+        assert self.transport is not None
+        self.busy = True
+        self.t0 = time.perf_counter()
+        self.transport.write(self.driver.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while self.busy:
+            if self.need < 0:
+                end_head = self.buf.find(b"\r\n\r\n")
+                if end_head < 0:
+                    return
+                head = bytes(self.buf[: end_head + 4])
+                # "\r\ncontent-length:" so that "Inference-Header-Content-Length:" does not match first
+                i = head.lower().find(b"\r\ncontent-length:")
+                if i < 0:
+                    self._fail(f"response without Content-Length: {head[:200]!r}")
+                    return
+                self.need = end_head + 4 + int(head[i + 17 : head.index(b"\r\n", i + 2)])
+                self.status_ok = head.startswith(b"HTTP/1.1 200")
+            if len(self.buf) < self.need:
+                return
+            error = ""
+            if not self.status_ok:
+                head_end = self.buf.find(b"\r\n\r\n") + 4
+                status = bytes(self.buf[: self.buf.find(b"\r\n")]).decode(errors="replace")
+                error = f"{status}: {bytes(self.buf[head_end : self.need][:300]).decode(errors='replace')}"
+            del self.buf[: self.need]
+            self.need = -1
+            self.busy = False
+            self.driver.done(self, time.perf_counter() - self.t0, error)
+
+    def _fail(self, error: str) -> None:
+        self.busy = False
+        if self.transport is not None:
+            self.transport.close()
+        self.driver.lost(self, error)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.busy:
+            self.busy = False
+            self.driver.lost(self, f"connection lost: {exc or 'closed by the server'}")
 
 
-async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> None:
-    writer.write(request)
-    head = await reader.readuntil(b"\r\n\r\n")
-    # "\r\nContent-Length:" so that "Inference-Header-Content-Length:" does not match first
-    lower = head.lower()
-    i = lower.find(b"\r\ncontent-length:")
-    if i < 0:
-        raise _BadResponse(f"response without Content-Length: {head[:200]!r}")
-    end = head.index(b"\r\n", i + 2)
-    body = await reader.readexactly(int(head[i + 17 : end]))
-    if not head.startswith(b"HTTP/1.1 200"):
-        status = head.split(b"\r\n", 1)[0].decode(errors="replace")
-        raise _BadResponse(f"{status}: {body[:300].decode(errors='replace')}")
+class _Driver:
+    """Keeps every connection busy until the budget or the deadline runs out, recording latencies."""
+
+    def __init__(self, request: bytes) -> None:
+        self.request = request
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.first_error = ""
+        self.record = False
+        self.budget = 0  # requests left to send; negative = unbounded
+        self.deadline = 0.0
+        self.idle: asyncio.Future[None] | None = None
+        self.active = 0
+
+    def start(self, conns: list[_Conn], budget: int, deadline: float, record: bool) -> asyncio.Future[None]:
+        self.budget, self.deadline, self.record = budget, deadline, record
+        self.idle = asyncio.get_running_loop().create_future()
+        self.active = 0
+        for c in conns:
+            if self._may_send():
+                self.active += 1
+                c.send()
+        if self.active == 0:
+            self.idle.set_result(None)
+        return self.idle
+
+    def _may_send(self) -> bool:
+        if self.budget == 0 or time.perf_counter() >= self.deadline:
+            return False
+        self.budget -= 1
+        return True
+
+    def done(self, conn: _Conn, seconds: float, error: str) -> None:
+        if error:
+            self._error(error)
+        elif self.record:
+            self.latencies.append(seconds * 1000.0)
+        if self._may_send():
+            conn.send()
+        else:
+            self._finish_one()
+
+    def lost(self, conn: _Conn, error: str) -> None:
+        self._error(error)
+        self._finish_one()  # this slot is gone; the others carry on
+
+    def _error(self, error: str) -> None:
+        self.errors += 1
+        if not self.first_error:
+            self.first_error = error
+
+    def _finish_one(self) -> None:
+        self.active -= 1
+        if self.active <= 0 and self.idle is not None and not self.idle.done():
+            self.idle.set_result(None)
 
 
 async def _http_load(
@@ -83,55 +182,50 @@ async def _http_load(
     warmup_requests: int,
     timeout_s: float,
 ) -> tuple[list[float], int, str, float, float]:
-    errors: list[str] = []
-    n_errors = [0]
-    latencies: list[float] = []
-    budget = [max_requests if max_requests is not None else -1]
-    warm = [warmup_requests]
-    perf = time.perf_counter
-    clock: dict[str, float] = {}
-    started = asyncio.Event()
-
-    async def worker() -> None:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+    loop = asyncio.get_running_loop()
+    driver = _Driver(request)
+    conns: list[_Conn] = []
+    try:
+        for _ in range(concurrency):
+            _, conn = await asyncio.wait_for(loop.create_connection(lambda: _Conn(driver), host, port), timeout_s)
+            conns.append(conn)
+    except (OSError, asyncio.TimeoutError) as exc:
+        for c in conns:
+            if c.transport is not None:
+                c.transport.close()
+        return [], 1, f"cannot connect to {host}:{port}: {exc}", 0.0, 0.0
+    try:
+        if warmup_requests > 0:
+            idle = driver.start(conns, warmup_requests, time.perf_counter() + timeout_s, record=False)
+            try:
+                await asyncio.wait_for(idle, timeout_s + 1.0)
+            except asyncio.TimeoutError:
+                pending = sum(1 for c in conns if c.busy)
+                return [], driver.errors + pending, f"warm-up requests timed out after {timeout_s:g} s", 0.0, 0.0
+            if driver.errors >= warmup_requests:  # nothing works: don't hammer a broken endpoint
+                return [], driver.errors, driver.first_error, 0.0, 0.0
+            driver.errors, driver.first_error = 0, ""
+        live = [c for c in conns if c.transport is not None and not c.transport.is_closing()]
+        start, cpu0 = time.perf_counter(), time.process_time()
+        idle = driver.start(live, -1 if max_requests is None else max_requests, start + duration_s, record=True)
         try:
-            while warm[0] > 0:  # warm-up shares the connections; not measured
-                warm[0] -= 1
-                await asyncio.wait_for(_exchange(reader, writer, request), timeout_s)
-            if not started.is_set():
-                clock["start"], clock["cpu"] = perf(), time.process_time()
-                clock["deadline"] = clock["start"] + duration_s
-                started.set()
-            while perf() < clock["deadline"] and budget[0] != 0:
-                budget[0] -= 1
-                t0 = perf()
-                try:
-                    await asyncio.wait_for(_exchange(reader, writer, request), timeout_s)
-                except (_BadResponse, OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
-                    n_errors[0] += 1
-                    if not errors:
-                        errors.append(f"{type(exc).__name__}: {exc}")
-                    if not isinstance(exc, _BadResponse):  # the connection is unusable now: reopen
-                        writer.close()
-                        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
-                    continue
-                latencies.append((perf() - t0) * 1000.0)
-        finally:
-            writer.close()
-
-    results = await asyncio.gather(*(worker() for _ in range(concurrency)), return_exceptions=True)
-    failed = [r for r in results if isinstance(r, BaseException)]
-    if failed and not errors:
-        errors.append(f"{type(failed[0]).__name__}: {failed[0]}")
-    if "start" not in clock:
-        return [], n_errors[0] + len(failed), errors[0] if errors else "no request completed", 0.0, 0.0
-    return (
-        latencies,
-        n_errors[0] + len(failed),
-        errors[0] if errors else "",
-        perf() - clock["start"],
-        time.process_time() - clock["cpu"],
-    )
+            # bounded: requests still pending one timeout after the deadline count as errors
+            await asyncio.wait_for(idle, duration_s + timeout_s)
+        except asyncio.TimeoutError:
+            pending = sum(1 for c in live if c.busy)
+            driver.errors += pending
+            driver.first_error = driver.first_error or f"{pending} requests timed out after {timeout_s:g} s"
+        return (
+            driver.latencies,
+            driver.errors,
+            driver.first_error,
+            time.perf_counter() - start,
+            time.process_time() - cpu0,
+        )
+    finally:
+        for c in conns:
+            if c.transport is not None:
+                c.transport.close()
 
 
 def run_http_load(

@@ -75,3 +75,23 @@ def test_bf16_inputs_are_accepted_by_both_tritonclient_protocols() -> None:
     g.set_data_from_numpy(wire)
     assert len(g._get_content()) == 12  # 2 bytes per element on the wire
     assert to_wire_array(values, "FP32") is values
+
+
+def test_load_generators_against_a_closed_port_report_errors_quickly() -> None:
+    import socket
+
+    from deployer.smoke.httpload import build_http_request, run_http_load
+    from deployer.smoke.loadgen import run_load
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    x = np.zeros((1, 4), np.float32)
+    raw = build_http_request("127.0.0.1", "m", {"x": x}, ("y",), version="3")
+    assert raw.startswith(b"POST /v2/models/m/versions/3/infer HTTP/1.1\r\n")
+    res = run_http_load("127.0.0.1", port, raw, concurrency=2, duration_s=30, timeout_s=5)
+    assert res.requests == 0 and res.errors >= 1 and "cannot connect" in res.first_error
+    g = run_load(
+        f"127.0.0.1:{port}", build_request("m", {"x": x}), concurrency=2, duration_s=30, warmup_requests=3, timeout_s=5
+    )
+    assert g.requests == 0 and g.errors == 3 and "UNAVAILABLE" in g.first_error
