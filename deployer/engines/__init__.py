@@ -46,10 +46,17 @@ from .request import (
     Precision,
     Profile,
 )
-from .versions import TRITON_TRT_TABLE, check_engine_matches_target, parse_trt_version, trt_version_for_triton
+from .versions import (
+    TRITON_TRT_TABLE,
+    TRITON_TRTLLM_TRT_TABLE,
+    check_engine_matches_target,
+    parse_trt_version,
+    trt_version_for_triton,
+)
 
 __all__ = [
     "PRECISIONS",
+    "TRITON_TRTLLM_TRT_TABLE",
     "TRITON_TRT_TABLE",
     "BuildInfo",
     "BuildRequest",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from deployer.errors import BuildError, UserError
 
@@ -80,8 +81,37 @@ TRITON_TRT_TABLE: tuple[TritonTrt, ...] = (
 )
 
 
-def trt_version_for_triton(release: str, *, allow_unverified: bool = True) -> TritonTrt:
-    """The TensorRT version of Triton release `release` ("24.08").
+_COMPAT = "triton-inference-server/server docs/introduction/compatibility.md"
+
+
+def _trtllm_rows() -> tuple[TritonTrt, ...]:
+    spans = (
+        (("24.05",), "10.0.1.6"),
+        (("24.06",), "10.0.1"),
+        (("24.07",), "10.1.0"),
+        (("24.08",), "10.3.0"),
+        (("24.09", "24.10"), "10.4.0"),
+        (("24.11",), "10.6.0"),
+        (("24.12",), "10.7.0"),
+        (("25.01", "25.02"), "10.8.0.43"),
+        (("25.03", "25.04", "25.05"), "10.9.0.34"),
+        (("25.06", "25.07"), "10.10.0.31"),
+        (("25.08", "25.09", "25.10"), "10.11.0.33"),
+        (("25.11", "25.12", "26.01", "26.02"), "10.13.3.9"),
+        (("26.03", "26.04", "26.05", "26.06", "26.07"), "10.14.1.48"),
+    )
+    return tuple(TritonTrt(r, trt, True, _COMPAT) for releases, trt in spans for r in releases)
+
+
+# The `-trtllm-python-py3` images (verified from Triton's compatibility table). They may pin a different
+# TensorRT than the `-py3` image of the same release (server#8462): never mix the two tables.
+TRITON_TRTLLM_TRT_TABLE: tuple[TritonTrt, ...] = _trtllm_rows()
+
+
+def trt_version_for_triton(
+    release: str, *, allow_unverified: bool = True, flavor: Literal["py3", "trtllm-python-py3"] = "py3"
+) -> TritonTrt:
+    """The TensorRT version of Triton release `release` ("24.08") for the image `flavor`.
 
     Raises:
         UserError: unknown release (or unverified entry with `allow_unverified=False`); the hint says how
@@ -93,7 +123,7 @@ def trt_version_for_triton(release: str, *, allow_unverified: bool = True) -> Tr
     )
     if not _RELEASE_RE.match(release):
         raise UserError(f"not a Triton release tag: {release!r}", hint='use the YY.MM form, e.g. "24.08"')
-    for entry in TRITON_TRT_TABLE:
+    for entry in TRITON_TRT_TABLE if flavor == "py3" else TRITON_TRTLLM_TRT_TABLE:
         if entry.release == release:
             if not entry.verified and not allow_unverified:
                 raise UserError(f"TensorRT version of Triton {release} is not verified ({entry.source})", hint=how)

@@ -155,6 +155,8 @@ def test_triton_release_table() -> None:
         trt_version_for_triton("30.01")
     assert "probe_trt_version" in exc.value.render()
     assert default_image("24.08") == "nvcr.io/nvidia/tensorrt:24.08-py3"
+    llm = trt_version_for_triton("25.12", flavor="trtllm-python-py3", allow_unverified=False)
+    assert (llm.trt, llm.verified) == ("10.13.3.9", True)
 
 
 def test_cc_model_filenames(tmp_path: Path, onnx_model: Path, fake_trt: Callable[..., ModuleType]) -> None:
