@@ -207,10 +207,13 @@ def check_outputs(
     expected: Mapping[str, Array] | None,
     *,
     what: str = "reference",
+    require_all: bool = True,
 ) -> CheckResult:
     """Served outputs: present, right datatype and shape, and within tolerance of `expected`.
 
-    `expected` None = no reference (presence/dtype/shape only). Numbers: `<output>.max_abs/.max_rel`.
+    `expected` None = no reference (presence/dtype/shape only). With `require_all`, an output the
+    reference lacks is a failure (the reference is not the deployed model); golden files may cover
+    a subset. Numbers: `<output>.max_abs/.max_rel`.
     """
     problems: list[str] = []
     numbers: dict[str, float] = {}
@@ -230,7 +233,11 @@ def check_outputs(
             or (batch > 0 and shape[:1] != (batch,))
         ):
             problems.append(f"output {o.name!r} shape {list(shape)} does not fit {list(want)} at batch {batch}")
-        if expected is None or o.name not in expected:
+        if expected is None:
+            continue
+        if o.name not in expected:
+            if require_all:
+                problems.append(f"output {o.name!r} is not produced by the {what} (it has {sorted(expected)})")
             continue
         atol, rtol = default_tolerance(o.dtype, model.precision)
         atol = o.atol if o.atol is not None else atol

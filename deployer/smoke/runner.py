@@ -226,7 +226,7 @@ def _golden_checks(http: Any, grpc: Any, model: SmokeModel, options: SmokeOption
 
         def one(protocol: Any = protocol, name: str = name) -> CheckResult:
             served = infer(clients[protocol], protocol, model, feeds, options.timeout_s)
-            return check_outputs(name, model, batch, served, outputs, what="golden outputs")
+            return check_outputs(name, model, batch, served, outputs, what="golden outputs", require_all=False)
 
         results.append(guarded(name, one))
     return results
