@@ -50,7 +50,7 @@ CPU_IMAGE = f"{CPU_IMAGE_REPOSITORY}:2.51-py311"
 BASE_IMAGE = "deployer/debian-bookworm-minbase:py311"
 LABEL_INPUTS = "dev.deployer.image.inputs-sha256"
 LABEL_KIND = "dev.deployer.image.kind"
-_STAGE_LABEL = "dev.deployer.build-stage=cpu-image-unpack"  # set in the Dockerfile's first stage
+_STAGE_LABEL = "dev.deployer.build-stage=cpu-image-unpack"  # set in the Dockerfile's first stage (docs)
 _RECIPE_FILES = ("Dockerfile", "entrypoint.sh", "healthcheck.py", "requirements.txt")
 _BACKEND_MODEL = Path(__file__).parent / "server" / "backends" / "onnxruntime" / "model.py"
 _DEBOOTSTRAP_PACKAGES = "python3,python3-venv,libpython3.11,ca-certificates"
@@ -286,11 +286,11 @@ def _docker_build(client: Any, context: Path, tag: str, base_image: str, labels:
     return image_id or str(client.images.get(tag).id)
 
 
-def _prune_build_stages(client: Any) -> None:
-    """Drop untagged leftovers: our first build stage (it holds the wheels) and replaced CPU images."""
-    for label in (_STAGE_LABEL, f"{LABEL_KIND}=tritonserver-cpu"):
-        with contextlib.suppress(Exception):
-            client.images.prune(filters={"dangling": True, "label": label})
+def _prune_replaced(client: Any) -> None:
+    """Drop CPU images a rebuild untagged. The first build stage (labelled `_STAGE_LABEL`) is kept on
+    purpose: it is the layer cache that makes a rebuild after a backend change take seconds."""
+    with contextlib.suppress(Exception):
+        client.images.prune(filters={"dangling": True, "label": f"{LABEL_KIND}=tritonserver-cpu"})
 
 
 def build_cpu_image(
@@ -350,7 +350,7 @@ def build_cpu_image(
     try:
         image_id = _docker_build(client, context, tag, base_ref, labels)
     finally:
-        _prune_build_stages(client)
+        _prune_replaced(client)
         shutil.rmtree(context, ignore_errors=True)
     seconds = time.monotonic() - t0
     log.info("built %s (%s) in %.0f s", tag, image_id[:19], seconds)
