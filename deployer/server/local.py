@@ -83,11 +83,21 @@ def _executable(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
 
 
-def _companions(binary: Path) -> tuple[Path | None, Path | None]:
-    """`backends/` and `caches/` next to `bin/` (the /opt/tritonserver layout), when present."""
+def _install_at(binary: Path, source: Literal["settings", "path", "pytriton"]) -> TritonInstall:
+    """Describe the install around `binary`: the /opt/tritonserver layout (`backends/`, `caches/` next
+    to `bin/`) or the nvidia-pytriton wheel layout (plus `python_backend_stubs/` and its own libs)."""
     root = binary.resolve().parent.parent
-    backends, caches = root / "backends", root / "caches"
-    return (backends if backends.is_dir() else None, caches if caches.is_dir() else None)
+    backends, caches, stubs = root / "backends", root / "caches", root / "python_backend_stubs"
+    wheel = stubs.is_dir()
+    libs = root.parent.parent / "nvidia_pytriton.libs"  # <site-packages>/pytriton/tritonserver/bin
+    return TritonInstall(
+        binary=binary,
+        source="pytriton" if wheel and source == "pytriton" else source,
+        lib_dir=libs if wheel and libs.is_dir() else None,
+        backends_dir=backends if backends.is_dir() else None,
+        stubs_dir=stubs if wheel else None,
+        caches_dir=caches if caches.is_dir() else None,
+    )
 
 
 def find_tritonserver(settings: ServerSettings) -> TritonInstall:
@@ -99,35 +109,23 @@ def find_tritonserver(settings: ServerSettings) -> TritonInstall:
                 f"server.tritonserver is not an executable file: {binary}",
                 hint="point it at a tritonserver binary, or unset it to use PATH or nvidia-pytriton",
             )
-        backends, caches = _companions(binary)
-        return TritonInstall(binary.absolute(), "settings", backends_dir=backends, caches_dir=caches)
+        return _install_at(binary.absolute(), "settings")
     on_path = shutil.which("tritonserver")
     if on_path:
-        binary = Path(on_path)
-        backends, caches = _companions(binary)
-        return TritonInstall(binary, "path", backends_dir=backends, caches_dir=caches)
+        return _install_at(Path(on_path), "path")
     spec = importlib.util.find_spec("pytriton")
     if spec is None or not spec.submodule_search_locations:
         raise MissingDependency(
             "no tritonserver found: server.tritonserver is unset, none is on PATH, nvidia-pytriton is absent",
             hint="pip install 'deployer[local]' (ships tritonserver 2.51), or put tritonserver on PATH",
         )
-    root = Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
-    binary = root / "bin" / "tritonserver"
+    binary = Path(next(iter(spec.submodule_search_locations))) / "tritonserver" / "bin" / "tritonserver"
     if not _executable(binary):
         raise MissingDependency(
             f"the nvidia-pytriton wheel has no usable tritonserver at {binary}",
             hint="reinstall it: pip install --force-reinstall 'deployer[local]'",
         )
-    libs = root.parent.parent / "nvidia_pytriton.libs"
-    return TritonInstall(
-        binary=binary,
-        source="pytriton",
-        lib_dir=libs if libs.is_dir() else None,
-        backends_dir=root / "backends",
-        stubs_dir=root / "python_backend_stubs",
-        caches_dir=root / "caches" if (root / "caches").is_dir() else None,
-    )
+    return _install_at(binary, "pytriton")
 
 
 def _python_env() -> dict[str, str]:
@@ -188,7 +186,8 @@ def plan_launch(settings: ServerSettings, install: TritonInstall) -> LaunchPlan:
                 )
             files.append((backend_dir / "python" / stub.name, stub))
 
-    env = _python_env()
+    # Only when we supply the stub: a native install's stub belongs to that install's own Python.
+    env = _python_env() if install.stubs_dir is not None else {}
     lib_dirs = [str(install.lib_dir)] if install.lib_dir else []
     libpython = env.pop("_LIBPYTHON_DIR", None)
     if libpython:

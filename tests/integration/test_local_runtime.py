@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -111,19 +112,39 @@ def test_busy_port_is_port_in_use(
 
 
 @pytest.mark.triton
+@pytest.mark.parametrize("explicit", [False, True], ids=["discovered", "settings.tritonserver"])
 def test_plan_uses_private_backend_dir_and_python_onnxruntime(
-    model_repository: Path, make_settings: Callable[..., ServerSettings]
+    model_repository: Path, make_settings: Callable[..., ServerSettings], explicit: bool
 ) -> None:
     settings = make_settings(model_repository, ())
     install = find_tritonserver(settings)
+    if explicit:  # the same binary named explicitly must be recognised as the same kind of install
+        settings = make_settings(model_repository, (), tritonserver=install.binary)
+        again = find_tritonserver(settings)
+        assert (again.source, again.lib_dir, again.stubs_dir) == ("settings", install.lib_dir, install.stubs_dir)
+        install = again
     plan = plan_launch(settings, install)
-    assert plan.backend_dir is not None and plan.backend_dir.is_relative_to(settings.state_dir)
-    assert f"--backend-directory={plan.backend_dir}" in plan.argv
+    assert plan.argv[0] == str(install.binary)
     assert plan.python_onnxruntime_backend is (not install.has_native_onnxruntime)
-    if install.source == "pytriton":
-        links = {str(dest.relative_to(plan.backend_dir)) for dest, _ in plan.backend_files}
-        assert "python/triton_python_backend_stub" in links
-        assert "python/libtriton_python.so" in links
+    if install.stubs_dir is not None:  # the wheel: private dir with the stub for this interpreter
+        assert plan.backend_dir is not None and plan.backend_dir.is_relative_to(settings.state_dir)
+        assert f"--backend-directory={plan.backend_dir}" in plan.argv
+        files = {str(dest.relative_to(plan.backend_dir)) for dest, _ in plan.backend_files}
+        assert {"python/triton_python_backend_stub", "python/libtriton_python.so"} <= files
+        env = dict(plan.env)
+        assert str(install.lib_dir) in env["LD_LIBRARY_PATH"].split(":")
+        assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
+
+
+def test_missing_explicit_binary_is_an_environment_problem(
+    model_repository: Path, make_settings: Callable[..., ServerSettings], tmp_path: Path
+) -> None:
+    from deployer.errors import MissingDependency
+
+    settings = make_settings(model_repository, (), tritonserver=tmp_path / "no-such-tritonserver")
+    with pytest.raises(MissingDependency, match="no-such-tritonserver") as err:
+        find_tritonserver(settings)
+    assert err.value.exit_code == ExitCode.ENVIRONMENT
 
 
 @pytest.mark.triton
@@ -381,7 +402,6 @@ def test_up_in_one_process_down_in_another(
 ) -> None:
     """The CLI flow: `deployer up` exits leaving the server running; `deployer down` finds it by state."""
     import subprocess
-    import sys
 
     settings = make_settings(model_repository, ())
     script = (
