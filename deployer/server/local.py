@@ -283,9 +283,10 @@ class LocalRuntime:
         state_dir = settings.state_dir.absolute()
         previous = load_state(state_dir)
         if previous is not None:
-            if previous.runtime == "local" and is_running(previous.pid):
+            if previous.runtime != "local" or is_running(previous.pid):
+                what = f"pid {previous.pid}" if previous.runtime == "local" else f"runtime {previous.runtime}"
                 raise EnvironmentProblem(
-                    f"a server started from {state_dir} is already running (pid {previous.pid})",
+                    f"a server started from {state_dir} is recorded as running ({what})",
                     hint="run `deployer down` first",
                 )
             clear_state(state_dir)  # stale: its process is gone
@@ -429,6 +430,9 @@ class LocalRuntime:
         if child is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while is_running(pid) and time.monotonic() < deadline:  # not our child: init reaps it
+            time.sleep(0.05)
         if self._alive(pid):
             raise ServerError(f"tritonserver (pid {pid}) is still running after SIGKILL")
 

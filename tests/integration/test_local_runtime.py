@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from deployer.errors import ExitCode, PortInUse, ServerError
+from deployer.errors import EnvironmentProblem, ExitCode, PortInUse, ServerError
 from deployer.server.base import ServerSettings
 from deployer.server.local import LocalRuntime, find_tritonserver, is_running, plan_launch
 from deployer.server.state import load_state, state_path
@@ -420,6 +420,9 @@ def test_up_in_one_process_down_in_another(
         runtime = LocalRuntime()  # a fresh process's view: not our child
         status = runtime.status(state)
         assert status.running and status.ready
+        with pytest.raises(EnvironmentProblem, match="recorded as running") as err:
+            runtime.up(settings)  # a second `deployer up` for the same spec
+        assert not isinstance(err.value, PortInUse) and err.value.hint and "deployer down" in err.value.hint
         runtime.down(state)
         assert not is_running(state.pid)
         assert load_state(settings.state_dir) is None
