@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deployer.errors import BuildError, ModelFileError
+from deployer.errors import BuildError, EnvironmentProblem, ModelFileError
 
 from .request import GpuInfo
 
@@ -47,8 +47,20 @@ def file_lock(path: Path, timeout: float = 3600.0) -> Iterator[None]:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
         return
-    with FileLock(str(path), timeout=timeout):
+    from filelock import Timeout
+
+    lock = FileLock(str(path), timeout=timeout)
+    try:
+        lock.acquire()
+    except Timeout as exc:
+        raise EnvironmentProblem(
+            f"gave up after {timeout:.0f} s waiting for the lock {path}",
+            hint="another build holds it; wait for it or remove a stale lock file",
+        ) from exc
+    try:
         yield
+    finally:
+        lock.release()
 
 
 def atomic_write(path: Path, data: bytes) -> None:
