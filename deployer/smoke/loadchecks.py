@@ -14,7 +14,15 @@ from deployer.smoke.loadgen import build_request, fire_concurrent, run_load
 from deployer.smoke.report import CheckResult
 from deployer.smoke.targets import SmokeModel, SmokeOptions
 
-__all__ = ["batching_skip_reason", "check_batching", "check_perf", "stats_snapshot"]
+__all__ = [
+    "batching_skip_reason",
+    "check_batching",
+    "check_metrics",
+    "check_perf",
+    "parse_metrics",
+    "scrape_metrics",
+    "stats_snapshot",
+]
 
 Array = npt.NDArray[Any]
 
@@ -197,3 +205,74 @@ def check_perf(
             "perf", "fail", f"SLA violated: {'; '.join(violations)} ({summary})", numbers, tuple(violations)
         )
     return CheckResult("perf", "pass", summary + (" (SLA met)" if sla is not None else ""), numbers)
+
+
+_METRICS = (
+    "nv_inference_request_success",
+    "nv_inference_request_failure",
+    "nv_inference_count",
+    "nv_inference_exec_count",
+)
+
+
+def parse_metrics(text: str, model: str) -> dict[str, float]:
+    """Sum the per-model counters in Prometheus text for `model` (all versions, all failure reasons)."""
+    out = dict.fromkeys(_METRICS, 0.0)
+    needle = f'model="{model}"'
+    for line in text.splitlines():
+        if line.startswith("#") or needle not in line:
+            continue
+        name, _, rest = line.partition("{")
+        if name in out:
+            try:
+                out[name] += float(rest.rsplit("}", 1)[1].split()[0])
+            except (IndexError, ValueError):
+                continue
+    return out
+
+
+def scrape_metrics(metrics_url: str, model: str, timeout_s: float) -> dict[str, float] | str:
+    """The model's counters from the Prometheus endpoint, or why they could not be read."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=timeout_s) as resp:
+            return parse_metrics(resp.read().decode(errors="replace"), model)
+    except (urllib.error.URLError, OSError) as exc:
+        return f"metrics endpoint {metrics_url} not reachable ({exc})"
+
+
+def check_metrics(metrics_url: str, model: SmokeModel, timeout_s: float, before: dict[str, float] | str) -> CheckResult:
+    """Prometheus counters moved during the smoke run: successes recorded, no failed requests.
+
+    `before` is `scrape_metrics` taken before the model's checks (counters are cumulative).
+    """
+    after = scrape_metrics(metrics_url, model.name, timeout_s)
+    if isinstance(after, str) or isinstance(before, str):
+        return CheckResult("metrics", "skip", after if isinstance(after, str) else str(before))
+    m = {k: after[k] - before.get(k, 0.0) for k in after}
+    numbers = {k.removeprefix("nv_inference_"): v for k, v in m.items()}
+    if m["nv_inference_request_success"] <= 0:
+        return CheckResult(
+            "metrics",
+            "fail",
+            f"nv_inference_request_success for model {model.name!r} did not increase although requests were served",
+            numbers,
+        )
+    if m["nv_inference_request_failure"] > 0:
+        return CheckResult(
+            "metrics",
+            "fail",
+            f"{m['nv_inference_request_failure']:.0f} failed requests recorded for model {model.name!r} "
+            "during the smoke run (nv_inference_request_failure)",
+            numbers,
+        )
+    avg = m["nv_inference_count"] / m["nv_inference_exec_count"] if m["nv_inference_exec_count"] else 0.0
+    numbers["avg_batch"] = avg
+    return CheckResult(
+        "metrics",
+        "pass",
+        f"+{m['nv_inference_request_success']:.0f} successful requests, average batch {avg:.2f}",
+        numbers,
+    )

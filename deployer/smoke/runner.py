@@ -22,7 +22,7 @@ from deployer.smoke.checks import (
     infer,
 )
 from deployer.smoke.inputs import InferCase, load_golden, make_inputs, plan_cases, shape_range
-from deployer.smoke.loadchecks import check_batching, check_perf
+from deployer.smoke.loadchecks import check_batching, check_metrics, check_perf, scrape_metrics
 from deployer.smoke.reference import OnnxReference
 from deployer.smoke.report import CheckResult, ModelReport, SmokeReport
 from deployer.smoke.targets import SmokeModel, SmokeOptions
@@ -121,6 +121,9 @@ def _run_model(
         return out
     if add(check_model_ready(http, model)).status == "fail":
         return out  # everything else would only repeat "not ready"
+    metrics_before = (
+        scrape_metrics(state.metrics_url, model.name, options.timeout_s) if options.wants("metrics") else ""
+    )
     served_config: Mapping[str, Any] = {}
     if options.wants("config"):
         result, served_config = check_config(http, model)
@@ -149,6 +152,8 @@ def _run_model(
         batch = min(options.batch_size, model.max_batch_size) if model.max_batch_size > 0 else 0
         load_feeds = _batch1_feeds(model, options, batch=batch)
         add(guarded("perf", lambda: check_perf(state, model, load_feeds, options, batch)))
+    if options.wants("metrics"):
+        add(guarded("metrics", lambda: check_metrics(state.metrics_url, model, options.timeout_s, metrics_before)))
     return out
 
 

@@ -181,7 +181,7 @@ class SmokeOptions:
         seed: seed of all synthetic inputs (same seed -> same tensors).
         perf: run the load test at all.
         checks: names of check families to run (`ready`, `config`, `metadata`, `infer`, `golden`,
-            `batching`, `perf`); None = all.
+            `batching`, `perf`, `metrics`); None = all.
     """
 
     protocols: tuple[Protocol, ...] = ("http", "grpc")

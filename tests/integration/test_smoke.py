@@ -229,6 +229,11 @@ def test_passing_models_all_checks_pass_with_numbers(deployment: Deployment, tmp
     assert perf.numbers["requests"] > 0 and perf.numbers["errors"] == 0
     assert 0 < perf.numbers["p50_ms"] <= perf.numbers["p90_ms"] <= perf.numbers["p99_ms"]
 
+    metrics = mlp["metrics"]
+    assert metrics.status == "pass", metrics.message
+    assert metrics.numbers["request_success"] >= perf.numbers["requests"]
+    assert metrics.numbers["request_failure"] == 0 and metrics.numbers["avg_batch"] >= 1
+
     types = _by_name(report, "types")
     assert types["infer[http,min/opt/max]"].status == "pass"  # FP16, INT64, BOOL, BYTES round trip
     assert types["batching"].status == "skip"

@@ -45,3 +45,29 @@ def test_batching_skip_reasons() -> None:
     assert "max_batch_size is 1" in batching_skip_reason(one)
     off = SmokeModel("p", MODEL.inputs, MODEL.outputs, max_batch_size=8)
     assert "not configured" in batching_skip_reason(off)
+
+
+def test_parse_metrics_sums_versions_and_reasons_for_one_model() -> None:
+    from deployer.smoke.loadchecks import parse_metrics
+
+    text = "\n".join(
+        [
+            "# HELP nv_inference_request_success Number of successful inference requests",
+            "# TYPE nv_inference_request_success counter",
+            'nv_inference_request_success{model="m",version="1"} 10',
+            'nv_inference_request_success{model="m",version="2"} 5',
+            'nv_inference_request_success{model="mm",version="1"} 99',
+            'nv_inference_request_failure{model="m",reason="REJECTED",version="1"} 2',
+            'nv_inference_request_failure{model="m",reason="BACKEND",version="1"} 1',
+            'nv_inference_count{model="m",version="1"} 64',
+            'nv_inference_exec_count{model="m",version="1"} 8',
+            'nv_inference_queue_duration_us{model="m",version="1"} 1234',
+        ]
+    )
+    assert parse_metrics(text, "m") == {
+        "nv_inference_request_success": 15.0,
+        "nv_inference_request_failure": 3.0,
+        "nv_inference_count": 64.0,
+        "nv_inference_exec_count": 8.0,
+    }
+    assert parse_metrics(text, "absent")["nv_inference_count"] == 0.0
