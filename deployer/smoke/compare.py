@@ -21,11 +21,12 @@ _FLOAT_TOL: dict[str, tuple[float, float]] = {
 }
 _PRECISION_ALIASES = {
     "FP32": "FP32",
-    "TF32": "FP32",
+    "TF32": "FP16",  # TF32 matmuls keep a 10-bit mantissa, like FP16
     "FP16": "FP16",
     "BF16": "BF16",
     "INT8": "INT8",
     "BEST": "INT8",
+    "FP8": "INT8",
 }
 
 

@@ -30,8 +30,8 @@ Array = npt.NDArray[np.generic]
 
 # Defaults keep values small and non-negative: safe for log/sqrt-style ops and for index-like ints.
 _FLOAT_RANGE = (0.0, 1.0)
-_INT_RANGE = (0, 16)
-_STRING_RANGE = (0, 100)
+_INT_RANGE = (0, 15)  # inclusive, like a spec's value_range
+_STRING_RANGE = (0, 99)
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,8 @@ def plan_cases(model: SmokeModel) -> tuple[InferCase, ...]:
 def synthesize(tensor: SmokeTensor, shape: tuple[int, ...], rng: np.random.Generator) -> Array:
     """A tensor of `shape` for `tensor`: its fixed value, or uniform values in its range.
 
-    Floats default to [0, 1), integers to [0, 16), strings to decimal numbers in [0, 100).
+    Ranges are inclusive. Floats default to [0, 1), integers to [0, 15], strings to decimal numbers
+    in [0, 99].
     BF16 values are float32 arrays rounded to bfloat16 precision, so client and reference agree.
     """
     dtype = tensor.dtype
@@ -137,7 +138,7 @@ def synthesize(tensor: SmokeTensor, shape: tuple[int, ...], rng: np.random.Gener
         return rng.integers(0, 2, size=shape).astype(np.bool_)
     if dtype == "STRING":
         lo, hi = tensor.value_range or _STRING_RANGE
-        ints = rng.integers(int(lo), max(int(hi), int(lo) + 1), size=shape)
+        ints = rng.integers(int(lo), int(hi), size=shape, endpoint=True)
         out: Array = np.empty(shape, dtype=object)
         for idx, v in np.ndenumerate(ints):
             out[idx] = str(int(v)).encode()
@@ -145,14 +146,15 @@ def synthesize(tensor: SmokeTensor, shape: tuple[int, ...], rng: np.random.Gener
     if np.issubdtype(np_dtype, np.integer):
         info = np.iinfo(np_dtype)  # type: ignore[type-var]
         lo, hi = tensor.value_range or _INT_RANGE
-        low = max(int(lo), int(info.min))
-        high = min(int(np.ceil(hi)), int(info.max) + 1)
-        if high <= low:
+        low = max(int(np.ceil(lo)), int(info.min))
+        high = min(int(np.floor(hi)), int(info.max))  # inclusive
+        if high < low:
             raise UserError(
                 f"input {tensor.name!r}: value_range {tensor.value_range} is empty for {dtype}",
                 hint=f"use a range within [{info.min}, {info.max}]",
             )
-        return rng.integers(low, high, size=shape, dtype=np.int64 if low < 0 else np.uint64).astype(np_dtype)
+        kind = np.int64 if low < 0 else np.uint64
+        return rng.integers(low, high, size=shape, dtype=kind, endpoint=True).astype(np_dtype)
     lo, hi = tensor.value_range or _FLOAT_RANGE
     values = rng.uniform(float(lo), float(hi), size=shape)
     if dtype == "BF16":

@@ -66,7 +66,8 @@ class SmokeTensor:
         dtype: any spelling `deployer.dtypes.normalize_dtype` accepts; stored canonical (`FP32`, `STRING`...).
         dims: config dims without the batch dim; -1 = variable.
         shapes: full shapes to test at; None = derive from `dims` (each -1 becomes 1; batch 1 / opt / max).
-        value_range: `(low, high)` for synthetic values (ints: high exclusive); None = dtype default.
+        value_range: `[low, high]` for synthetic values, inclusive (floats: uniform in [low, high));
+            None = dtype default.
         fixed_value: fill the whole tensor with this value instead of random data (e.g. a mask of 1s).
     """
 
@@ -80,8 +81,8 @@ class SmokeTensor:
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", _dtype(self.name, self.dtype))
         object.__setattr__(self, "dims", tuple(int(d) for d in self.dims))
-        if self.value_range is not None and not self.value_range[0] < self.value_range[1]:
-            raise UserError(f"input {self.name!r}: value_range {self.value_range} needs low < high")
+        if self.value_range is not None and not self.value_range[0] <= self.value_range[1]:
+            raise UserError(f"input {self.name!r}: value_range {self.value_range} needs low <= high")
 
 
 @dataclass(frozen=True)

@@ -69,3 +69,10 @@ def test_fp16_engine_drift_passes_fp16_defaults_only() -> None:
     served = ref + np.float32(0.004)  # typical FP16-engine accumulation drift
     assert not compare_arrays(served, ref, *default_tolerance("FP32")).ok
     assert compare_arrays(served, ref, *default_tolerance("FP32", "fp16")).ok
+
+
+def test_lower_precisions_loosen_float_defaults() -> None:
+    assert default_tolerance("FP32", "tf32") == default_tolerance("FP16")
+    assert default_tolerance("FP32", "int8") == default_tolerance("FP32", "fp8") == (1e-1, 5e-2)
+    assert default_tolerance("INT32", "int8") == (0.0, 0.0)  # integer outputs stay exact
+    assert default_tolerance("FP32", "unknown-precision") == (1e-4, 1e-3)

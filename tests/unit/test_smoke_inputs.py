@@ -123,3 +123,13 @@ def test_contract_validation() -> None:
     with pytest.raises(UserError, match="unknown data type"):
         SmokeTensor("x", "float8", (1,))
     assert SmokeTensor("x", "bytes", (1,)).dtype == "STRING"
+
+
+def test_value_range_is_inclusive_like_the_spec() -> None:
+    rng = np.random.default_rng(2)
+    ints = synthesize(SmokeTensor("i", "INT32", (200,), value_range=(0, 2)), (200,), rng)
+    assert set(np.unique(ints).tolist()) == {0, 1, 2}
+    assert (synthesize(SmokeTensor("i", "INT64", (5,), value_range=(3, 3)), (5,), rng) == 3).all()
+    assert (synthesize(SmokeTensor("f", "FP32", (5,), value_range=(2.0, 2.0)), (5,), rng) == 2.0).all()
+    with pytest.raises(UserError, match="low <= high"):
+        SmokeTensor("x", "FP32", (1,), value_range=(1.0, 0.0))
