@@ -61,6 +61,10 @@ def read_yaml(path: Path) -> RawSpec:
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        if exc.problem_mark and exc.context_mark and exc.context_mark.line != exc.problem_mark.line:
+            # e.g. an unclosed '[' is detected lines later: say where the construct started too.
+            problem += f" (the construct started at line {exc.context_mark.line + 1}, column " \
+                       f"{exc.context_mark.column + 1})"
         raise SpecError(
             [
                 SpecIssue(
@@ -92,7 +96,10 @@ def _position(node: Any, key: str | int, *, of_key: bool) -> tuple[int, int] | N
         return None
     try:
         if isinstance(node, Mapping):
-            line, col = lc.key(key) if of_key else lc.value(key)
+            # A block mapping/list value starts on the next line, at its first child: point at the key,
+            # the line a user reads as "this setting".
+            collection = isinstance(node[key], Mapping | list)
+            line, col = lc.key(key) if (of_key or collection) else lc.value(key)
         else:
             line, col = lc.item(key)
     except (KeyError, IndexError, TypeError, AttributeError):
@@ -116,7 +123,8 @@ def _walk(root: Any, path: PathT, *, of_key: bool) -> tuple[int, int] | None:
             pos = _position(node, part, of_key=False) or pos
             node = node[part]
         else:
-            return pos if i else None
+            # A missing key is reported where its parent is (the top-level mapping for root keys).
+            return pos
     return pos
 
 
@@ -261,6 +269,17 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return out
 
 
+# Triton rejects these on an ensemble; `defaults` meant for real models must not break ensembles.
+ENSEMBLE_SKIPS_DEFAULTS = ("dynamic_batching", "sequence_batching", "instance_group", "optimization", "model_warmup")
+
+
+def defaults_for(model: Mapping[str, Any], defaults: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The defaults that apply to `model`: all of them, except scheduling/instance keys for an ensemble."""
+    if "ensemble" in model or model.get("backend") == "ensemble":
+        return {k: v for k, v in defaults.items() if k not in ENSEMBLE_SKIPS_DEFAULTS}
+    return defaults
+
+
 def validate_schema(raw: RawSpec) -> tuple[Spec | None, list[SpecIssue]]:
     """Strict schema validation of the whole spec, with `defaults` merged into every model."""
     data = raw.data
@@ -277,7 +296,8 @@ def validate_schema(raw: RawSpec) -> tuple[Spec | None, list[SpecIssue]]:
     models = data.get("models")
     if isinstance(models, list):
         merged["models"] = [
-            deep_merge(usable_defaults, m) if isinstance(m, Mapping) and usable_defaults else m for m in models
+            deep_merge(defaults_for(m, usable_defaults), m) if isinstance(m, Mapping) and usable_defaults else m
+            for m in models
         ]
         for i, model in enumerate(merged["models"]):
             try:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from deployer.dtypes import normalize_dtype, supported_by_backend
 from deployer.errors import SpecIssue
 from deployer.spec.loader import PathT, RawSpec, make_issue
 from deployer.spec.model import ResolvedModel, Tensor
+from deployer.spec.schema import EnsembleStep
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _CORRID_TYPES = {"INT32", "INT64", "UINT32", "UINT64", "STRING"}
@@ -39,15 +41,45 @@ class Checker:
         for m in self.models:
             _tensor_rules(self, m, "inputs", m.inputs)
             _tensor_rules(self, m, "outputs", m.outputs)
-            for rule in (_batching, _sequence, _instances, _warmup, _versions, _shapes):
+            for rule in (_kind, _batching, _sequence, _instances, _warmup, _versions, _shapes, _files):
                 rule(self, m)
             if m.requested_backend == "tensorrt":
                 _tensorrt(self, m)
             if m.onnx is not None:
                 _onnx(self, m)
-            if m.backend == "ensemble":
+            if m.backend == "ensemble" and m.spec.ensemble is not None:
                 _ensemble(self, m)
         return self.issues
+
+
+def _kind(c: Checker, m: ResolvedModel) -> None:
+    """`backend: ensemble` and the `ensemble:` section go together; I/O types the backend can carry."""
+    if m.backend == "ensemble" and m.spec.ensemble is None:
+        c.add(m, ("backend",), "an ensemble needs its steps", "add ensemble: {steps: [{model, inputs, outputs}]}",
+              value="ensemble", has_value=True)
+    if m.spec.ensemble is not None and m.requested_backend != "ensemble":
+        c.add(m, ("ensemble",), f"ensemble scheduling is only valid for backend: ensemble, not {m.requested_backend}",
+              "remove `ensemble`, or remove `backend`/`source` to make this model an ensemble")
+    if m.backend in ("onnxruntime", "tensorrt"):
+        for key, tensors in (("inputs", m.inputs), ("outputs", m.outputs)):
+            for j, t in enumerate(tensors):
+                if not supported_by_backend(t.dtype, m.backend):
+                    c.add(m, (key, j, "dtype"), f"the {m.backend} backend has no {t.dtype} I/O",
+                          "cast in the ONNX model", value=t.dtype, has_value=True)
+
+
+def _files(c: Checker, m: ResolvedModel) -> None:
+    """Files the later stages read (calibration data, golden outputs) must exist now, not mid-build."""
+    base = c.raw.path.resolve().parent
+    s = m.spec
+    wanted: list[tuple[PathT, str]] = [(("calibration", "data", k), f) for k, f in
+                                       enumerate(s.calibration.data if s.calibration else [])]
+    if s.smoke is not None and s.smoke.golden:
+        wanted.append((("smoke", "golden"), s.smoke.golden))
+    for path, name in wanted:
+        if not (base / Path(name).expanduser()).is_file():
+            c.add(m, path, f"file not found: {base / name}", "paths are relative to the spec file", value=name,
+                  has_value=True)
 
 
 def check_names(raw: RawSpec, names: Sequence[str]) -> list[SpecIssue]:
@@ -115,8 +147,6 @@ def _tensor_rules(c: Checker, m: ResolvedModel, key: str, tensors: Sequence[Tens
         if t.optional and m.backend == "onnxruntime" and m.max_batch_size > 0:
             c.add(m, (*p, "optional"), "the ONNX Runtime backend does not support optional inputs in models that "
                   "batch", "set max_batch_size: 0 or make the input required", value=True, has_value=True)
-
-
 
 
 def _reshape_rules(c: Checker, m: ResolvedModel, p: PathT, t: Tensor) -> None:
@@ -188,8 +218,6 @@ def _batching(c: Checker, m: ResolvedModel) -> None:
                   "use timeout_action: REJECT or no timeout", value=True, has_value=True)
 
 
-
-
 def _sequence(c: Checker, m: ResolvedModel) -> None:
     s = m.spec
     if s.response_cache and s.sequence_batching is not None:
@@ -231,8 +259,6 @@ def _sequence(c: Checker, m: ResolvedModel) -> None:
                           "bool_false_true with two values [false, true]")
 
 
-
-
 def _instances(c: Checker, m: ResolvedModel) -> None:
     s = m.spec
     if m.backend == "ensemble":
@@ -258,8 +284,6 @@ def _instances(c: Checker, m: ResolvedModel) -> None:
                   value=g.kind, has_value=True)
 
 
-
-
 def _warmup(c: Checker, m: ResolvedModel) -> None:
     names = {t.name for t in m.inputs}
     for k, w in enumerate(m.spec.model_warmup or []):
@@ -274,18 +298,29 @@ def _warmup(c: Checker, m: ResolvedModel) -> None:
         missing = names - set(w.inputs)
         if missing:
             c.add(m, ("model_warmup", k, "inputs"), f"warmup must give every input; missing {sorted(missing)}")
+        by_name = {t.name: t for t in m.inputs}
         for name, wi in w.inputs.items():
+            p: PathT = ("model_warmup", k, "inputs", name)
             try:
-                normalize_dtype(wi.dtype)
+                dtype = normalize_dtype(wi.dtype)
             except ValueError as exc:
-                c.add(m, ("model_warmup", k, "inputs", name, "dtype"), str(exc).split(";")[0], value=wi.dtype,
+                c.add(m, (*p, "dtype"), str(exc).split(";")[0], value=wi.dtype, has_value=True)
+                dtype = None
+            t = by_name.get(name)
+            if t is None:
+                continue
+            if dtype is not None and dtype != t.dtype:
+                c.add(m, (*p, "dtype"), f"input {name!r} is {t.dtype}", f"use dtype: {t.dtype}", value=wi.dtype,
                       has_value=True)
+            if len(wi.dims) != len(t.dims) or any(
+                d < 1 or (want != -1 and d != want) for d, want in zip(wi.dims, t.dims, strict=False)
+            ):
+                c.add(m, (*p, "dims"), f"warmup dims must be a concrete shape matching the input's dims {list(t.dims)}",
+                      "give every dim (>= 1), without the batch dim", value=list(wi.dims), has_value=True)
             sources = [x for x in (wi.zero_data, wi.random_data, wi.input_data_file) if x]
             if len(sources) != 1:
                 c.add(m, ("model_warmup", k, "inputs", name),
                       "give exactly one of zero_data, random_data, input_data_file")
-
-
 
 
 def _versions(c: Checker, m: ResolvedModel) -> None:
@@ -305,8 +340,6 @@ def _versions(c: Checker, m: ResolvedModel) -> None:
         elif m.version is not None and m.version not in vp.specific:
             c.add(m, ("version",), f"version {m.version} would not be served by version_policy.specific "
                   f"{vp.specific}", "add it to specific", value=m.version, has_value=True)
-
-
 
 
 def _shapes(c: Checker, m: ResolvedModel) -> None:
@@ -341,14 +374,7 @@ def _shapes(c: Checker, m: ResolvedModel) -> None:
                       value=r.max[0], has_value=True)
 
 
-
-
 def _tensorrt(c: Checker, m: ResolvedModel) -> None:
-    for key, tensors in (("inputs", m.inputs), ("outputs", m.outputs)):
-        for j, t in enumerate(tensors):
-            if not supported_by_backend(t.dtype, "tensorrt"):
-                c.add(m, (key, j, "dtype"), f"TensorRT has no {t.dtype} I/O", "cast in the ONNX model",
-                      value=t.dtype, has_value=True)
     if m.max_batch_size > 0:
         for k, profile in enumerate(m.profiles):
             for name, r in profile.items():
@@ -362,8 +388,6 @@ def _tensorrt(c: Checker, m: ResolvedModel) -> None:
                           has_value=True)
     if m.spec.calibration is not None and m.precision != "int8":
         c.add(m, ("calibration",), "calibration data is only used with precision: int8", "remove it or set int8")
-
-
 
 
 def _onnx(c: Checker, m: ResolvedModel) -> None:
@@ -393,8 +417,8 @@ def _onnx(c: Checker, m: ResolvedModel) -> None:
                     continue
                 model_shape = model_shape[1:]
             cfg_shape = list(t.reshape) if t.reshape is not None else list(t.dims)
-            if not mt.has_shape:
-                continue
+            if not mt.has_shape or not t.dims or any(d == 0 or d < -1 for d in cfg_shape):
+                continue  # no shape to compare, or dims already reported invalid
             if not model_shape and cfg_shape == [1] and not batching:
                 continue  # rank-0 model tensor served as [1] (ONNX Runtime backend scalar support)
             if len(cfg_shape) != len(model_shape):
@@ -404,9 +428,10 @@ def _onnx(c: Checker, m: ResolvedModel) -> None:
                       f"{len(full)} (full shape {full})",
                       "dims exclude the batch dim when max_batch_size > 0", value=list(t.dims), has_value=True)
                 continue
+            where = "dims" if t.reshape is None else "reshape"
             for d, (got, exp) in enumerate(zip(cfg_shape, model_shape, strict=True)):
                 if exp != -1 and got != exp:
-                    c.add(m, (*p, "dims", d), f"the model's dim is {exp}", f"use {exp}", value=got, has_value=True)
+                    c.add(m, (*p, where, d), f"the model's dim is {exp}", f"use {exp}", value=got, has_value=True)
         if key == "inputs":
             configured = {t.name for t in tensors}
             for mt in model_tensors:
@@ -415,6 +440,15 @@ def _onnx(c: Checker, m: ResolvedModel) -> None:
                           f"add {{name: {mt.name}, dtype: {mt.dtype}, ...}} to inputs")
 
 
+def _ensemble_dtypes(c: Checker, m: ResolvedModel, p: PathT, step: EnsembleStep, sub: ResolvedModel) -> None:
+    """Triton checks that the ensemble's own tensors and the composing model's agree in type."""
+    ens_types = {t.name: t.dtype for t in (*m.inputs, *m.outputs)}
+    sub_types = {t.name: t.dtype for t in (*sub.inputs, *sub.outputs)}
+    for side, mapping in (("inputs", step.inputs), ("outputs", step.outputs)):
+        for name, tensor in mapping.items():
+            if name in sub_types and tensor in ens_types and sub_types[name] != ens_types[tensor]:
+                c.add(m, (*p, side, name), f"{step.model}'s {name!r} is {sub_types[name]} but the ensemble's "
+                      f"{tensor!r} is {ens_types[tensor]}", "make the dtypes agree", value=tensor, has_value=True)
 
 
 def _ensemble(c: Checker, m: ResolvedModel) -> None:
@@ -440,6 +474,7 @@ def _ensemble(c: Checker, m: ResolvedModel) -> None:
                   f"({sub.max_batch_size})", value=m.max_batch_size, has_value=True)
         sub_in = {t.name for t in sub.inputs}
         sub_out = {t.name for t in sub.outputs}
+        _ensemble_dtypes(c, m, p, step, sub)
         for name in step.inputs:
             if name not in sub_in:
                 c.add(m, (*p, "inputs", name), f"{step.model} has no input {name!r}",
