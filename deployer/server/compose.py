@@ -29,6 +29,7 @@ from deployer.server.docker_runtime import (
     NVIDIA_ULIMITS,
     container_command,
     docker_client,
+    engine_allows_memlock,
     gpu_request,
     managed_labels,
     parse_size,
@@ -305,6 +306,8 @@ class ComposeRuntime:
         self._refuse_running(state_dir, plan.project)
         require_image(self.client, settings.image.strip())
         check_ports_free(settings.host, {name: getattr(settings, name) for name, _ in CONTAINER_PORTS})
+        if not engine_allows_memlock(self.client, settings.image.strip()):
+            plan = plan_compose(settings, self.compose, ulimits=tuple(u for u in NVIDIA_ULIMITS if u[0] != "memlock"))
         state = ServerState(
             runtime="compose",
             host=settings.host,
@@ -319,7 +322,7 @@ class ComposeRuntime:
         self._started[plan.project] = plan
         try:
             save_state(state_dir, state)
-            plan = self._compose_up(settings, plan)
+            self._compose_up(plan)
             container = self._service_container(plan.project)
             state = replace(state, container_id=str(container.id))
             save_state(state_dir, state)
@@ -354,35 +357,25 @@ class ComposeRuntime:
         if previous is not None:
             clear_state(state_dir)
 
-    def _compose_up(self, settings: ServerSettings, plan: ComposePlan) -> ComposePlan:
+    def _compose_up(self, plan: ComposePlan) -> None:
         plan.file.parent.mkdir(parents=True, exist_ok=True)
         plan.file.write_text(plan.content, encoding="utf-8")
         proc = _run(plan.argv("up", "--detach", "--no-build", "--no-color"))
+        if proc.returncode == 0:
+            return
         output = (proc.stdout + proc.stderr).strip()
-        if proc.returncode != 0 and "error setting rlimit" in output:
-            # see DockerRuntime.up: engines without CAP_SYS_RESOURCE refuse memlock=-1
-            log.warning("the Docker engine refused ulimit memlock=-1; starting with its default memlock limit")
-            self._teardown(plan)
-            ulimits = tuple(u for u in NVIDIA_ULIMITS if u[0] != "memlock")
-            plan = plan_compose(settings, plan.compose, ulimits=ulimits)
-            self._started[plan.project] = plan
-            plan.file.write_text(plan.content, encoding="utf-8")
-            proc = _run(plan.argv("up", "--detach", "--no-build", "--no-color"))
-            output = (proc.stdout + proc.stderr).strip()
-        if proc.returncode != 0:
-            tail = "\n".join(output.splitlines()[-30:])
-            if "port is already allocated" in output or "address already in use" in output:
-                raise PortInUse(
-                    f"Docker Compose cannot publish the server ports of project {plan.project}",
-                    hint="stop what listens there (`ss -ltnp`, `docker ps`) or choose other server ports",
-                    details=tail,
-                )
-            raise EnvironmentProblem(
-                f"`{' '.join(plan.compose)} up` failed for project {plan.project} (exit {proc.returncode})",
-                hint=f"the compose file is {plan.file}",
+        tail = "\n".join(output.splitlines()[-30:])
+        if "port is already allocated" in output or "address already in use" in output:
+            raise PortInUse(
+                f"Docker Compose cannot publish the server ports of project {plan.project}",
+                hint="stop what listens there (`ss -ltnp`, `docker ps`) or choose other server ports",
                 details=tail,
             )
-        return plan
+        raise EnvironmentProblem(
+            f"`{' '.join(plan.compose)} up` failed for project {plan.project} (exit {proc.returncode})",
+            hint=f"the compose file is {plan.file}",
+            details=tail,
+        )
 
     def _service_container(self, project: str) -> Any:
         filters = {"label": [f"com.docker.compose.project={project}", f"com.docker.compose.service={SERVICE}"]}

@@ -37,6 +37,7 @@ __all__ = [
     "GpuRequest",
     "container_command",
     "docker_client",
+    "engine_allows_memlock",
     "gpu_request",
     "image_hint",
     "managed_labels",
@@ -359,8 +360,42 @@ def without_memlock(spec: ContainerSpec) -> ContainerSpec:
     return replace(spec, ulimits=tuple(u for u in spec.ulimits if u[0] != "memlock"))
 
 
-class _RlimitRefused(Exception):
-    """The engine could not apply a ulimit (internal; triggers one retry without memlock)."""
+_MEMLOCK_ALLOWED: dict[str, bool] = {}  # engine id -> may containers get memlock=-1
+
+
+def engine_allows_memlock(client: Any, image: str) -> bool:
+    """Whether this engine can give a container `memlock=-1` (probed once per engine and process).
+
+    Engines without CAP_SYS_RESOURCE (rootless Docker, some sandboxes and CI runners) refuse it at
+    container start. It only matters for pinned GPU memory, so deployer then runs with the engine's
+    default limit instead of not at all, and says so.
+    """
+    from docker.errors import APIError, NotFound
+    from docker.types import Ulimit
+
+    engine = str(client.info().get("ID", "")) or "default"
+    if engine in _MEMLOCK_ALLOWED:
+        return _MEMLOCK_ALLOWED[engine]
+    allowed = True
+    probe = client.containers.create(
+        image,
+        entrypoint=["true"],
+        command=[],
+        ulimits=[Ulimit(name="memlock", soft=-1, hard=-1)],
+        labels={LABEL_MANAGED: "true", LABEL_PROJECT: "deployer-memlock-probe"},
+        network_disabled=True,
+    )
+    try:
+        probe.start()
+    except APIError as exc:
+        allowed = "rlimit" not in str(exc)  # any other failure shows up again at the real start
+    finally:
+        with contextlib.suppress(NotFound, APIError):
+            probe.remove(force=True)
+    if not allowed:
+        log.warning("the Docker engine refuses ulimit memlock=-1 (no CAP_SYS_RESOURCE); using its default limit")
+    _MEMLOCK_ALLOWED[engine] = allowed
+    return allowed
 
 
 # -- the runtime -----------------------------------------------------------------------------------
@@ -375,7 +410,6 @@ class DockerRuntime:
         self._client = client
         self._started: dict[str, Path | None] = {}  # container id -> log path, for close()
         self.last_report: ReadinessReport | None = None
-        self._memlock_refused = False  # learnt once per runtime: the engine cannot raise memlock
 
     @property
     def client(self) -> Any:
@@ -401,17 +435,9 @@ class DockerRuntime:
         self._forget_previous(state_dir, spec.name)
         require_image(client, spec.image)
         check_ports_free(settings.host, {name: getattr(settings, name) for name, _ in CONTAINER_PORTS})
-        if self._memlock_refused:
+        if not engine_allows_memlock(client, spec.image):
             spec = without_memlock(spec)
-        try:
-            container = self._create_and_start(spec, log_path)
-        except _RlimitRefused:
-            self._memlock_refused = True
-            # Engines without CAP_SYS_RESOURCE (rootless, some sandboxes) refuse memlock=-1. It only
-            # matters for pinned GPU memory; run with the engine's default rather than not at all.
-            spec = without_memlock(spec)
-            log.warning("the Docker engine refused ulimit memlock=-1; starting with its default memlock limit")
-            container = self._create_and_start(spec, log_path)
+        container = self._create_and_start(spec, log_path)
         state = ServerState(
             runtime="docker",
             host=settings.host,
@@ -500,8 +526,6 @@ class DockerRuntime:
                     f"Docker image {spec.image} is not present on this machine", hint=image_hint(spec.image)
                 ) from exc
             if isinstance(exc, APIError):
-                if "error setting rlimit" in str(exc) and any(u[0] == "memlock" for u in spec.ulimits):
-                    raise _RlimitRefused(str(exc)) from exc
                 mapped = _port_error(exc, spec) or _gpu_error(exc, spec)
                 if mapped is not None:
                     raise mapped from exc
