@@ -168,15 +168,33 @@ def plan(spec: SpecArg, force: Annotated[bool, typer.Option(help="Plan overwriti
 
 
 def _planned_engines(dep: Any) -> dict[str, Path]:
-    """Where engines would come from for planning: existing cached engines or a placeholder."""
-    engines: dict[str, Path] = {}
-    for m in dep.models:
-        if m.backend == "tensorrt" and m.source is not None and m.source.suffix == ".onnx":
-            raise UserError(
-                f"model {m.name!r} needs a TensorRT engine: run `deployer build` first, or plan with "
-                "`--fallback onnxruntime`"
-            )
-    return engines
+    """Engines `deployer build` produced for this spec (none needed without tensorrt models)."""
+    from deployer.engines_glue import built_engines
+
+    return built_engines(dep)[0]
+
+
+@app.command()
+@_handle_errors
+def build(
+    spec: SpecArg,
+    fallback: FallbackOpt = None,
+    builder: Annotated[Optional[str], typer.Option(help="local (in-process TensorRT) or container (NGC image).")] = None,  # noqa: UP045, E501
+) -> None:
+    """Build TensorRT engines for the spec's tensorrt models (engine cache: unchanged models are not rebuilt)."""
+    from deployer.engines_glue import build_engines_for
+
+    dep = _load(spec, fallback)
+    if not any(m.backend == "tensorrt" for m in dep.models):
+        out.print("no model needs a TensorRT engine" + (" (served through onnxruntime)" if fallback else ""))
+        return
+    if builder not in (None, "local", "container"):
+        raise UserError(f"--builder takes local or container, not {builder!r}")
+    engines, infos = build_engines_for(dep, builder=builder)
+    for name, path in engines.items():
+        info = infos[name]
+        hit = " (engine cache)" if info.get("cache_hit") else ""
+        out.print(f"{name}: {path}{hit} — TensorRT {info.get('trt_version')}, {info.get('precision')}")
 
 
 @app.command()
@@ -187,7 +205,10 @@ def publish(spec: SpecArg, force: Annotated[bool, typer.Option(help="Overwrite e
     from deployer import pipeline
 
     dep = _load(spec, fallback)
-    result = pipeline.publish(dep, force=force, engines=_planned_engines(dep))
+    from deployer.engines_glue import built_engines
+
+    engines, infos = built_engines(dep)
+    result = pipeline.publish(dep, force=force, engines=engines, build_info=infos)
     for m in result.models:
         pruned = f", pruned {list(m.pruned)}" if m.pruned else ""
         out.print(f"{m.name}: version {m.version} {m.status}{pruned}")

@@ -70,18 +70,74 @@ def build_request(dep: Deployment, m: ResolvedModel) -> Any:
     )
 
 
-def build_engines_for(dep: Deployment) -> tuple[Mapping[str, Path], Mapping[str, Mapping[str, Any]]]:
+def build_engines_for(
+    dep: Deployment, *, builder: str | None = None
+) -> tuple[Mapping[str, Path], Mapping[str, Mapping[str, Any]]]:
     """Build (or take from the cache) every engine the spec needs; returns engine paths and manifests.
 
-    Raises MissingDependency (exit 3) on machines without TensorRT or a GPU, naming the options
-    (install TensorRT matching the target, build in the target container, or `--fallback onnxruntime`).
+    `builder` overrides each model's `engine.builder`: "local" builds in-process with the installed
+    TensorRT; "container" builds inside the NGC TensorRT image of the target Triton release (GPU, docker
+    SDK), so the engine's TensorRT version matches the server's by construction, and leaves
+    `model.plan.reproduce.sh` with the exact command. Raises MissingDependency (exit 3) on machines
+    without TensorRT/GPU/Docker, naming the options (including `--fallback onnxruntime`).
     """
     from deployer.engines.builder import build_engines
     from deployer.engines.manifest import build_info_to_dict
     from deployer.serve import needs_engine
 
-    requests = [build_request(dep, m) for m in dep.models if needs_engine(m)]
-    results = build_engines(requests)
-    engines = {r.request.model_name: r.info.engine_path for r in results}
-    infos = {r.request.model_name: {**build_info_to_dict(r.info), "cache_hit": r.cache_hit} for r in results}
+    local, container = [], []
+    for m in dep.models:
+        if needs_engine(m):
+            choice = builder or (m.spec.engine.builder if m.spec.engine else "local")
+            (container if choice == "container" else local).append(build_request(dep, m))
+    engines: dict[str, Path] = {}
+    infos: dict[str, Mapping[str, Any]] = {}
+    for r in build_engines(local):
+        engines[r.request.model_name] = r.info.engine_path
+        infos[r.request.model_name] = {**build_info_to_dict(r.info), "cache_hit": r.cache_hit}
+    for req in container:
+        info = _container_build(dep, req)
+        engines[req.model_name] = req.output_path
+        infos[req.model_name] = {**build_info_to_dict(info), "cache_hit": False}
+    return engines, infos
+
+
+def _container_build(dep: Deployment, request: Any) -> Any:
+    from deployer.engines.builder import onnx_facts_for
+    from deployer.engines.container import default_image, plan_container_build, run_container_build
+
+    version = request.target_trt_version or "10"
+    facts = onnx_facts_for(request, version)
+    gpus = dep.spec.server.gpus
+    plan = plan_container_build(request, facts, image=default_image(dep.spec.target.triton),
+                                gpus="all" if gpus in ("all", "none") else ",".join(str(g) for g in gpus))
+    return run_container_build(plan)
+
+
+def built_engines(dep: Deployment) -> tuple[dict[str, Path], dict[str, Mapping[str, Any]]]:
+    """Engines that `deployer build` left for this spec, checked against the target TensorRT version.
+
+    Raises UserError when a tensorrt model has no built engine yet, BuildError when an engine was built
+    with another TensorRT version than the target's (Triton could not deserialize it).
+    """
+    from deployer.engines.manifest import build_info_to_dict, read_manifest
+    from deployer.engines.versions import check_engine_matches_target
+    from deployer.serve import needs_engine, state_dir
+
+    engines: dict[str, Path] = {}
+    infos: dict[str, Mapping[str, Any]] = {}
+    target = target_trt_version(dep)
+    for m in dep.models:
+        if not needs_engine(m):
+            continue
+        path = state_dir(dep) / "engines" / m.name / "model.plan"
+        if not path.is_file():
+            raise UserError(f"model {m.name!r} has no TensorRT engine yet ({path})",
+                            hint="run `deployer build SPEC` on a machine with TensorRT and a GPU, or use "
+                                 "`--fallback onnxruntime` to serve the ONNX model instead")
+        info = read_manifest(path)
+        if target:
+            check_engine_matches_target(info, target)
+        engines[m.name] = path
+        infos[m.name] = build_info_to_dict(info)
     return engines, infos

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from deployer import __version__
+from deployer.errors import UserError
 from deployer.render import render_config
 from deployer.repository import (
     ArtifactFile,
@@ -46,18 +47,13 @@ def model_files(m: ResolvedModel, engine: Path | None = None) -> tuple[ArtifactF
         if engine is None:
             if m.source is not None and m.source.suffix in (".plan", ".engine"):
                 return (ArtifactFile("model.plan", source=m.source),)
-            raise ValueError(f"model {m.name!r} needs a built engine")
+            raise UserError(f"model {m.name!r} needs a built engine", hint="run `deployer build SPEC` first")
         return (ArtifactFile("model.plan", source=engine),)
     assert m.source is not None and m.default_filename is not None
     if m.onnx is not None and m.onnx.external_data and m.source.is_file():
         # Triton loads `model.onnx` as a directory holding the graph plus its external data files.
-        import onnx
-
-        from deployer.onnxinfo import _external_data_files
-
-        graph = onnx.load(str(m.source), load_external_data=False)
         files = [ArtifactFile("model.onnx/model.onnx", source=m.source)]
-        for f in _external_data_files(graph, m.source):
+        for f in m.onnx.external_files:
             files.append(ArtifactFile(f"model.onnx/{f.relative_to(m.source.parent).as_posix()}", source=f))
         return tuple(files)
     return (ArtifactFile(m.default_filename, source=m.source),)
