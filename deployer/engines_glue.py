@@ -85,7 +85,8 @@ def build_engines_for(
     from deployer.engines.manifest import build_info_to_dict
     from deployer.serve import needs_engine
 
-    local, container = [], []
+    local: list[Any] = []
+    container: list[Any] = []
     for m in dep.models:
         if needs_engine(m):
             choice = builder or (m.spec.engine.builder if m.spec.engine else "local")
