@@ -63,7 +63,8 @@ HEALTHCHECK_TEST: tuple[str, ...] = (
     "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=3)",
 )
 _COMPOSE_TIMEOUT_S = 300.0
-_STOP_TIMEOUT_S = 20
+_STOP_TIMEOUT_S = 20  # Triton drains in-flight requests on SIGTERM
+_ABORT_STOP_TIMEOUT_S = 5  # after a failed `up` nothing is in flight
 _LOG_TAIL = 60
 
 
@@ -334,7 +335,7 @@ class ComposeRuntime:
                 log_tail=lambda: _container_logs(container, _LOG_TAIL),
             )
         except BaseException:  # includes KeyboardInterrupt: never leave the project behind
-            self.down(state)
+            self.down(state, stop_timeout_s=_ABORT_STOP_TIMEOUT_S)
             raise
         log.info(
             "compose project %s up: ready %.2f s, models %s",
@@ -384,15 +385,15 @@ class ComposeRuntime:
             raise ServerError(f"compose project {project} has no '{SERVICE}' container after `up`")
         return found[0]
 
-    def _teardown(self, plan: ComposePlan) -> None:
+    def _teardown(self, plan: ComposePlan, stop_timeout_s: int = _STOP_TIMEOUT_S) -> None:
         if plan.file.is_file():
-            proc = _run(plan.argv("down", "--remove-orphans", "--volumes", "--timeout", str(_STOP_TIMEOUT_S)))
+            proc = _run(plan.argv("down", "--remove-orphans", "--volumes", "--timeout", str(stop_timeout_s)))
             if proc.returncode != 0:
                 log.warning("compose down for %s failed: %s", plan.project, (proc.stdout + proc.stderr)[-500:])
         # whatever compose could not remove (or a missing file) is found by our labels
         remove_managed(self.client, plan.project)
 
-    def down(self, state: ServerState) -> None:
+    def down(self, state: ServerState, *, stop_timeout_s: int = _STOP_TIMEOUT_S) -> None:
         """Save the log, `compose down` the project (labels as a safety net); forget the state."""
         if not state.project:
             return
@@ -408,7 +409,7 @@ class ComposeRuntime:
                 with contextlib.suppress(OSError):
                     state.log_path.parent.mkdir(parents=True, exist_ok=True)
                     state.log_path.write_text(_container_logs(container, 100_000), encoding="utf-8")
-        self._teardown(plan)
+        self._teardown(plan, stop_timeout_s)
         if state_dir is not None:
             recorded = None
             with contextlib.suppress(EnvironmentProblem):

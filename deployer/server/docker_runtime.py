@@ -62,6 +62,7 @@ CONTAINER_PORTS: tuple[tuple[str, int], ...] = (("http_port", 8000), ("grpc_port
 # NVIDIA's recommendation for Triton containers (`--ulimit memlock=-1 --ulimit stack=67108864`).
 NVIDIA_ULIMITS: tuple[tuple[str, int, int], ...] = (("memlock", -1, -1), ("stack", 67108864, 67108864))
 _STOP_TIMEOUT_S = 20  # Triton drains in-flight requests on SIGTERM (exit timeout 30 s by default)
+_ABORT_STOP_TIMEOUT_S = 5  # a server that never became ready has nothing in flight worth waiting for
 _LOG_TAIL = 60
 
 
@@ -461,10 +462,10 @@ class DockerRuntime:
             )
         except ServerError as exc:
             exited = _exit_note(container)
-            self.down(state)
+            self.down(state, stop_timeout_s=_ABORT_STOP_TIMEOUT_S)
             raise ServerError(exc.message + exited, hint=exc.hint, details=exc.details) from exc
         except BaseException:  # includes KeyboardInterrupt: never leave the container behind
-            self.down(state)
+            self.down(state, stop_timeout_s=_ABORT_STOP_TIMEOUT_S)
             raise
         log.info(
             "container %s (%s) up: ready %.2f s, models %s",
@@ -534,8 +535,11 @@ class DockerRuntime:
 
     # -- down / status / logs ----------------------------------------------------------------------
 
-    def down(self, state: ServerState) -> None:
-        """Stop and remove the container (keeping its log in `state.log_path`); forget the state."""
+    def down(self, state: ServerState, *, stop_timeout_s: int = _STOP_TIMEOUT_S) -> None:
+        """Stop and remove the container (keeping its log in `state.log_path`); forget the state.
+
+        Triton gets `stop_timeout_s` to drain in-flight requests after SIGTERM, then it is killed.
+        """
         from docker.errors import NotFound
 
         for ref in (state.container_id, state.project):
@@ -549,7 +553,7 @@ class DockerRuntime:
                 log.warning("not removing container %s: it has no %s label", ref, LABEL_MANAGED)
                 continue
             self._started.pop(str(container.id), None)
-            _remove(container, state.log_path)
+            _remove(container, state.log_path, stop_timeout=stop_timeout_s)
         if state.log_path is not None:
             state_dir = state.log_path.parent
             recorded = None

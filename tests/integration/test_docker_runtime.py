@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -298,3 +299,71 @@ def test_gpu_request_without_nvidia_runtime_is_an_environment_problem(
         docker_runtime.up(settings)
     assert "GPU" in info.value.message and "NVIDIA Container Toolkit" in (info.value.hint or "")
     assert _leftovers(project_name(settings.state_dir.absolute()))["containers"] == []
+
+
+SLOW_MODEL = """
+import time
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        time.sleep(120)  # keeps `up` busy loading so the test can interrupt it
+
+    def execute(self, requests):
+        return []
+"""
+
+UP_SCRIPT = """
+import sys
+from pathlib import Path
+from deployer.server.base import ServerSettings
+from deployer.server.docker_runtime import DockerRuntime
+
+repo, state_dir, image, http, grpc, metrics = sys.argv[1:]
+settings = ServerSettings(
+    runtime="docker", repository=Path(repo), models=("slow",), state_dir=Path(state_dir), image=image,
+    http_port=int(http), grpc_port=int(grpc), metrics_port=int(metrics), startup_timeout_s=300,
+)
+DockerRuntime().up(settings)
+"""
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_ctrl_c_during_up_leaves_no_container(
+    cpu_image: str,
+    tmp_path: Path,
+    model_repository: Path,
+    add_model: Callable[..., Path],
+    find_free_ports: Callable[..., list[int]],
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    add_model(model_repository, "slow", PYADD_CONFIG.replace("pyadd", "slow"), {"model.py": SLOW_MODEL})
+    state_dir = tmp_path / "interrupted" / ".deployer"
+    project = project_name(state_dir)
+    ports = [str(p) for p in find_free_ports(3)]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", UP_SCRIPT, str(model_repository), str(state_dir), cpu_image, *ports],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (state_dir / "server.json").is_file() and _leftovers(project)["containers"]:
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.communicate()[0].decode()
+        time.sleep(2)  # let readiness start loading the model
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=120)[0].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0 and "KeyboardInterrupt" in output, output
+    assert _leftovers(project) == {"containers": [], "networks": [], "volumes": []}
+    assert not (state_dir / "server.json").exists()
