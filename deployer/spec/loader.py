@@ -244,10 +244,39 @@ def issues_from_validation(
         elif kind == "missing":
             issues.append(make_issue(raw, path, "required key is missing", f"add '{loc[-1]}'"))
         else:
-            issues.append(
-                make_issue(raw, path, err["msg"][0].lower() + err["msg"][1:], value=err.get("input"), has_value=True)
-            )
+            message = err["msg"][0].lower() + err["msg"][1:]
+            issues.append(make_issue(raw, path, message, _type_hint(kind, err.get("ctx")), value=err.get("input"),
+                                     has_value=True))
     return issues
+
+
+_TYPE_HINTS = {
+    "int": "write a whole number, e.g. 8",
+    "float": "write a number, e.g. 0.5",
+    "bool": "write true or false",
+    "string": "write a string (quote it if it looks like a number)",
+    "list": "write a YAML list, e.g. [1, 2] or one '- item' per line",
+    "dict": "write a mapping of key: value lines",
+    "model": "write a mapping of key: value lines",
+    "tuple": "write a YAML list, e.g. [0.0, 1.0]",
+}
+
+
+def _type_hint(kind: str, ctx: Mapping[str, Any] | None) -> str:
+    """How to fix a pydantic type/constraint error, from its error type and context."""
+    ctx = ctx or {}
+    bounds = {"greater_than_equal": ">= {ge}", "greater_than": "> {gt}", "less_than_equal": "<= {le}",
+              "less_than": "< {lt}"}
+    if kind in bounds:
+        return "use a value " + bounds[kind].format(**ctx)
+    if kind == "literal_error":
+        return "check the spelling (values are case-sensitive)"
+    if kind in ("too_short", "too_long"):
+        return f"give at least {ctx['min_length']} item(s)" if kind == "too_short" else "give fewer items"
+    if kind == "string_pattern_mismatch":
+        return f"match the pattern {ctx.get('pattern', '')}"
+    head = kind.split("_")[0]
+    return _TYPE_HINTS.get(head, "see docs/spec.md for this key's type")
 
 
 def _is_union_tag(part: str) -> bool:
@@ -312,4 +341,5 @@ def validate_schema(raw: RawSpec) -> tuple[Spec | None, list[SpecIssue]]:
             # Model and defaults errors were already reported above with better locations.
             if not (issue.path.startswith("models[") or issue.path.startswith("defaults")):
                 issues.append(issue)
+    issues.sort(key=lambda i: (i.line or 10**9, i.column))
     return (spec if not issues else None), issues

@@ -153,7 +153,8 @@ def _reshape_rules(c: Checker, m: ResolvedModel, p: PathT, t: Tensor) -> None:
     assert t.reshape is not None
     for k, d in enumerate(t.reshape):
         if d == 0 or d < -1:
-            c.add(m, (*p, "reshape", k), "reshape dimension must be >= 1 or -1", value=d, has_value=True)
+            c.add(m, (*p, "reshape", k), "reshape dimension must be >= 1 or -1", "0 is never valid in Triton",
+                  value=d, has_value=True)
     if not t.reshape:
         if m.max_batch_size == 0:
             c.add(m, (*p, "reshape"), "empty reshape is not allowed for a non-batching model "
@@ -185,7 +186,8 @@ def _batching(c: Checker, m: ResolvedModel) -> None:
     for k, size in enumerate(db.preferred_batch_size):
         path: PathT = ("dynamic_batching", "preferred_batch_size", k)
         if size < 1:
-            c.add(m, path, "dynamic batching preferred size must be positive", value=size, has_value=True)
+            c.add(m, path, "dynamic batching preferred size must be positive", "use sizes in [1, max_batch_size]",
+                  value=size, has_value=True)
         elif size > max(m.max_batch_size, 0) and m.max_batch_size > 0:
             c.add(m, path, f"preferred batch size must be <= max_batch_size ({m.max_batch_size})",
                   f"lower it or raise max_batch_size to {size}", value=size, has_value=True)
@@ -196,12 +198,15 @@ def _batching(c: Checker, m: ResolvedModel) -> None:
     if db.priority_levels:
         if not 1 <= db.default_priority_level <= db.priority_levels:
             c.add(m, ("dynamic_batching", "default_priority_level"),
-                  f"default priority level must be in [1, {db.priority_levels}]", value=db.default_priority_level,
+                  f"default priority level must be in [1, {db.priority_levels}]",
+                  "set default_priority_level to one of the levels",
+                  value=db.default_priority_level,
                   has_value=True)
         for level in db.priority_queue_policy:
             if not 1 <= level <= db.priority_levels:
                 c.add(m, ("dynamic_batching", "priority_queue_policy", level),
-                      f"priority level must be in [1, {db.priority_levels}]", value=level, has_value=True,
+                      f"priority level must be in [1, {db.priority_levels}]", "raise priority_levels or fix the key",
+                      value=level, has_value=True,
                       of_key=True)
     elif db.priority_queue_policy:
         c.add(m, ("dynamic_batching", "priority_queue_policy"), "priority queue policies need priority_levels > 0",
@@ -230,18 +235,21 @@ def _sequence(c: Checker, m: ResolvedModel) -> None:
     if sb is None:
         return
     if sb.direct is not None and sb.oldest is not None:
-        c.add(m, ("sequence_batching", "oldest"), "give one strategy: direct or oldest, not both")
+        c.add(m, ("sequence_batching", "oldest"), "give one strategy: direct or oldest, not both", "remove one of them")
     if sb.oldest is not None:
         for k, size in enumerate(sb.oldest.preferred_batch_size):
             if size < 1 or size > m.max_batch_size:
                 c.add(m, ("sequence_batching", "oldest", "preferred_batch_size", k),
-                      f"preferred batch size must be in [1, max_batch_size={m.max_batch_size}]", value=size,
+                      f"preferred batch size must be in [1, max_batch_size={m.max_batch_size}]",
+                      "lower it or raise max_batch_size",
+                      value=size,
                       has_value=True)
     names = {t.name for t in m.inputs}
     for k, ci in enumerate(sb.control_input):
         if ci.name in names:
             c.add(m, ("sequence_batching", "control_input", k, "name"),
-                  "a control input must not also be listed in inputs", value=ci.name, has_value=True)
+                  "a control input must not also be listed in inputs",
+                  "Triton feeds control inputs itself: remove it from inputs", value=ci.name, has_value=True)
         for n, ctl in enumerate(ci.control):
             p: PathT = ("sequence_batching", "control_input", k, "control", n)
             if ctl.kind == "CONTROL_SEQUENCE_CORRID":
@@ -251,12 +259,13 @@ def _sequence(c: Checker, m: ResolvedModel) -> None:
                     ok = False
                 if not ok:
                     c.add(m, (*p, "data_type"), "CORRID control needs data_type INT32, INT64, UINT32, UINT64 or "
-                          "STRING", value=ctl.data_type, has_value=True)
+                          "STRING", "set data_type: INT64 (or UINT64, INT32, UINT32, STRING)", value=ctl.data_type,
+                          has_value=True)
             else:
                 lists = [x for x in (ctl.int32_false_true, ctl.fp32_false_true, ctl.bool_false_true) if x]
                 if len(lists) != 1 or len(lists[0]) != 2:
                     c.add(m, p, f"{ctl.kind} needs exactly one of int32_false_true / fp32_false_true / "
-                          "bool_false_true with two values [false, true]")
+                          "bool_false_true with two values [false, true]", "e.g. int32_false_true: [0, 1]")
 
 
 def _instances(c: Checker, m: ResolvedModel) -> None:
@@ -278,6 +287,7 @@ def _instances(c: Checker, m: ResolvedModel) -> None:
         for n, prof in enumerate(g.profile):
             if not prof.isdigit() or (m.requested_backend == "tensorrt" and int(prof) >= n_profiles):
                 c.add(m, (*p, "profile", n), f"profile must be a profile index in [0, {n_profiles - 1}]",
+                      "use indexes of `profiles`",
                       value=prof, has_value=True)
         if m.requested_backend == "tensorrt" and g.kind in ("CPU", "MODEL"):
             c.add(m, (*p, "kind"), "the TensorRT backend supports only GPU instances", "use kind: GPU",
@@ -290,6 +300,7 @@ def _warmup(c: Checker, m: ResolvedModel) -> None:
         limit = max(m.max_batch_size, 1)
         if w.batch_size > limit:
             c.add(m, ("model_warmup", k, "batch_size"), f"warmup batch_size must be <= {limit}",
+                  "lower batch_size (1 for a model that does not batch)",
                   value=w.batch_size, has_value=True)
         for name in w.inputs:
             if name not in names:
@@ -297,7 +308,8 @@ def _warmup(c: Checker, m: ResolvedModel) -> None:
                       f"inputs are: {', '.join(sorted(names))}", of_key=True)
         missing = names - set(w.inputs)
         if missing:
-            c.add(m, ("model_warmup", k, "inputs"), f"warmup must give every input; missing {sorted(missing)}")
+            c.add(m, ("model_warmup", k, "inputs"), f"warmup must give every input; missing {sorted(missing)}",
+                  "add an entry for each model input")
         by_name = {t.name: t for t in m.inputs}
         for name, wi in w.inputs.items():
             p: PathT = ("model_warmup", k, "inputs", name)
@@ -320,22 +332,26 @@ def _warmup(c: Checker, m: ResolvedModel) -> None:
             sources = [x for x in (wi.zero_data, wi.random_data, wi.input_data_file) if x]
             if len(sources) != 1:
                 c.add(m, ("model_warmup", k, "inputs", name),
-                      "give exactly one of zero_data, random_data, input_data_file")
+                      "give exactly one of zero_data, random_data, input_data_file", "e.g. zero_data: true")
 
 
 def _versions(c: Checker, m: ResolvedModel) -> None:
     vp = m.spec.version_policy
     if m.version is not None and m.version < 1:
-        c.add(m, ("version",), "version must be >= 1 (Triton ignores 0 and zero-padded names)", value=m.version,
+        c.add(m, ("version",), "version must be >= 1 (Triton ignores 0 and zero-padded names)",
+              "use auto or a number >= 1",
+              value=m.version,
               has_value=True)
     if vp is None:
         return
     given = [k for k in ("latest", "all", "specific") if getattr(vp, k) not in (None, False)]
     if len(given) != 1:
-        c.add(m, ("version_policy",), "give exactly one of latest, all, specific", value=given, has_value=True)
+        c.add(m, ("version_policy",), "give exactly one of latest, all, specific", "remove the others", value=given,
+              has_value=True)
     if vp.specific is not None:
         if not vp.specific or any(v < 1 for v in vp.specific):
-            c.add(m, ("version_policy", "specific"), "list one or more versions >= 1", value=vp.specific,
+            c.add(m, ("version_policy", "specific"), "list one or more versions >= 1", "e.g. specific: [1]",
+                  value=vp.specific,
                   has_value=True)
         elif m.version is not None and m.version not in vp.specific:
             c.add(m, ("version",), f"version {m.version} would not be served by version_policy.specific "
@@ -362,15 +378,17 @@ def _shapes(c: Checker, m: ResolvedModel) -> None:
                     return
                 for d, (got, exp) in enumerate(zip(shape, want, strict=True)):
                     if got < 1 or (exp != -1 and got != exp):
-                        c.add(m, (*p, label, d), f"dim must be {exp if exp != -1 else '>= 1'}", value=got,
+                        c.add(m, (*p, label, d), f"dim must be {exp if exp != -1 else '>= 1'}",
+                              "shapes follow the input's dims", value=got,
                               has_value=True)
             if any(a > b for a, b in zip(r.min, r.opt, strict=True)) or any(
                 a > b for a, b in zip(r.opt, r.max, strict=True)
             ):
-                c.add(m, p, "shapes must satisfy min <= opt <= max in every dim",
+                c.add(m, p, "shapes must satisfy min <= opt <= max in every dim", "order the three shapes",
                       value={"min": list(r.min), "opt": list(r.opt), "max": list(r.max)}, has_value=True)
             if m.max_batch_size > 0 and r.max[0] > m.max_batch_size and m.requested_backend != "tensorrt":
                 c.add(m, (*p, "max", 0), f"batch {r.max[0]} exceeds max_batch_size {m.max_batch_size}",
+                      "lower the max batch",
                       value=r.max[0], has_value=True)
 
 
@@ -380,7 +398,8 @@ def _tensorrt(c: Checker, m: ResolvedModel) -> None:
             for name, r in profile.items():
                 p: PathT = ("profiles", k, name) if m.spec.profiles else ("shapes", name)
                 if r.min and r.min[0] != 1:
-                    c.add(m, (*p, "min", 0), "the profile's minimum batch must be 1 (batch-1 requests fail otherwise)",
+                    c.add(m, (*p, "min", 0),
+                          "the profile's minimum batch must be 1 (batch-1 requests fail otherwise)", "set min batch 1",
                           value=r.min[0], has_value=True)
                 if r.max and r.max[0] < m.max_batch_size and k == 0:
                     c.add(m, (*p, "max", 0), f"profile max batch {r.max[0]} is below max_batch_size "
@@ -463,7 +482,8 @@ def _ensemble(c: Checker, m: ResolvedModel) -> None:
         for out_tensor in step.outputs.values():
             if out_tensor in produced:
                 c.add(m, (*p, "outputs"), f"ensemble tensor {out_tensor!r} is produced twice "
-                      f"(also by step {produced[out_tensor]})", value=out_tensor, has_value=True)
+                      f"(also by step {produced[out_tensor]})", "give each step output its own tensor name",
+                      value=out_tensor, has_value=True)
             produced[out_tensor] = k
         consumed.update(step.inputs.values())
         sub = c.by_name.get(step.model)
@@ -471,7 +491,8 @@ def _ensemble(c: Checker, m: ResolvedModel) -> None:
             continue
         if sub.max_batch_size and m.max_batch_size > sub.max_batch_size:
             c.add(m, ("max_batch_size",), f"ensemble max_batch_size must be <= {step.model}'s "
-                  f"({sub.max_batch_size})", value=m.max_batch_size, has_value=True)
+                  f"({sub.max_batch_size})", "lower the ensemble's max_batch_size", value=m.max_batch_size,
+                  has_value=True)
         sub_in = {t.name for t in sub.inputs}
         sub_out = {t.name for t in sub.outputs}
         _ensemble_dtypes(c, m, p, step, sub)
@@ -491,12 +512,15 @@ def _ensemble(c: Checker, m: ResolvedModel) -> None:
                 c.add(m, ("ensemble", "steps", k, "inputs"), f"tensor {tensor!r} is neither an ensemble input "
                       "nor produced by a step", "check the wiring", value=tensor, has_value=True)
     for name in inputs - consumed:
-        c.add(m, ("inputs",), f"ensemble input {name!r} is not used by any step", value=name, has_value=True)
+        c.add(m, ("inputs",), f"ensemble input {name!r} is not used by any step", "remove it or map it in a step",
+              value=name, has_value=True)
     for name in outputs - set(produced):
-        c.add(m, ("outputs",), f"ensemble output {name!r} is not produced by any step", value=name, has_value=True)
+        c.add(m, ("outputs",), f"ensemble output {name!r} is not produced by any step",
+              "map a step output to it or remove it", value=name, has_value=True)
     for tensor, k in produced.items():
         if tensor not in outputs and tensor not in consumed:
             c.add(m, ("ensemble", "steps", k, "outputs"), f"intermediate tensor {tensor!r} is never used",
+                  "consume it in a step or make it an output",
                   value=tensor, has_value=True)
 
 
