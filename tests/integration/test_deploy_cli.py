@@ -1,0 +1,134 @@
+"""`deployer deploy / up / status / down / smoke` through the real console script and a real tritonserver."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICKSTART = ROOT / "examples" / "quickstart"
+DEPLOYER = [sys.executable, "-m", "deployer"]
+
+pytestmark = [pytest.mark.triton, pytest.mark.slow]
+
+
+def run(*args: str, cwd: Path | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*DEPLOYER, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False)
+
+
+def write_spec(tmp_path: Path, ports: list[int], extra_models: str = "", smoke: str = "") -> Path:
+    for name in ("classifier.onnx", "labels.py"):
+        shutil.copy(QUICKSTART / name, tmp_path / name)
+    http, grpc, metrics = ports
+    spec = tmp_path / "deployer.yaml"
+    spec.write_text(
+        f"""repository: repo
+server: {{runtime: local, http_port: {http}, grpc_port: {grpc}, metrics_port: {metrics}, startup_timeout: 90}}
+smoke: {{concurrency: 8, duration: 0.5, batching_requests: 32{smoke}}}
+models:
+  - name: classifier
+    source: classifier.onnx
+    max_batch_size: 16
+    dynamic_batching: {{preferred_batch_size: [8, 16], max_queue_delay_microseconds: 5000}}
+  - name: labels
+    source: labels.py
+    backend: python
+    max_batch_size: 16
+    inputs: [{{name: logits, dtype: FP32, dims: [4]}}]
+    outputs: [{{name: label, dtype: STRING, dims: [1]}}]
+{extra_models}"""
+    )
+    return spec
+
+
+def test_deploy_passes_and_writes_reports(
+    tmp_path: Path, find_free_ports: Callable[..., list[int]], processes_mentioning: Callable[[str], list[int]]
+) -> None:
+    spec = write_spec(tmp_path, find_free_ports(3))
+    result = run("deploy", str(spec), "--json", str(tmp_path / "r.json"), "--junit", str(tmp_path / "r.xml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["passed"] is True
+    checks = {(s["name"], c["name"]): c for s in report["suites"] for c in s["checks"]}
+    batching = checks[("classifier", "batching")]
+    assert batching["status"] == "pass"
+    assert batching["numbers"]["execution_count"] < batching["numbers"]["inference_count"]
+    infer = [c for (suite, name), c in checks.items() if suite == "classifier" and name.startswith("infer[")]
+    assert {c["name"].split(",")[0] for c in infer} == {"infer[http", "infer[grpc"}
+    assert len(infer) >= 4 and all(c["status"] == "pass" for c in infer)
+    junit = ET.parse(tmp_path / "r.xml").getroot()
+    assert int(junit.get("failures", "0")) == 0 and int(junit.get("tests", "0")) >= 10
+    assert (tmp_path / "repo" / "classifier" / "1" / "model.onnx").is_file()
+    assert processes_mentioning(str(tmp_path / "repo")) == []  # the server was stopped
+
+
+def test_up_status_smoke_down(tmp_path: Path, find_free_ports: Callable[..., list[int]]) -> None:
+    spec = write_spec(tmp_path, find_free_ports(3))
+    assert run("publish", str(spec)).returncode == 0
+    assert run("status", str(spec)).returncode == 1  # nothing running yet
+    up = run("up", str(spec))
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        status = run("status", str(spec))
+        assert status.returncode == 0, status.stdout
+        assert "classifier" in status.stdout and "READY" in status.stdout
+        again = run("up", str(spec))
+        assert again.returncode == 3 and "deployer down" in again.stderr
+        smoke = run("smoke", str(spec))
+        assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+    finally:
+        down = run("down", str(spec))
+    assert down.returncode == 0 and "stopped" in down.stdout
+    assert run("status", str(spec)).returncode == 1
+
+
+def test_model_that_fails_to_load_is_named(
+    tmp_path: Path, find_free_ports: Callable[..., list[int]], processes_mentioning: Callable[[str], list[int]]
+) -> None:
+    (tmp_path / "broken.py").write_text(
+        "class TritonPythonModel:\n"
+        "    def initialize(self, args):\n"
+        "        raise RuntimeError('weights file is corrupt')\n"
+    )
+    extra = """  - name: broken
+    source: broken.py
+    backend: python
+    max_batch_size: 0
+    inputs: [{name: x, dtype: FP32, dims: [2]}]
+    outputs: [{name: y, dtype: FP32, dims: [2]}]
+"""
+    spec = write_spec(tmp_path, find_free_ports(3), extra_models=extra)
+    result = run("deploy", str(spec))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "broken" in result.stderr and "weights file is corrupt" in result.stderr
+    assert processes_mentioning(str(tmp_path / "repo")) == []
+
+
+def test_busy_port_is_an_environment_error(tmp_path: Path, find_free_ports: Callable[..., list[int]]) -> None:
+    ports = find_free_ports(3)
+    spec = write_spec(tmp_path, ports)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", ports[1]))
+        busy.listen(1)
+        result = run("deploy", str(spec))
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert str(ports[1]) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_failed_smoke_exits_1(tmp_path: Path, find_free_ports: Callable[..., list[int]]) -> None:
+    # An SLA no server can meet turns the perf check red: exit 1, and the report says why.
+    spec = write_spec(tmp_path, find_free_ports(3), smoke=", sla: {p50_ms: 0.0001}")
+    result = run("deploy", str(spec), "--json", str(tmp_path / "r.json"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    failed = [c["name"] for s in report["suites"] for c in s["checks"] if c["status"] == "fail"]
+    assert "perf" in failed
