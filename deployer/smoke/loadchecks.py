@@ -143,6 +143,8 @@ def check_batching(
             details,
         )
     if d_exec >= n_req or not any(s > 1 for s in sizes):
+        if not served_config:  # the config check did not run: fetch it to explain the failure
+            served_config = http.get_model_config(model.name, model.version)
         return CheckResult(
             "batching",
             "fail",

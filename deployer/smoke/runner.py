@@ -153,7 +153,11 @@ def _run_model(
         load_feeds = _batch1_feeds(model, options, batch=batch)
         add(guarded("perf", lambda: check_perf(state, model, load_feeds, options, batch)))
     if options.wants("metrics"):
-        add(guarded("metrics", lambda: check_metrics(state.metrics_url, model, options.timeout_s, metrics_before)))
+        sent = any(c.name.startswith(("infer[", "golden[", "batching", "perf")) and c.status != "skip" for c in out)
+        if sent:
+            add(guarded("metrics", lambda: check_metrics(state.metrics_url, model, options.timeout_s, metrics_before)))
+        else:
+            add(CheckResult("metrics", "skip", "no inference requests were sent by the selected checks"))
     return out
 
 

@@ -261,7 +261,7 @@ def test_wrong_reference_config_drift_and_sla_fail(deployment: Deployment) -> No
         sla=Sla(p99_ms=0.001),
     )
     options = replace(
-        FAST, duration_s=0.5, protocols=("grpc",), perf_protocol="http", checks=frozenset({"config", "infer", "perf"})
+        FAST, duration_s=0.5, protocols=("grpc",), perf_protocol="grpc", checks=frozenset({"config", "infer", "perf"})
     )
     report = run_smoke(deployment.state, [model], options)
     assert not report.passed and report.exit_code == 1
@@ -273,7 +273,7 @@ def test_wrong_reference_config_drift_and_sla_fail(deployment: Deployment) -> No
     assert infer.numbers["y.max_abs"] > 1e-3
     assert "vs reference" in infer.message and "max abs" in infer.message
     assert checks["perf"].status == "fail" and "SLA violated: p99_ms" in checks["perf"].message
-    assert checks["perf"].numbers["requests"] > 0 and checks["perf"].numbers["errors"] == 0  # http load ran
+    assert checks["perf"].numbers["requests"] > 0 and checks["perf"].numbers["errors"] == 0  # grpc load ran
     assert "batching" not in checks  # not selected
     with pytest.raises(CheckFailed) as exc:
         raise_for_failures(report)
