@@ -24,7 +24,6 @@ from deployer.server.base import RuntimeName, ServerSettings, ServerState, Serve
 from deployer.server.docker_runtime import (
     CONTAINER_PORTS,
     CONTAINER_REPOSITORY,
-    LABEL_MANAGED,
     LOG_FILE,
     NVIDIA_ULIMITS,
     container_command,
@@ -34,6 +33,7 @@ from deployer.server.docker_runtime import (
     managed_labels,
     parse_size,
     project_name,
+    refuse_if_running,
     remove_managed,
     require_image,
 )
@@ -304,7 +304,7 @@ class ComposeRuntime:
             )
         state_dir = settings.state_dir.absolute()
         log_path = state_dir / LOG_FILE
-        self._refuse_running(state_dir, plan.project)
+        refuse_if_running(self.client, state_dir)
         require_image(self.client, settings.image.strip())
         check_ports_free(settings.host, {name: getattr(settings, name) for name, _ in CONTAINER_PORTS})
         if not engine_allows_memlock(self.client, settings.image.strip()):
@@ -345,19 +345,6 @@ class ComposeRuntime:
         )
         return state
 
-    def _refuse_running(self, state_dir: Path, project: str) -> None:
-        previous = load_state(state_dir)
-        filters = {"label": [f"com.docker.compose.project={project}", f"{LABEL_MANAGED}=true"]}
-        running = self.client.containers.list(filters=filters)
-        if running:
-            raise EnvironmentProblem(
-                f"a server started from {state_dir} is already running (container {running[0].name})",
-                hint="run `deployer down` first",
-            )
-        remove_managed(self.client, project)  # leftovers of a dead run
-        if previous is not None:
-            clear_state(state_dir)
-
     def _compose_up(self, plan: ComposePlan) -> None:
         plan.file.parent.mkdir(parents=True, exist_ok=True)
         plan.file.write_text(plan.content, encoding="utf-8")
@@ -387,9 +374,13 @@ class ComposeRuntime:
 
     def _teardown(self, plan: ComposePlan, stop_timeout_s: int = _STOP_TIMEOUT_S) -> None:
         if plan.file.is_file():
-            proc = _run(plan.argv("down", "--remove-orphans", "--volumes", "--timeout", str(stop_timeout_s)))
-            if proc.returncode != 0:
-                log.warning("compose down for %s failed: %s", plan.project, (proc.stdout + proc.stderr)[-500:])
+            try:
+                proc = _run(plan.argv("down", "--remove-orphans", "--volumes", "--timeout", str(stop_timeout_s)))
+            except EnvironmentProblem as exc:  # no compose CLI any more: the labels below still work
+                log.warning("compose down for %s failed: %s", plan.project, exc.message)
+            else:
+                if proc.returncode != 0:
+                    log.warning("compose down for %s failed: %s", plan.project, (proc.stdout + proc.stderr)[-500:])
         # whatever compose could not remove (or a missing file) is found by our labels
         remove_managed(self.client, plan.project)
 

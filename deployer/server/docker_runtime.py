@@ -45,6 +45,7 @@ __all__ = [
     "parse_size",
     "plan_container",
     "project_name",
+    "refuse_if_running",
     "remove_managed",
     "require_image",
     "without_memlock",
@@ -356,6 +357,31 @@ def _gpu_error(exc: Exception, spec: ContainerSpec) -> EnvironmentProblem | None
     )
 
 
+def refuse_if_running(client: Any, state_dir: Path) -> None:
+    """`EnvironmentProblem` when a server for `state_dir` still runs (any runtime); otherwise remove the
+    stopped leftovers of its project and forget a stale server.json."""
+    previous = load_state(state_dir)
+    project = project_name(state_dir)
+    filters = {"label": [f"{LABEL_MANAGED}=true", f"{LABEL_PROJECT}={project}"]}
+    running = client.containers.list(filters=filters)  # running only
+    if running:
+        raise EnvironmentProblem(
+            f"a server started from {state_dir} is already running (container {running[0].name})",
+            hint="run `deployer down` first",
+        )
+    if previous is not None and previous.runtime == "local":
+        from deployer.server.local import is_running
+
+        if is_running(previous.pid):
+            raise EnvironmentProblem(
+                f"a server started from {state_dir} is already running (local runtime, pid {previous.pid})",
+                hint="run `deployer down` first",
+            )
+    remove_managed(client, project)
+    if previous is not None:
+        clear_state(state_dir)
+
+
 def without_memlock(spec: ContainerSpec) -> ContainerSpec:
     """`spec` minus the memlock ulimit (for engines that may not raise it)."""
     return replace(spec, ulimits=tuple(u for u in spec.ulimits if u[0] != "memlock"))
@@ -480,28 +506,14 @@ class DockerRuntime:
         """Refuse when this state dir's server still runs; clear leftovers of a dead one."""
         from docker.errors import NotFound
 
-        previous = load_state(state_dir)
-        candidates = [name]
-        if previous is not None and previous.container_id:
-            candidates.insert(0, previous.container_id)
-        for ref in candidates:
-            try:
-                container = self.client.containers.get(ref)
-            except NotFound:
-                continue
-            if not _is_ours(container):
+        with contextlib.suppress(NotFound):
+            squatter = self.client.containers.get(name)
+            if not _is_ours(squatter):
                 raise EnvironmentProblem(
-                    f"a container named {container.name} exists and was not created by deployer",
-                    hint=f"remove or rename it (`docker rm -f {container.name}`)",
+                    f"a container named {squatter.name} exists and was not created by deployer",
+                    hint=f"remove or rename it (`docker rm -f {squatter.name}`)",
                 )
-            if _running(container):
-                raise EnvironmentProblem(
-                    f"a server started from {state_dir} is already running (container {container.name})",
-                    hint="run `deployer down` first",
-                )
-            _remove(container, state_dir / LOG_FILE)
-        if previous is not None:
-            clear_state(state_dir)
+        refuse_if_running(self.client, state_dir)
 
     def _create_and_start(self, spec: ContainerSpec, log_path: Path) -> Any:
         from docker.errors import APIError, ImageNotFound, NotFound

@@ -105,7 +105,8 @@ def two_model_repository(model_repository: Path, add_model: Callable[..., Path],
 def _docker_settings(
     make_settings: Callable[..., ServerSettings], repo: Path, models: tuple[str, ...], **kw: Any
 ) -> Any:
-    return make_settings(repo, models, runtime="docker", **kw)
+    kw.setdefault("runtime", "docker")
+    return make_settings(repo, models, **kw)
 
 
 def check_inference_and_batching(state: ServerState, mlp: Any) -> None:
@@ -191,6 +192,17 @@ def test_serves_two_models_over_http_and_grpc_with_dynamic_batching(
         assert status.running and status.ready and status.models == {"mlp": "READY", "pyadd": "READY"}
 
         check_inference_and_batching(state, two_model_repository)
+
+        # a second `up` for the same state dir, by either container runtime, is refused and kills nothing
+        from deployer.server.compose import ComposeRuntime
+
+        for again, runtime_name in ((DockerRuntime(), "docker"), (ComposeRuntime(), "compose")):
+            with pytest.raises(EnvironmentProblem, match="already running") as info:
+                again.up(
+                    _docker_settings(make_settings, model_repository, ("mlp",), image=cpu_image, runtime=runtime_name)
+                )
+            assert info.value.exit_code == ExitCode.ENVIRONMENT
+        assert docker_runtime.status(state).ready
         assert "successfully loaded 'mlp'" in docker_runtime.logs(state)
     finally:
         docker_runtime.down(state)
