@@ -171,6 +171,18 @@ def _run(argv: list[str], what: str, *, timeout: float) -> None:
         raise EnvironmentProblem(f"{what} failed (exit {proc.returncode})", details=tail)
 
 
+def _unmount_below(root: Path) -> None:
+    """Unmount whatever is mounted at or below `root` (deepest first); debootstrap mounts /proc, /sys."""
+    try:
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines() if line.strip()]
+    except OSError:
+        return
+    prefix = str(root.resolve())
+    below = [m for m in mounts if m == prefix or m.startswith(prefix + "/")]
+    for mount in sorted(below, key=len, reverse=True):
+        subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
+
+
 def ensure_base_image(
     client: Any, tag: str = BASE_IMAGE, *, work_dir: Path | None = None, mirror: str | None = None
 ) -> tuple[str, bool]:
@@ -193,8 +205,9 @@ def ensure_base_image(
     parent = work_dir or default_cache_dir()
     parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="rootfs-", dir=parent) as tmp:
-        rootfs = Path(tmp) / "rootfs"
+    tmp = tempfile.mkdtemp(prefix="rootfs-", dir=parent)
+    rootfs = Path(tmp) / "rootfs"
+    try:
         argv = [debootstrap, "--variant=minbase", f"--include={_DEBOOTSTRAP_PACKAGES}", "bookworm", str(rootfs)]
         if mirror:
             argv.append(mirror)
@@ -213,6 +226,9 @@ def ensure_base_image(
         )
         repository, _, version = tag.rpartition(":")
         client.api.import_image(src=str(tarball), repository=repository, tag=version)
+    finally:
+        _unmount_below(rootfs)  # never let rmtree walk into a /proc or /sys left mounted
+        shutil.rmtree(tmp, ignore_errors=True)
     image = _image_or_none(client, tag)
     if image is None:
         raise EnvironmentProblem(f"docker import did not create {tag}")
@@ -305,53 +321,57 @@ def build_cpu_image(
 
     `base_image=None` uses `BASE_IMAGE`, created with debootstrap when absent (root + debootstrap);
     any Debian bookworm image works too (e.g. `debian:bookworm-slim` where Docker Hub is reachable).
-    The build is skipped when `tag` exists with the same inputs digest, unless `force`.
+    The build is skipped when `tag` exists with the same inputs digest, unless `force`. Concurrent
+    calls (two CI jobs on one machine) are serialized by a lock in the cache dir.
     """
+    from filelock import FileLock
+
     from deployer.server.docker_runtime import docker_client
 
     t0 = time.monotonic()
     client = client or docker_client()
     cache = cache_dir or default_cache_dir()
-    base_built = False
-    if base_image is None:
-        base_ref = BASE_IMAGE
-        base_id, base_built = ensure_base_image(client, base_ref, work_dir=cache)
-    else:
-        base_ref = base_image
-        existing = _image_or_none(client, base_ref)
-        if existing is None:
-            try:
-                existing = client.images.pull(base_ref)
-            except Exception as exc:
-                raise EnvironmentProblem(
-                    f"base image {base_ref} is not present and cannot be pulled: {exc}",
-                    hint="pull or load it first, or omit the base image to create one with debootstrap",
-                ) from exc
-        base_id = str(existing.id)
-    inputs = cpu_image_inputs(base_ref, base_id)
-    digest = inputs.digest
-    current = _image_or_none(client, tag)
-    if current is not None and not force and (current.labels or {}).get(LABEL_INPUTS) == digest:
-        log.info("image %s is current (inputs %s); reusing it", tag, digest[:12])
-        return ImageBuild(tag, str(current.id), digest, False, base_built, time.monotonic() - t0)
-
-    requirements = recipe_dir() / "requirements.txt"
-    wheels = cache / "wheels"
-    _download_wheels(requirements, wheels)
-    context = cache / "context"
-    _assemble_context(inputs, wheels, context)
-    labels = {
-        LABEL_INPUTS: digest,
-        LABEL_KIND: "tritonserver-cpu",
-        "org.opencontainers.image.title": "Triton Inference Server 2.51 (CPU) for deployer",
-        "org.opencontainers.image.description": "tritonserver from nvidia-pytriton, python backend, "
-        "ONNX Runtime CPU as a Python-based backend; " + ", ".join(_requirements(inputs)),
-    }
-    try:
-        image_id = _docker_build(client, context, tag, base_ref, labels)
-    finally:
-        _prune_replaced(client)
-        shutil.rmtree(context, ignore_errors=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache / "build.lock"), timeout=3600):
+        base_ref, base_id, base_built = _base(client, base_image, cache)
+        inputs = cpu_image_inputs(base_ref, base_id)
+        digest = inputs.digest
+        current = _image_or_none(client, tag)
+        if current is not None and not force and (current.labels or {}).get(LABEL_INPUTS) == digest:
+            log.info("image %s is current (inputs %s); reusing it", tag, digest[:12])
+            return ImageBuild(tag, str(current.id), digest, False, base_built, time.monotonic() - t0)
+        _download_wheels(recipe_dir() / "requirements.txt", cache / "wheels")
+        context = cache / "context"
+        _assemble_context(inputs, cache / "wheels", context)
+        labels = {
+            LABEL_INPUTS: digest,
+            LABEL_KIND: "tritonserver-cpu",
+            "org.opencontainers.image.title": "Triton Inference Server 2.51 (CPU) for deployer",
+            "org.opencontainers.image.description": "tritonserver from nvidia-pytriton, python backend, "
+            "ONNX Runtime CPU as a Python-based backend; " + ", ".join(_requirements(inputs)),
+        }
+        try:
+            image_id = _docker_build(client, context, tag, base_ref, labels)
+        finally:
+            _prune_replaced(client)
+            shutil.rmtree(context, ignore_errors=True)
     seconds = time.monotonic() - t0
     log.info("built %s (%s) in %.0f s", tag, image_id[:19], seconds)
     return ImageBuild(tag, image_id, digest, True, base_built, seconds)
+
+
+def _base(client: Any, base_image: str | None, cache: Path) -> tuple[str, str, bool]:
+    """(reference, image id, built?) of the base image: ours via debootstrap, or a given one."""
+    if base_image is None:
+        base_id, built = ensure_base_image(client, BASE_IMAGE, work_dir=cache)
+        return BASE_IMAGE, base_id, built
+    existing = _image_or_none(client, base_image)
+    if existing is None:
+        try:
+            existing = client.images.pull(base_image)
+        except Exception as exc:
+            raise EnvironmentProblem(
+                f"base image {base_image} is not present and cannot be pulled: {exc}",
+                hint="pull or load it first, or omit the base image to create one with debootstrap",
+            ) from exc
+    return base_image, str(existing.id), False
