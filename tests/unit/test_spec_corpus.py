@@ -4,11 +4,15 @@ Every file in tests/data/invalid/ is a spec with one mistake. Its header names t
 fragment (`# expect: ...`) and YAML path (`# path: ...`); the line the error must point at carries a
 `# <-- error` marker. Each case must give exit code 2, the fragment, `file:line:col: path:` on the
 marked line, no traceback, and leave an already populated repository byte-identical.
+
+`deployer publish` runs once per case through the installed console script; `deployer validate` runs
+for all cases in one interpreter through the same entry point (deployer.cli:main) to halve the cost.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -94,55 +98,98 @@ def test_committed_models_match_their_generator(tmp_path: Path) -> None:
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """What the console script did for one case."""
+class Run:
+    """One command's exit code and output."""
 
-    results: dict[str, subprocess.CompletedProcess[str]]
-    spec: Path
-    unchanged: bool
+    code: int
+    stdout: str
+    stderr: str
 
 
-def _run_case(case: Case, workdir: Path, seed: Path) -> Outcome:
+# `deployer validate` for many specs in ONE interpreter, through the console script's entry point
+# (`deployer = deployer.cli:main`): interpreter start-up and imports (~1.3 CPU-s) would otherwise be paid
+# per case. Uncaught exceptions are recorded as tracebacks, which the test rejects.
+VALIDATE_MANY = """
+import contextlib, io, json, os, sys, traceback
+from deployer.cli import main
+results = []
+for cwd, spec in json.load(sys.stdin):
+    os.chdir(cwd)
+    out, err = io.StringIO(), io.StringIO()
+    sys.argv = ["deployer", "validate", spec]
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        except BaseException:
+            traceback.print_exc()
+            code = -1
+    results.append({"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
+sys.__stdout__.write(json.dumps(results))
+"""
+
+
+def _prepare(case: Case, workdir: Path, seed: Path) -> Path:
     shutil.copytree(MODELS, workdir / "models")
+    shutil.copytree(seed, workdir / "model_repository")
+    shutil.copyfile(case.file, workdir / case.file.name)
+    return workdir
+
+
+def _publish(workdir: Path, case: Case) -> tuple[Run, bool]:
+    """`deployer publish` through the installed console script; whether the repository stayed identical."""
     repo = workdir / "model_repository"
-    shutil.copytree(seed, repo)
-    spec = workdir / case.file.name
-    shutil.copyfile(case.file, spec)
     before = snapshot(repo)
-    results = {
-        cmd: subprocess.run([str(DEPLOYER), cmd, spec.name], cwd=workdir, capture_output=True, text=True,
-                            timeout=300, check=False)
-        for cmd in ("validate", "publish")
-    }
-    return Outcome(results, spec, snapshot(repo) == before)
+    proc = subprocess.run([str(DEPLOYER), "publish", case.file.name], cwd=workdir, capture_output=True, text=True,
+                          timeout=300, check=False)
+    return Run(proc.returncode, proc.stdout, proc.stderr), snapshot(repo) == before
+
+
+@dataclass
+class Outcomes:
+    """Results of the selected cases, computed concurrently (the cost is interpreter start-up)."""
+
+    publish: dict[str, Future[tuple[Run, bool]]]
+    validate: Future[dict[str, Run]]
 
 
 @pytest.fixture(scope="module")
 def outcomes(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, seeded_repository: Path
-) -> Iterator[dict[str, Future[Outcome]]]:
-    """Run the selected cases concurrently (one worker per core): the cost is interpreter start-up."""
+) -> Iterator[Outcomes]:
     selected = [item.callspec.params["case"] for item in request.session.items
                 if getattr(item, "originalname", "") == "test_invalid_spec_is_rejected_with_location"]
     root = tmp_path_factory.mktemp("corpus")
+    dirs = {c.file.stem: _prepare(c, root / c.file.stem, seeded_repository) for c in selected}
+
+    def validate_all() -> dict[str, Run]:
+        jobs = json.dumps([[str(dirs[c.file.stem]), c.file.name] for c in selected])
+        proc = subprocess.run([sys.executable, "-c", VALIDATE_MANY], input=jobs, capture_output=True, text=True,
+                              timeout=900, check=True)
+        return {c.file.stem: Run(**r) for c, r in zip(selected, json.loads(proc.stdout), strict=True)}
+
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        futures = {c.file.stem: pool.submit(_run_case, c, root / c.file.stem, seeded_repository) for c in selected}
-        yield futures
-        for f in futures.values():
+        validate = pool.submit(validate_all)
+        publish = {c.file.stem: pool.submit(_publish, dirs[c.file.stem], c) for c in selected}
+        yield Outcomes(publish, validate)
+        for f in publish.values():
             f.cancel()
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.file.stem for c in CASES])
-def test_invalid_spec_is_rejected_with_location(case: Case, outcomes: dict[str, Future[Outcome]]) -> None:
-    outcome = outcomes[case.file.stem].result(timeout=600)
-    for cmd, proc in outcome.results.items():
-        report = f"deployer {cmd} {case.file.name}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
-        assert proc.returncode == 2, report
-        assert "Traceback" not in proc.stderr, report
-        assert case.expect in flat(proc.stderr), report
-        where = re.escape(f"{outcome.spec.name}:{case.line}:") + r"\d+: " + re.escape(f"{case.path}: ")
-        assert re.search(where, proc.stderr), f"no issue at line {case.line} for {case.path}\n{report}"
-    assert outcome.unchanged, "the repository changed"
+def test_invalid_spec_is_rejected_with_location(case: Case, outcomes: Outcomes) -> None:
+    published, unchanged = outcomes.publish[case.file.stem].result(timeout=900)
+    validated = outcomes.validate.result(timeout=900)[case.file.stem]
+    for cmd, run in (("validate", validated), ("publish", published)):
+        report = f"deployer {cmd} {case.file.name}\n--- stdout\n{run.stdout}\n--- stderr\n{run.stderr}"
+        assert run.code == 2, report
+        assert "Traceback" not in run.stderr, report
+        assert case.expect in flat(run.stderr), report
+        where = re.escape(f"{case.file.name}:{case.line}:") + r"\d+: " + re.escape(f"{case.path}: ")
+        assert re.search(where, run.stderr), f"no issue at line {case.line} for {case.path}\n{report}"
+    assert unchanged, "the repository changed"
 
 
 def test_many_rule_errors_are_all_reported_in_one_run(tmp_path: Path) -> None:
