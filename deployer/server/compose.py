@@ -300,7 +300,7 @@ class ComposeRuntime:
         if not settings.repository.is_dir():
             raise UserError(
                 f"model repository {settings.repository} does not exist",
-                hint="publish the models first (`deployer repo publish SPEC`)",
+                hint="publish the models first (`deployer publish SPEC`)",
             )
         state_dir = settings.state_dir.absolute()
         log_path = state_dir / LOG_FILE
