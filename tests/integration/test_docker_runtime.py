@@ -379,3 +379,14 @@ def test_ctrl_c_during_up_leaves_no_container(
     assert proc.returncode != 0 and "KeyboardInterrupt" in output, output
     assert _leftovers(project) == {"containers": [], "networks": [], "volumes": []}
     assert not (state_dir / "server.json").exists()
+
+
+@pytest.mark.docker
+def test_cpu_image_is_reused_when_its_inputs_are_unchanged(cpu_image: str) -> None:
+    from deployer.image import LABEL_INPUTS, cpu_image_status
+
+    again = build_cpu_image()
+    assert again.tag == cpu_image and not again.built, "a current image is reused, not rebuilt"
+    labels = docker_client().images.get(cpu_image).labels
+    assert labels[LABEL_INPUTS] == again.inputs_digest
+    assert cpu_image_status() == "current"
