@@ -21,6 +21,7 @@ __all__ = [
     "check_perf",
     "parse_metrics",
     "scrape_metrics",
+    "settled_snapshot",
     "stats_snapshot",
 ]
 
@@ -53,6 +54,20 @@ def stats_snapshot(http: Any, model: SmokeModel) -> dict[str, int]:
             key = f"batch_{int(b.get('batch_size', 0))}"
             out[key] = out.get(key, 0) + int(b.get("compute_infer", {}).get("count", 0))
     return out
+
+
+def settled_snapshot(http: Any, model: SmokeModel, timeout_s: float = 2.0) -> dict[str, int]:
+    """A statistics snapshot that stopped changing: counters of requests that just returned can still
+    be in flight when the client sees the response, and would leak into the next delta."""
+    deadline = time.monotonic() + timeout_s
+    snap = stats_snapshot(http, model)
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        again = stats_snapshot(http, model)
+        if again == snap:
+            break
+        snap = again
+    return snap
 
 
 def _delta(after: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
@@ -103,7 +118,7 @@ def check_batching(
     delta: dict[str, int] = {}
     for n_req in (n, min(4 * n, 1024)):
         attempts += 1
-        before = stats_snapshot(http, model)
+        before = settled_snapshot(http, model)
         _, errors = fire_concurrent(grpc_url, request, n_req, timeout_s=options.timeout_s)
         if errors:
             return CheckResult(
@@ -113,13 +128,13 @@ def check_batching(
                 {"requests": n_req, "errors": len(errors)},
                 tuple(errors[:5]),
             )
-        # Statistics are updated as executions finish; give them a moment to catch up with the responses.
+        # Statistics can trail the responses a little: wait for all N, then for the counters to settle.
         deadline = time.monotonic() + 5.0
-        while True:
-            delta = _delta(stats_snapshot(http, model), before)
-            if delta.get("inference_count", 0) >= n_req or time.monotonic() > deadline:
+        while _delta(stats_snapshot(http, model), before).get("inference_count", 0) < n_req:
+            if time.monotonic() > deadline:
                 break
             time.sleep(0.05)
+        delta = _delta(settled_snapshot(http, model), before)
         d_inf, d_exec = delta.get("inference_count", 0), delta.get("execution_count", 0)
         sizes = sorted(int(k[6:]) for k in delta if k.startswith("batch_"))
         if d_exec < n_req and any(s > 1 for s in sizes):

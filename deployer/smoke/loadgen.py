@@ -260,7 +260,8 @@ def run_load(
     `url` is `host:port` of the gRPC endpoint; `request` a `ModelInferRequest` (or its bytes).
     Errors are counted, not raised; `batch_size` only scales the reported inference throughput.
     `processes` > 1 splits the concurrency over that many worker processes (for many-core clients;
-    one asyncio loop is enough when client and server share a few cores).
+    one asyncio loop is enough when client and server share a few cores). Workers are spawned, so a
+    calling script needs the usual `if __name__ == "__main__":` guard.
     """
     payload = request.SerializeToString() if hasattr(request, "SerializeToString") else bytes(request)
     procs = max(1, min(processes, concurrency))

@@ -190,13 +190,13 @@ class SmokeOptions:
     protocols: tuple[Protocol, ...] = ("http", "grpc")
     concurrency: int = 16
     perf_protocol: Protocol = "http"
-    duration_s: float = 5.0
+    duration_s: float = 2.0
     max_requests: int | None = None
     warmup_requests: int = 20
     batch_size: int = 1
     load_processes: int = 1
-    batching_requests: int = 32
-    timeout_s: float = 30.0
+    batching_requests: int = 64
+    timeout_s: float = 60.0
     seed: int = 0
     perf: bool = True
     checks: frozenset[str] | None = None
