@@ -4,6 +4,7 @@ and real ONNX Runtime. Configs are written by hand here on purpose (independent 
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import sys
 from collections.abc import Callable
@@ -409,7 +410,7 @@ def test_up_in_one_process_down_in_another(
         "from deployer.server.local import LocalRuntime; "
         f"s = ServerSettings(runtime='local', repository=Path({str(model_repository)!r}), models=(), "
         f"state_dir=Path({str(settings.state_dir)!r}), http_port={settings.http_port}, "
-        f"grpc_port={settings.grpc_port}, metrics_port={settings.metrics_port}); "
+        f"grpc_port={settings.grpc_port}, metrics_port={settings.metrics_port}, response_cache_bytes=1048576); "
         "print(LocalRuntime().up(s).pid)"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
@@ -420,6 +421,8 @@ def test_up_in_one_process_down_in_another(
         runtime = LocalRuntime()  # a fresh process's view: not our child
         status = runtime.status(state)
         assert status.running and status.ready
+        log_text = runtime.logs(state, tail=10_000)
+        assert re.search(r"cache_enabled\s*\|\s*1", log_text), "response cache flags not honoured"
         with pytest.raises(EnvironmentProblem, match="recorded as running") as err:
             runtime.up(settings)  # a second `deployer up` for the same spec
         assert not isinstance(err.value, PortInUse) and err.value.hint and "deployer down" in err.value.hint
