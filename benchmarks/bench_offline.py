@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib
 import io
 import pstats
 import shutil
@@ -106,16 +107,34 @@ def profile(spec: Path, top: int = 30) -> str:
     return buf.getvalue()
 
 
+def count_fsyncs(*, disable: bool) -> list[int]:
+    """Count os.fsync calls in this process (optionally skipping them); returns a live one-element counter."""
+    import os
+
+    counter = [0]
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        counter[0] += 1
+        if not disable:
+            real(fd)
+
+    os.fsync = fsync  # type: ignore[assignment]
+    return counter
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=int, nargs="*", default=[250, 500], help="model counts to time")
     parser.add_argument("--repeat", type=int, default=3, help="runs per count (best is reported)")
     parser.add_argument("--profile", action="store_true", help="cProfile one run of the largest count")
     parser.add_argument("--no-cli", action="store_true", help="skip timing the console script")
+    parser.add_argument("--no-fsync", action="store_true",
+                        help="DIAGNOSTIC ONLY: make os.fsync a no-op (how much of publish waits for the disk)")
     args = parser.parse_args()
+    fsyncs = count_fsyncs(disable=args.no_fsync)
 
-    import deployer.pipeline  # noqa: F401  (imports are not part of the per-model cost)
-    import deployer.spec  # noqa: F401
+    importlib.import_module("deployer.pipeline")  # imports are not part of the per-model cost
 
     best: dict[int, Timing] = {}
     with tempfile.TemporaryDirectory(prefix="bench-offline-") as tmp:
@@ -128,13 +147,17 @@ def main() -> int:
             best[n] = min(runs, key=lambda t: t.total)
             t = best[n]
             print(f"{n:5d} models: validate {t.validate:6.3f} s  render {t.render:6.3f} s  publish {t.publish:6.3f} s"
-                  f"  total {t.total:6.3f} s  ({1000 * t.total / n:.2f} ms/model; CPU {t.cpu:.3f} s; best of {args.repeat})")
+                  f"  total {t.total:6.3f} s  ({1000 * t.total / n:.2f} ms/model; CPU {t.cpu:.3f} s; "
+                  f"best of {args.repeat})")
         if len(best) >= 2:
             small, large = sorted(best)[0], sorted(best)[-1]
             ratio = best[large].total / best[small].total
             cpu_ratio = best[large].cpu / best[small].cpu
             print(f"linearity: {large}/{small} models = {large / small:.2f}x models -> {ratio:.2f}x wall time, "
                   f"{cpu_ratio:.2f}x CPU time")
+        per_model = fsyncs[0] / max(1, sum(args.models) * args.repeat)
+        print(f"fsync calls: {fsyncs[0]} ({per_model:.1f} per model published)"
+              + (" -- DISABLED, numbers are not crash-safe" if args.no_fsync else ""))
         largest = max(args.models)
         spec = Path(tmp) / f"n{largest}" / "spec.yaml"
         verdict = "OK" if best[largest].total <= 5.0 else "OVER"
