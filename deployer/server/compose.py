@@ -21,11 +21,14 @@ from typing import Any
 
 from deployer.errors import EnvironmentProblem, MissingDependency, PortInUse, ServerError, UserError
 from deployer.server.base import RuntimeName, ServerSettings, ServerState, ServerStatus
-from deployer.server.docker_runtime import (
+from deployer.server.docker_runtime import (  # the helpers are shared by both container runtimes
     CONTAINER_PORTS,
     CONTAINER_REPOSITORY,
     LOG_FILE,
     NVIDIA_ULIMITS,
+    _container_logs,
+    _exit_note,
+    _running,
     container_command,
     docker_client,
     engine_allows_memlock,
@@ -251,24 +254,6 @@ def _run(argv: list[str], timeout: float = _COMPOSE_TIMEOUT_S) -> subprocess.Com
         raise EnvironmentProblem(f"`{' '.join(argv[:2])} ...` failed: {exc}") from exc
 
 
-def _container_logs(container: Any, tail: int) -> str:
-    try:
-        data = container.logs(stdout=True, stderr=True, tail=tail)
-    except Exception as exc:
-        return f"<container log unavailable: {exc}>"
-    return data.decode("utf-8", errors="replace") if isinstance(data, bytes) else str(data)
-
-
-def _running(container: Any) -> bool:
-    from docker.errors import NotFound
-
-    try:
-        container.reload()
-    except NotFound:
-        return False
-    return bool(container.status in ("created", "running", "restarting"))
-
-
 class ComposeRuntime:
     """Runtime protocol implementation driving Docker Compose."""
 
@@ -321,6 +306,7 @@ class ComposeRuntime:
             started_at=time.time(),
         )
         self._started[plan.project] = plan
+        container: Any = None
         try:
             save_state(state_dir, state)
             self._compose_up(plan)
@@ -334,6 +320,10 @@ class ComposeRuntime:
                 is_alive=lambda: _running(container),
                 log_tail=lambda: _container_logs(container, _LOG_TAIL),
             )
+        except ServerError as exc:
+            exited = _exit_note(container) if container is not None else ""
+            self.down(state, stop_timeout_s=_ABORT_STOP_TIMEOUT_S)
+            raise ServerError(exc.message + exited, hint=exc.hint, details=exc.details) from exc
         except BaseException:  # includes KeyboardInterrupt: never leave the project behind
             self.down(state, stop_timeout_s=_ABORT_STOP_TIMEOUT_S)
             raise

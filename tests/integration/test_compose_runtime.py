@@ -242,3 +242,19 @@ def test_rendered_gpu_quickstart_file_is_valid_for_the_installed_compose(tmp_pat
     assert proc.returncode == 0, proc.stderr
     assert "capabilities" in proc.stdout and "read_only: true" in proc.stdout
     assert str(tmp_path / "model_repository") in proc.stdout, "relative to the compose file"
+
+
+def test_container_exiting_early_shows_its_log(
+    compose_runtime: ComposeRuntime,
+    cpu_image: str,
+    make_settings: Callable[..., ServerSettings],
+    model_repository: Path,
+) -> None:
+    from deployer.server.docker_runtime import project_name
+
+    settings = _settings(make_settings, model_repository, (), image=cpu_image, extra_args=("--rate-limit=bogus",))
+    with pytest.raises(ServerError) as info:
+        compose_runtime.up(settings)
+    assert "exited" in info.value.message
+    assert "--rate-limit" in (info.value.details or ""), "the container's own error is shown"
+    assert managed_resources(docker_client(), project_name(settings.state_dir.absolute())) == EMPTY
