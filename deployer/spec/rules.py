@@ -169,8 +169,7 @@ def _reshape_rules(c: Checker, m: ResolvedModel, p: PathT, t: Tensor) -> None:
         else:
             why = "element counts differ between variable-size dims"
         c.add(m, (*p, "reshape"), f"reshape {list(t.reshape)} does not match dims {list(t.dims)} ({why})",
-              "reshape must hold the same number of elements as dims", value=list(t.reshape),
-              has_value=True)
+              "reshape must hold the same number of elements as dims", value=list(t.reshape), has_value=True)
 
 
 def _batching(c: Checker, m: ResolvedModel) -> None:
@@ -199,15 +198,12 @@ def _batching(c: Checker, m: ResolvedModel) -> None:
         if not 1 <= db.default_priority_level <= db.priority_levels:
             c.add(m, ("dynamic_batching", "default_priority_level"),
                   f"default priority level must be in [1, {db.priority_levels}]",
-                  "set default_priority_level to one of the levels",
-                  value=db.default_priority_level,
-                  has_value=True)
+                  "set default_priority_level to one of the levels", value=db.default_priority_level, has_value=True)
         for level in db.priority_queue_policy:
             if not 1 <= level <= db.priority_levels:
                 c.add(m, ("dynamic_batching", "priority_queue_policy", level),
                       f"priority level must be in [1, {db.priority_levels}]", "raise priority_levels or fix the key",
-                      value=level, has_value=True,
-                      of_key=True)
+                      value=level, has_value=True, of_key=True)
     elif db.priority_queue_policy:
         c.add(m, ("dynamic_batching", "priority_queue_policy"), "priority queue policies need priority_levels > 0",
               "set priority_levels")
@@ -241,9 +237,7 @@ def _sequence(c: Checker, m: ResolvedModel) -> None:
             if size < 1 or size > m.max_batch_size:
                 c.add(m, ("sequence_batching", "oldest", "preferred_batch_size", k),
                       f"preferred batch size must be in [1, max_batch_size={m.max_batch_size}]",
-                      "lower it or raise max_batch_size",
-                      value=size,
-                      has_value=True)
+                      "lower it or raise max_batch_size", value=size, has_value=True)
     names = {t.name for t in m.inputs}
     for k, ci in enumerate(sb.control_input):
         if ci.name in names:
@@ -287,8 +281,7 @@ def _instances(c: Checker, m: ResolvedModel) -> None:
         for n, prof in enumerate(g.profile):
             if not prof.isdigit() or (m.requested_backend == "tensorrt" and int(prof) >= n_profiles):
                 c.add(m, (*p, "profile", n), f"profile must be a profile index in [0, {n_profiles - 1}]",
-                      "use indexes of `profiles`",
-                      value=prof, has_value=True)
+                      "use indexes of `profiles`", value=prof, has_value=True)
         if m.requested_backend == "tensorrt" and g.kind in ("CPU", "MODEL"):
             c.add(m, (*p, "kind"), "the TensorRT backend supports only GPU instances", "use kind: GPU",
                   value=g.kind, has_value=True)
@@ -300,8 +293,7 @@ def _warmup(c: Checker, m: ResolvedModel) -> None:
         limit = max(m.max_batch_size, 1)
         if w.batch_size > limit:
             c.add(m, ("model_warmup", k, "batch_size"), f"warmup batch_size must be <= {limit}",
-                  "lower batch_size (1 for a model that does not batch)",
-                  value=w.batch_size, has_value=True)
+                  "lower batch_size (1 for a model that does not batch)", value=w.batch_size, has_value=True)
         for name in w.inputs:
             if name not in names:
                 c.add(m, ("model_warmup", k, "inputs", name), "warmup input is not a model input",
@@ -339,9 +331,7 @@ def _versions(c: Checker, m: ResolvedModel) -> None:
     vp = m.spec.version_policy
     if m.version is not None and m.version < 1:
         c.add(m, ("version",), "version must be >= 1 (Triton ignores 0 and zero-padded names)",
-              "use auto or a number >= 1",
-              value=m.version,
-              has_value=True)
+              "use auto or a number >= 1", value=m.version, has_value=True)
     if vp is None:
         return
     given = [k for k in ("latest", "all", "specific") if getattr(vp, k) not in (None, False)]
@@ -351,8 +341,7 @@ def _versions(c: Checker, m: ResolvedModel) -> None:
     if vp.specific is not None:
         if not vp.specific or any(v < 1 for v in vp.specific):
             c.add(m, ("version_policy", "specific"), "list one or more versions >= 1", "e.g. specific: [1]",
-                  value=vp.specific,
-                  has_value=True)
+                  value=vp.specific, has_value=True)
         elif m.version is not None and m.version not in vp.specific:
             c.add(m, ("version",), f"version {m.version} would not be served by version_policy.specific "
                   f"{vp.specific}", "add it to specific", value=m.version, has_value=True)
@@ -379,8 +368,7 @@ def _shapes(c: Checker, m: ResolvedModel) -> None:
                 for d, (got, exp) in enumerate(zip(shape, want, strict=True)):
                     if got < 1 or (exp != -1 and got != exp):
                         c.add(m, (*p, label, d), f"dim must be {exp if exp != -1 else '>= 1'}",
-                              "shapes follow the input's dims", value=got,
-                              has_value=True)
+                              "shapes follow the input's dims", value=got, has_value=True)
             if any(a > b for a, b in zip(r.min, r.opt, strict=True)) or any(
                 a > b for a, b in zip(r.opt, r.max, strict=True)
             ):
@@ -388,8 +376,7 @@ def _shapes(c: Checker, m: ResolvedModel) -> None:
                       value={"min": list(r.min), "opt": list(r.opt), "max": list(r.max)}, has_value=True)
             if m.max_batch_size > 0 and r.max[0] > m.max_batch_size and m.requested_backend != "tensorrt":
                 c.add(m, (*p, "max", 0), f"batch {r.max[0]} exceeds max_batch_size {m.max_batch_size}",
-                      "lower the max batch",
-                      value=r.max[0], has_value=True)
+                      "lower the max batch", value=r.max[0], has_value=True)
 
 
 def _tensorrt(c: Checker, m: ResolvedModel) -> None:
@@ -520,7 +507,6 @@ def _ensemble(c: Checker, m: ResolvedModel) -> None:
     for tensor, k in produced.items():
         if tensor not in outputs and tensor not in consumed:
             c.add(m, ("ensemble", "steps", k, "outputs"), f"intermediate tensor {tensor!r} is never used",
-                  "consume it in a step or make it an output",
-                  value=tensor, has_value=True)
+                  "consume it in a step or make it an output", value=tensor, has_value=True)
 
 

@@ -253,3 +253,19 @@ models:
                            5: "did you mean 'max_batch_size'", 7: "models[1].inputs[0].dtype",
                            8: "models[2].name"}.items():
         assert f"schema.yaml:{line}:" in proc.stderr and fragment in text, (line, fragment, proc.stderr)
+
+
+def test_every_issue_has_a_location_and_a_fix(tmp_path: Path) -> None:
+    """In-process over the whole corpus: no issue without a line or a 'how to fix'."""
+    from deployer.errors import SpecError
+    from deployer.spec import load_deployment
+
+    shutil.copytree(MODELS, tmp_path / "models")
+    for case in CASES:
+        spec = tmp_path / case.file.name
+        shutil.copyfile(case.file, spec)
+        with pytest.raises(SpecError) as info:
+            load_deployment(spec)
+        for issue in info.value.issues:
+            assert issue.line > 0 and issue.column > 0, issue.format()
+            assert issue.hint, f"{case.file.name}: no hint in {issue.format()}"

@@ -13,7 +13,7 @@ from tritonclient.grpc import model_config_pb2
 
 from deployer.errors import SpecError, SpecIssue
 from deployer.spec import Deployment, load_deployment
-from deployer.spec.loader import deep_merge, format_path, read_yaml
+from deployer.spec.loader import ENSEMBLE_SKIPS_DEFAULTS, deep_merge, defaults_for, format_path, read_yaml
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "specs"
 
@@ -249,3 +249,24 @@ def test_yaml_positions_are_kept(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, "models:\n  - name: r\n    source: models/relu.onnx\n")
     raw = read_yaml(spec)
     assert raw.data["models"][0].lc.line == 1
+
+
+def test_defaults_for_ensembles_drop_scheduling_keys() -> None:
+    defaults = {"max_batch_size": 4, "dynamic_batching": {}, "instance_group": [], "parameters": {"a": "b"}}
+    assert defaults_for({"name": "m", "source": "m.onnx"}, defaults) == defaults
+    for ensemble in ({"name": "e", "ensemble": {}}, {"name": "e", "backend": "ensemble"}):
+        kept = defaults_for(ensemble, defaults)
+        assert kept == {"max_batch_size": 4, "parameters": {"a": "b"}}
+        assert not set(kept) & set(ENSEMBLE_SKIPS_DEFAULTS)
+
+
+@pytest.mark.parametrize(
+    ("yaml_value", "hint"),
+    [("server: {runtime: kube}", "check the spelling"), ("server: {http_port: x}", "whole number"),
+     ("server: {http_port: 0}", "use a value >= 1"), ("target: {triton: '24.1'}", "match the pattern"),
+     ("server: {args: 3}", "YAML list"), ("server: {runtime: [a]}", "")],
+)
+def test_type_errors_say_how_to_fix(tmp_path: Path, yaml_value: str, hint: str) -> None:
+    found = issues(tmp_path, yaml_value + "\nmodels: [{name: r, source: models/relu.onnx}]")
+    assert found and all(i.hint for i in found) and hint in found[0].hint
+    assert found[0].line == 1
