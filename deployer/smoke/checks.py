@@ -154,7 +154,7 @@ def check_metadata(http: Any, model: SmokeModel) -> CheckResult:
         return CheckResult(
             "metadata",
             "pass",
-            f"{len(exp_in)} inputs, {len(exp_out)} outputs: names, datatypes, shapes agree",
+            f"{_n(len(exp_in), 'input')}, {_n(len(exp_out), 'output')}: names, datatypes, shapes agree",
             {"differences": 0},
         )
 
@@ -253,10 +253,14 @@ def check_outputs(
     if problems:
         return CheckResult(name, "fail", problems[0], numbers, tuple(problems))
     if expected is None:
-        msg = f"{len(model.outputs)} outputs present with the right dtype/shape (no numeric {what})"
+        msg = f"{_n(len(model.outputs), 'output')} present with the right dtype/shape (no numeric {what})"
     else:
         msg = f"{compared}/{len(model.outputs)} outputs match the {what}"
     return CheckResult(name, "pass", msg, numbers)
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _as_float_if_bf16(arr: Array, dtype: str) -> Array:
