@@ -60,11 +60,12 @@ def _kind(c: Checker, m: ResolvedModel) -> None:
     if m.spec.ensemble is not None and m.requested_backend != "ensemble":
         c.add(m, ("ensemble",), f"ensemble scheduling is only valid for backend: ensemble, not {m.requested_backend}",
               "remove `ensemble`, or remove `backend`/`source` to make this model an ensemble")
-    if m.backend in ("onnxruntime", "tensorrt"):
+    # The requested backend counts too: a --fallback deployment must still work once TensorRT is there.
+    for backend in sorted({m.backend, m.requested_backend} & {"onnxruntime", "tensorrt"}):
         for key, tensors in (("inputs", m.inputs), ("outputs", m.outputs)):
             for j, t in enumerate(tensors):
-                if not supported_by_backend(t.dtype, m.backend):
-                    c.add(m, (key, j, "dtype"), f"the {m.backend} backend has no {t.dtype} I/O",
+                if not supported_by_backend(t.dtype, backend):
+                    c.add(m, (key, j, "dtype"), f"the {backend} backend has no {t.dtype} I/O",
                           "cast in the ONNX model", value=t.dtype, has_value=True)
 
 
