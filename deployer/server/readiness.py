@@ -108,7 +108,10 @@ def _load(client: Any, model: str, is_alive: Callable[[], bool], timeout_s: floa
         text = str(exc.message() or exc)
         reason = _index_reason(client, model) if is_alive() else ""
         quoted = text if not reason or reason in text else f"{text}\nrepository index reason: {reason}"
-        raise ServerError(f"model '{model}' failed to load: {_clip(quoted)}") from exc
+        hint = None
+        if "failed to poll from model repository" in text:
+            hint = f"is there a '{model}' directory with a config.pbtxt in the model repository?"
+        raise ServerError(f"model '{model}' failed to load: {_clip(quoted)}", hint=hint) from exc
     except Exception as exc:  # no answer: the server died, or the load outlived the deadline
         if not is_alive():
             raise ServerError(f"tritonserver exited while loading model '{model}'") from exc

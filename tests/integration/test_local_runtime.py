@@ -282,8 +282,9 @@ def test_unknown_model_fails_fast_and_cleans_up(
     processes_mentioning: Callable[[str], list[int]],
 ) -> None:
     settings = make_settings(model_repository, ("nope",))
-    with pytest.raises(ServerError, match="model 'nope' failed to load"):
+    with pytest.raises(ServerError, match="model 'nope' failed to load") as err:
         local_runtime.up(settings)
+    assert err.value.hint and "'nope' directory" in err.value.hint
     assert processes_mentioning(str(model_repository)) == []
     assert load_state(settings.state_dir) is None
 
