@@ -353,6 +353,63 @@ def _engine_builder() -> Any:
     return build_engines_for
 
 
+@app.command()
+@_handle_errors
+def compose(
+    spec: SpecArg,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="File to write (default: print).")] = None,  # noqa: UP045
+) -> None:
+    """Render a compose.yaml for the spec's server (GPU reservation, healthcheck, read-only repository)."""
+    from dataclasses import replace
+
+    from deployer import serve
+    from deployer.server.compose import render_compose
+
+    dep = _load(spec, "onnxruntime")
+    settings = serve.server_settings(dep, runtime="compose")
+    base = (output.absolute().parent if output else Path.cwd())
+    # Paths relative to the compose file keep it usable on any machine that checks the repo out.
+    settings = replace(settings, repository=_relative(settings.repository, base),
+                       state_dir=_relative(settings.state_dir, base))
+    text = render_compose(settings, project=compose_project(dep), load_models=True)
+    if output is None:
+        out.print(text, end="", markup=False)
+        return
+    tmp = output.with_name(f".{output.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(output)
+    out.print(f"wrote {output}; start it with `docker compose -f {output} up -d` (or docker-compose)")
+
+
+def compose_project(dep: Any) -> str:
+    """A stable compose project name for a spec: `deployer-<spec dir>`."""
+    import re
+
+    return "deployer-" + (re.sub(r"[^a-z0-9_-]", "-", dep.spec_path.parent.name.lower()) or "spec")
+
+
+def _relative(path: Path, base: Path) -> Path:
+    import os
+
+    return Path(os.path.relpath(path.absolute(), base))
+
+
+@image_app.command("build-cpu")
+@_handle_errors
+def image_build_cpu(
+    tag: Annotated[Optional[str], typer.Option(help="Image tag (default: deployer's CPU image tag).")] = None,  # noqa: UP045
+    base_image: Annotated[Optional[str], typer.Option(help="A Debian bookworm base image (default: debootstrap).")] = None,  # noqa: UP045, E501
+    force: Annotated[bool, typer.Option(help="Rebuild even when the inputs did not change.")] = False,
+) -> None:
+    """Build (or reuse) a CPU Triton image from PyPI wheels and a Debian base, without any registry."""
+    from deployer.image import CPU_IMAGE, build_cpu_image
+
+    result = build_cpu_image(tag=tag or CPU_IMAGE, base_image=base_image, force=force)
+    what = "built" if result.built else "up to date"
+    out.print(f"{result.tag}: {what} ({result.image_id[:19]}, inputs {result.inputs_digest[:12]}, "
+              f"{result.seconds:.1f} s)")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -132,3 +132,30 @@ def test_failed_smoke_exits_1(tmp_path: Path, find_free_ports: Callable[..., lis
     report = json.loads((tmp_path / "r.json").read_text())
     failed = [c["name"] for s in report["suites"] for c in s["checks"] if c["status"] == "fail"]
     assert "perf" in failed
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("runtime", ["docker", "compose"])
+def test_deploy_through_container_runtimes(
+    runtime: str, tmp_path: Path, find_free_ports: Callable[..., list[int]]
+) -> None:
+    """The same smoke suite passes through docker and compose against the CPU image."""
+    import importlib
+
+    from deployer.image import CPU_IMAGE
+
+    spec = write_spec(tmp_path, find_free_ports(3))
+    spec.write_text(spec.read_text().replace("runtime: local,", f"runtime: local, image: {CPU_IMAGE},"))
+    result = run("deploy", str(spec), "--runtime", runtime, "--json", str(tmp_path / "r.json"), timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    checks = {(s["name"], c["name"]): c for s in report["suites"] for c in s["checks"]}
+    assert checks[("classifier", "batching")]["status"] == "pass"
+    assert report["target"].startswith(runtime)
+    docker = importlib.import_module("docker")
+    client = docker.from_env()
+    try:
+        left = client.containers.list(all=True, filters={"label": "dev.deployer.managed=true"})
+        assert [c.name for c in left] == []
+    finally:
+        client.close()
