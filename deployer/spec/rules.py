@@ -242,9 +242,10 @@ def _sequence(c: Checker, m: ResolvedModel) -> None:
     names = {t.name for t in m.inputs}
     for k, ci in enumerate(sb.control_input):
         if ci.name in names:
+            hint = ("Triton feeds control inputs itself: remove it from inputs" if s.inputs is not None else
+                    "inputs default to all ONNX inputs, this one included: list inputs explicitly without it")
             c.add(m, ("sequence_batching", "control_input", k, "name"),
-                  "a control input must not also be listed in inputs",
-                  "Triton feeds control inputs itself: remove it from inputs", value=ci.name, has_value=True)
+                  "a control input must not also be listed in inputs", hint, value=ci.name, has_value=True)
         for n, ctl in enumerate(ci.control):
             p: PathT = ("sequence_batching", "control_input", k, "control", n)
             if ctl.kind == "CONTROL_SEQUENCE_CORRID":
@@ -440,7 +441,10 @@ def _onnx(c: Checker, m: ResolvedModel) -> None:
                 if exp != -1 and got != exp:
                     c.add(m, (*p, where, d), f"the model's dim is {exp}", f"use {exp}", value=got, has_value=True)
         if key == "inputs":
-            configured = {t.name for t in tensors}
+            # Sequence control and state inputs are fed by Triton, not listed in `inputs`.
+            sb = m.spec.sequence_batching
+            fed = {ci.name for ci in sb.control_input} | {st.input_name for st in sb.state} if sb else set()
+            configured = {t.name for t in tensors} | fed
             for mt in model_tensors:
                 if mt.name not in configured and not from_onnx_inputs:
                     c.add(m, (key,), f"the ONNX model's input {mt.name!r} is not configured",

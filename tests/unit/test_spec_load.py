@@ -270,3 +270,18 @@ def test_type_errors_say_how_to_fix(tmp_path: Path, yaml_value: str, hint: str) 
     found = issues(tmp_path, yaml_value + "\nmodels: [{name: r, source: models/relu.onnx}]")
     assert found and all(i.hint for i in found) and hint in found[0].hint
     assert found[0].line == 1
+
+
+def test_sequence_control_inputs_are_not_request_inputs(tmp_path: Path) -> None:
+    m = load_deployment(DATA / "sequence.yaml").models[0]
+    assert [t.name for t in m.inputs] == ["a"]
+    assert m.config["sequence_batching"]["control_input"] == [
+        {"name": "b", "control": [{"kind": "CONTROL_SEQUENCE_START", "fp32_false_true": [0.0, 1.0]}]}]
+    (issue,) = issues(tmp_path, """
+        models:
+          - name: seq
+            source: models/two_in.onnx
+            sequence_batching:
+              control_input: [{name: b, control: [{kind: CONTROL_SEQUENCE_START, fp32_false_true: [0, 1]}]}]
+    """)
+    assert "list inputs explicitly without it" in issue.hint
