@@ -116,12 +116,13 @@ def init(
     backend: Annotated[str, typer.Option(help="onnxruntime or tensorrt.")] = "onnxruntime",
     max_batch_size: Annotated[int, typer.Option(help="Used when the model can batch.")] = 8,
     force: Annotated[bool, typer.Option(help="Overwrite an existing spec.")] = False,
+    http_port: Annotated[int, typer.Option(help="Server HTTP port; gRPC and metrics use the next two.")] = 8000,
 ) -> None:
     """Scaffold a commented, deployable spec from an ONNX file."""
     from deployer.init import init_spec
 
     result = init_spec(model, output=output, name=name, backend=backend, max_batch_size=max_batch_size,
-                       force=force)
+                       force=force, http_port=http_port)
     out.print(f"wrote {result.spec_path}")
     out.print(f"  model {result.model_name!r}: max_batch_size {result.max_batch_size} — {result.reason}")
     out.print(f"next: deployer validate {result.spec_path} && deployer deploy {result.spec_path}")

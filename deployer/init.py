@@ -60,8 +60,9 @@ def scaffold(
     batching: bool,
     reason: str,
     shapes: dict[str, ShapeRange],
+    http_port: int = 8000,
 ) -> str:
-    """The spec text (pure)."""
+    """The spec text (pure). gRPC and metrics ports follow the HTTP port (+1, +2)."""
     mbs = max_batch_size if batching else 0
     lines = [
         f"# deployer spec scaffolded by `deployer init` from {Path(source).name}",
@@ -70,6 +71,9 @@ def scaffold(
         "repository: model_repository  # published versions go here (relative to this file)",
         "server:",
         "  runtime: local  # local (tritonserver binary) | docker | compose",
+        f"  http_port: {http_port}",
+        f"  grpc_port: {http_port + 1}",
+        f"  metrics_port: {http_port + 2}",
         "models:",
         f"  - name: {_q(name)}",
         f"    source: {_q(source)}",
@@ -109,12 +113,12 @@ def _tensors(info: OnnxInfo, key: str, batching: bool) -> list[str]:
     out = []
     for t in info.inputs if key == "inputs" else info.outputs:
         dims = t.triton_dims(batching=batching)
-        extra = ""
+        extra = comment = ""
         if not dims:
             dims = (1,)
             extra = ", reshape: []" if batching else ""
-            extra += "  # scalar in the model" if not batching else "  # batch-only tensor in the model"
-        out.append(f"      - {{name: {_q(t.name)}, dtype: {t.dtype}, dims: {_list(dims)}{extra}}}")
+            comment = "  # batch-only tensor in the model" if batching else "  # scalar (rank 0) in the model"
+        out.append(f"      - {{name: {_q(t.name)}, dtype: {t.dtype}, dims: {_list(dims)}{extra}}}{comment}")
     return out
 
 
@@ -126,6 +130,7 @@ def init_spec(
     backend: str = "onnxruntime",
     max_batch_size: int = DEFAULT_MAX_BATCH,
     force: bool = False,
+    http_port: int = 8000,
 ) -> InitResult:
     """Write a spec for `model` next to it (or at `output`); refuses to overwrite unless `force`.
 
@@ -136,6 +141,8 @@ def init_spec(
     if backend not in ("onnxruntime", "tensorrt"):
         raise UserError(f"init supports backend onnxruntime or tensorrt, not {backend!r}",
                         hint="python and ensemble models are written by hand; see docs/spec.md")
+    if not 1 <= http_port <= 65533:
+        raise UserError(f"--http-port must be in 1..65533, got {http_port}")
     if max_batch_size < 1:
         raise UserError(f"--max-batch-size must be >= 1, got {max_batch_size}")
     info = read_onnx(model)
@@ -155,6 +162,7 @@ def init_spec(
         batching=decision.batching,
         reason=decision.reason,
         shapes=shapes,
+        http_port=http_port,
     )
     spec_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = spec_path.with_name(f".{spec_path.name}.{hashlib.sha256(text.encode()).hexdigest()[:8]}.tmp")
