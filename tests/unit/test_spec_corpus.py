@@ -144,8 +144,14 @@ def _publish(workdir: Path, case: Case) -> tuple[Run, bool]:
     """`deployer publish` through the installed console script; whether the repository stayed identical."""
     repo = workdir / "model_repository"
     before = snapshot(repo)
-    proc = subprocess.run([str(DEPLOYER), "publish", case.file.name], cwd=workdir, capture_output=True, text=True,
-                          timeout=300, check=False)
+    for attempt in range(3):
+        try:
+            proc = subprocess.run([str(DEPLOYER), "publish", case.file.name], cwd=workdir, capture_output=True,
+                                  text=True, timeout=300, check=False)
+            break
+        except OSError:  # the spawn itself failed (seen: EFAULT from exec on an overloaded host); not a result
+            if attempt == 2:
+                raise
     return Run(proc.returncode, proc.stdout, proc.stderr), snapshot(repo) == before
 
 
