@@ -15,9 +15,6 @@ from deployer.init import init_spec, model_name_from
 from deployer.spec import load_deployment
 
 MODELS = Path(__file__).resolve().parents[1] / "data" / "specs" / "models"
-# deployer/init.py:_tensors writes "# scalar in the model" inside the flow mapping `{name: ..., dims: [1]  # ...}`,
-# so the YAML never closes. Remove this mark when init.py puts the comment after the closing brace.
-INIT_COMMENT_BUG = pytest.mark.xfail(strict=True, reason="init.py writes a YAML comment inside a flow mapping")
 
 
 def model(tmp_path: Path, name: str, as_name: str | None = None) -> Path:
@@ -44,8 +41,8 @@ def time_major(tmp_path: Path) -> Path:
     [
         ("relu.onnx", True, "every input and output has a dynamic first dim"),
         ("static.onnx", False, "static batch of 1"),
-        pytest.param("scalar.onnx", False, "is a scalar (rank 0)", marks=INIT_COMMENT_BUG),
-        pytest.param("batchonly.onnx", True, "dynamic first dim", marks=INIT_COMMENT_BUG),
+        ("scalar.onnx", False, "is a scalar (rank 0)"),  # init once wrote its comment inside `{...}`
+        ("batchonly.onnx", True, "dynamic first dim"),
         ("ids.onnx", True, "dynamic first dim"),
     ],
 )
