@@ -341,3 +341,15 @@ def test_load_generators_bounded_and_counting_errors(deployment: Deployment) -> 
             state.grpc_url, gbad, concurrency=2, duration_s=30, max_requests=10, warmup_requests=0, stream=stream
         )
         assert gres.requests == 0 and gres.errors == 10 and "nope" in gres.first_error
+
+
+def test_batching_failure_is_explained(deployment: Deployment) -> None:
+    # We claim dynamic batching, the served config has none: N requests run in N executions.
+    model = replace(deployment.mlp, name="mlp_plain", expected_config={})
+    report = run_smoke(deployment.state, [model], replace(FAST, checks=frozenset({"batching"})))
+    check = _by_name(report, "mlp_plain")["batching"]
+    assert check.status == "fail"
+    assert check.numbers["execution_count"] == check.numbers["requests"] == check.numbers["inference_count"]
+    assert check.numbers["attempts"] == 2  # retried with more requests before failing
+    assert "no batch > 1 was formed" in check.message
+    assert "no dynamic_batching block" in check.message
