@@ -131,9 +131,10 @@ def smoke_models(dep: Deployment) -> list[Any]:
             tensors.append(SmokeTensor(
                 name=t.name, dtype=t.dtype, dims=t.dims,
                 shapes=ShapeRange(r.min, r.opt, r.max) if r is not None else None,
-                value_range=t.value_range, fixed_value=t.value,
+                value_range=t.value_range, fixed_value=t.value, reshape=t.reshape,
             ))
-        outputs = [SmokeOutput(name=t.name, dtype=t.dtype, dims=t.dims, atol=t.atol, rtol=t.rtol) for t in m.outputs]
+        outputs = [SmokeOutput(name=t.name, dtype=t.dtype, dims=t.dims, atol=t.atol, rtol=t.rtol, reshape=t.reshape)
+                   for t in m.outputs]
         compare = ms.compare if ms is not None else True
         db = m.spec.dynamic_batching
         out.append(SmokeModel(

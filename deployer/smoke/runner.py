@@ -161,6 +161,32 @@ def _run_model(
     return out
 
 
+def _lead(model: SmokeModel, arr: Array) -> tuple[int, ...]:
+    return tuple(arr.shape[:1]) if model.max_batch_size > 0 else ()
+
+
+def _as_model_sees(model: SmokeModel, feeds: Mapping[str, Array]) -> dict[str, Array]:
+    """Apply each input's config `reshape`, as Triton does before the model runs."""
+    out = dict(feeds)
+    for t in model.inputs:
+        if t.reshape is not None and t.name in out:
+            arr = out[t.name]
+            out[t.name] = arr.reshape(_lead(model, arr) + t.reshape)
+    return out
+
+
+def _as_served(model: SmokeModel, outputs: Mapping[str, Array]) -> dict[str, Array]:
+    """Reshape reference outputs that the config reshapes back to the served `dims`."""
+    out = dict(outputs)
+    for o in model.outputs:
+        arr = out.get(o.name)
+        if o.reshape is not None and arr is not None:
+            lead = _lead(model, arr)
+            if o.dims.count(-1) <= 1:
+                out[o.name] = arr.reshape(lead + o.dims)
+    return out
+
+
 def _reference(model: SmokeModel) -> tuple[OnnxReference | None, CheckResult | None]:
     """The ONNX Runtime reference, or a result explaining why there is none (None = by choice)."""
     if model.onnx_path is None:
@@ -192,7 +218,8 @@ def _infer_checks(
         expected: Mapping[str, Array] | None = None
         if ref is not None:
             try:
-                expected = ref.run(case_feeds, [o.name for o in model.outputs])
+                raw = ref.run(_as_model_sees(model, case_feeds), [o.name for o in model.outputs])
+                expected = _as_served(model, raw)
             except DeployerError as exc:
                 results.append(CheckResult(f"reference[{case.label}]", "fail", exc.message))
         for protocol in options.protocols:

@@ -69,6 +69,8 @@ class SmokeTensor:
         value_range: `[low, high]` for synthetic values, inclusive (floats: uniform in [low, high));
             None = dtype default.
         fixed_value: fill the whole tensor with this value instead of random data (e.g. a mask of 1s).
+        reshape: the config's `reshape` (shape the model sees, without the batch dim); applied to the
+            request before it is fed to the ONNX Runtime reference, as Triton does for the model.
     """
 
     name: str
@@ -77,6 +79,7 @@ class SmokeTensor:
     shapes: ShapeRange | None = None
     value_range: tuple[float, float] | None = None
     fixed_value: float | int | bool | str | None = None
+    reshape: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", _dtype(self.name, self.dtype))
@@ -95,6 +98,8 @@ class SmokeOutput:
         dims: config dims without the batch dim.
         atol / rtol: tolerances for `|served - ref| <= atol + rtol * |ref|`; None = default by precision
             (see `deployer.smoke.compare.default_tolerance`).
+        reshape: the config's `reshape` (shape the model produces); the reference output is reshaped
+            back to the served `dims` before comparison.
     """
 
     name: str
@@ -102,6 +107,7 @@ class SmokeOutput:
     dims: tuple[int, ...]
     atol: float | None = None
     rtol: float | None = None
+    reshape: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", _dtype(self.name, self.dtype))
