@@ -230,7 +230,11 @@ def rollback(
     repo = Path(str(raw.data.get("repository", "model_repository")))
     repo = repo if repo.is_absolute() else spec.resolve().parent / repo
     result = do_rollback(repo, model, to)
-    out.print(f"{model}: now serving version {result.version} (removed {list(result.removed)})")
+    out.print(f"{model}: version {result.version} is now the newest (removed {list(result.removed)})")
+    from deployer.serve import reload_model
+
+    if reload_model(spec, model):
+        out.print(f"{model}: reloaded in the running server (explicit model control)")
 
 
 # --------------------------------------------------------------------------- serving

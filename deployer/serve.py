@@ -24,7 +24,13 @@ NGC_IMAGE = "nvcr.io/nvidia/tritonserver:{release}-py3"
 
 def state_dir(dep: Deployment) -> Path:
     """Where a spec's server state, logs and private backend dir live: `.deployer/<spec-stem>/` beside it."""
-    return dep.spec_path.parent / ".deployer" / dep.spec_path.stem
+    return state_dir_for(dep.spec_path)
+
+
+def state_dir_for(spec_path: Path) -> Path:
+    """`state_dir` from the spec's path alone (for commands that must work on an invalid spec)."""
+    spec_path = spec_path.resolve()
+    return spec_path.parent / ".deployer" / spec_path.stem
 
 
 def server_settings(dep: Deployment, *, runtime: RuntimeName | None = None) -> ServerSettings:
@@ -108,6 +114,37 @@ def status(dep: Deployment) -> ServerStatus:
     if state is None:
         return ServerStatus(running=False, ready=False, models={}, state=None)
     return get_runtime(state.runtime).status(state)  # type: ignore[no-any-return]
+
+
+def reload_model(spec_path: Path, model: str) -> bool:
+    """Ask this spec's running server (if any) to reload `model` after the repository changed.
+
+    With explicit model control Triton only notices repository changes on a load request; a reload
+    swaps versions without a gap and keeps the old ones serving if the new load fails.
+    Returns False when no server is running for the spec.
+    """
+    from deployer.server.state import load_state
+
+    state = load_state(state_dir_for(spec_path))
+    if state is None:
+        return False
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    client = httpclient.InferenceServerClient(state.http_url, connection_timeout=5.0, network_timeout=120.0)
+    try:
+        if not client.is_server_live():
+            return False
+        client.load_model(model)
+    except InferenceServerException as exc:
+        from deployer.errors import ServerError
+
+        raise ServerError(f"the server could not reload {model!r}: {exc.message()}") from None
+    except ConnectionError:
+        return False
+    finally:
+        client.close()
+    return True
 
 
 # --------------------------------------------------------------------------- smoke

@@ -159,3 +159,29 @@ def test_deploy_through_container_runtimes(
         assert [c.name for c in left] == []
     finally:
         client.close()
+
+
+def test_rollback_reloads_the_running_server(tmp_path: Path, find_free_ports: Callable[..., list[int]]) -> None:
+    import tritonclient.http as httpclient
+
+    ports = find_free_ports(3)
+    spec = write_spec(tmp_path, ports)
+    assert run("publish", str(spec)).returncode == 0
+    text = spec.read_text()
+    spec.write_text(text.replace("max_queue_delay_microseconds: 5000", "max_queue_delay_microseconds: 7000"))
+    published = run("publish", str(spec))
+    assert "classifier: version 2 new" in published.stdout, published.stdout
+    assert run("up", str(spec)).returncode == 0
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{ports[0]}")
+    try:
+        delay = client.get_model_config("classifier")["dynamic_batching"]["max_queue_delay_microseconds"]
+        assert delay == 7000
+        rb = run("rollback", str(spec), "classifier")
+        assert rb.returncode == 0, rb.stdout + rb.stderr
+        assert "reloaded in the running server" in rb.stdout
+        assert client.is_model_ready("classifier", "1") and not client.is_model_ready("classifier", "2")
+        delay = client.get_model_config("classifier")["dynamic_batching"]["max_queue_delay_microseconds"]
+        assert delay == 5000
+    finally:
+        client.close()
+        run("down", str(spec))
