@@ -15,6 +15,7 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from deployer import __version__
@@ -52,7 +53,9 @@ def _handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except DeployerError as exc:
-            err.print(f"[bold red]error:[/] {exc.render()}", markup=True, highlight=False)
+            # Messages quote user values verbatim (`[...]` included): never interpret them as markup, and
+            # keep one issue per line (grep, editors and CI annotations read `file:line:col:` lines).
+            err.print(f"[bold red]error:[/] {escape(exc.render())}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
             err.print("interrupted")
@@ -343,7 +346,7 @@ def deploy(
 
     dep = _load(spec, fallback)
     result = serve.deploy(dep, keep=keep, runtime=_runtime(runtime), build=_engine_builder(),
-                          on_stage=lambda name: err.print(f"[dim]» {name}[/]"))
+                          on_stage=lambda name: err.print(f"[dim]» {escape(name)}[/]"))
     out.print(f"published: {', '.join(result.published)}")
     timings = "  ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
     out.print(f"stages: {timings}")

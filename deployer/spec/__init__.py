@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,9 @@ def load_deployment(path: Path | str, *, fallback: str | None = None) -> Deploym
         if model is not None:
             models.append(model)
     issues.extend(Checker(raw, models).run())
-    issues.extend(_protobuf_check(raw, models))
+    # Triton's own schema as a last net, for models our rules passed (else it repeats their findings).
+    flagged = {i.path.split("]", 1)[0] + "]" for i in issues if i.path.startswith("models[")}
+    issues.extend(_protobuf_check(raw, [m for m in models if f"models[{m.index}]" not in flagged]))
     if issues:
         raise SpecError(_dedupe(issues))
     template_dir = None
@@ -69,10 +72,13 @@ def _protobuf_check(raw: RawSpec, models: list[ResolvedModel]) -> list[SpecIssue
         try:
             json_format.ParseDict(_jsonable(m.config), model_config_pb2.ModelConfig())
         except json_format.ParseError as exc:
-            where = ("config_overrides",) if m.spec.config_overrides else ()
-            issues.append(make_issue(raw, ("models", m.index, *where),
-                                     f"not a valid Triton ModelConfig: {exc}",
-                                     "use ModelConfig field names from model_config.proto"))
+            first = str(exc).splitlines()[0]
+            where: tuple[str, ...] = ("config_overrides",) if m.spec.config_overrides else ()
+            field = re.search(r'has no field named "([^"]+)"', first)
+            if field and where and field.group(1) in (m.spec.config_overrides or {}):
+                where = (*where, field.group(1))
+            issues.append(make_issue(raw, ("models", m.index, *where), f"not a valid Triton ModelConfig: {first}",
+                                     "use ModelConfig field names from model_config.proto", of_key=bool(field)))
     return issues
 
 

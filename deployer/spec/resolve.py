@@ -66,8 +66,13 @@ def resolve_model(
     mbs = m.max_batch_size
     if mbs is None:
         mbs = DEFAULT_MAX_BATCH if (info is not None and info.batchable) else 0
-    inputs = _tensors(ctx, m.inputs, info, "inputs", mbs)
-    outputs = _tensors(ctx, m.outputs, info, "outputs", mbs)
+    sequence = m.sequence_batching
+    controls = frozenset(
+        [c.name for c in sequence.control_input] + [s.input_name for s in sequence.state]
+        + [s.output_name for s in sequence.state]
+    ) if sequence else frozenset()
+    inputs = _tensors(ctx, m.inputs, info, "inputs", mbs, controls)
+    outputs = _tensors(ctx, m.outputs, info, "outputs", mbs, controls)
     if inputs is None or outputs is None:
         return None, ctx.issues
     profiles = _profiles(ctx, m, inputs, mbs)
@@ -144,7 +149,12 @@ def _source(ctx: _Ctx, m: ModelSpec, backend: str, base_dir: Path) -> Path | Non
 
 
 def _tensors(
-    ctx: _Ctx, given: list[InputSpec] | list[OutputSpec] | None, info: OnnxInfo | None, key: str, mbs: int
+    ctx: _Ctx,
+    given: list[InputSpec] | list[OutputSpec] | None,
+    info: OnnxInfo | None,
+    key: str,
+    mbs: int,
+    fed_by_triton: frozenset[str] = frozenset(),
 ) -> tuple[Tensor, ...] | None:
     if given is None:
         if info is None:
@@ -154,6 +164,8 @@ def _tensors(
         tensors = info.inputs if key == "inputs" else info.outputs
         out = []
         for info_t in tensors:
+            if info_t.name in fed_by_triton:
+                continue  # sequence control / implicit state tensors are configured in sequence_batching
             dims = info_t.triton_dims(batching=mbs > 0)
             reshape: tuple[int, ...] | None = None
             if not dims:
