@@ -136,6 +136,11 @@ def _tensor_rules(c: Checker, m: ResolvedModel, key: str, tensors: Sequence[Tens
                       "0 is never valid in Triton", value=d, has_value=True)
         if t.reshape is not None:
             _reshape_rules(c, m, p, t)
+        if t.label_filename:
+            # Triton reads labels from the model directory; publish only writes versions and the config.
+            c.add(m, (*p, "label_filename"), "label files are not published by deployer yet, so Triton would "
+                  "fail to load the model", "remove label_filename (map class ids to labels in the client)",
+                  value=t.label_filename, has_value=True)
         if t.format in ("NCHW", "NHWC") and len(t.dims) != 3:
             c.add(m, (*p, "format"), f"format {t.format} needs exactly 3 dims, got {len(t.dims)}",
                   "remove format or fix dims", value=t.format, has_value=True)
