@@ -185,3 +185,28 @@ def test_rollback_reloads_the_running_server(tmp_path: Path, find_free_ports: Ca
     finally:
         client.close()
         run("down", str(spec))
+
+
+def test_tensorrt_spec_without_tensorrt(tmp_path: Path, find_free_ports: Callable[..., list[int]]) -> None:
+    """No TensorRT here: build/deploy exit 3 naming the options; --fallback onnxruntime deploys and passes."""
+    spec = write_spec(tmp_path, find_free_ports(3))
+    text = spec.read_text().replace(
+        "    source: classifier.onnx\n",
+        "    source: classifier.onnx\n    backend: tensorrt\n    precision: fp16\n"
+        "    instance_group: [{kind: GPU, count: 1}]\n",
+    )
+    spec.write_text(text)
+    assert run("validate", str(spec)).returncode == 0
+    build = run("build", str(spec))
+    assert build.returncode == 3, build.stdout + build.stderr
+    assert "--fallback onnxruntime" in build.stderr and "Traceback" not in build.stderr
+    deploy = run("deploy", str(spec))
+    assert deploy.returncode == 3 and "--fallback onnxruntime" in deploy.stderr
+    result = run("deploy", str(spec), "--fallback", "onnxruntime", "--json", str(tmp_path / "r.json"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["passed"] is True
+    config = (tmp_path / "repo" / "classifier" / "config.pbtxt").read_text()
+    assert 'backend: "onnxruntime"' in config and "KIND_GPU" not in config
+    manifest = json.loads((tmp_path / "repo" / "classifier" / "1" / "deployer.manifest.json").read_text())
+    assert manifest["requested_backend"] == "tensorrt" and manifest["backend"] == "onnxruntime"
