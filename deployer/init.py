@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deployer.errors import UserError
-from deployer.onnxinfo import OnnxInfo, ShapeRange, batch_dimension, probe_shapes, read_onnx
+from deployer.onnxinfo import OnnxInfo, ShapeRange, batch_dimension, read_onnx
+from deployer.onnxprobe import probe_shapes
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,9 @@ from deployer.onnxinfo import (
     ShapeRange,
     batch_dimension,
     external_data_files,
-    probe_shapes,
     read_onnx,
-    run_reference,
-    synthetic_input,
 )
+from deployer.onnxprobe import probe_shapes, run_reference, synthetic_input
 from tests.models import CATALOG, MODEL_KINDS, make_model, third_party_model
 
 Row = tuple[str, str, tuple[int | str, ...]]
