@@ -27,6 +27,7 @@ import itertools
 import json
 import os
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -105,13 +106,13 @@ def _down_leftover(state_dir: Path) -> None:
 # --------------------------------------------------------------------------- 2. throughput
 
 
-def make_mlp(path: Path) -> None:
-    """x[batch, 256] -> Gemm 2048 -> Relu -> Gemm 2048 -> Relu -> Gemm 64 -> y (deterministic weights)."""
+def make_mlp(path: Path, hidden: int = HIDDEN) -> None:
+    """x[batch, 256] -> Gemm hidden -> Relu -> Gemm hidden -> Relu -> Gemm 64 -> y (deterministic weights)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    dims = [D_IN, HIDDEN, HIDDEN, D_OUT]
+    dims = [D_IN, hidden, hidden, D_OUT]
     nodes, inits, cur = [], [], "x"
     for i, (a, b) in enumerate(itertools.pairwise(dims)):
         inits += [numpy_helper.from_array((rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32), f"w{i}"),
@@ -129,14 +130,14 @@ def make_mlp(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def make_spec(work: Path, ports: tuple[int, ...]) -> Path:
+def make_spec(work: Path, ports: tuple[int, ...], hidden: int = HIDDEN) -> Path:
     """`deployer init` output for the MLP (model `mlp`), plus `mlp_nobatch`: same file, no batching."""
     from ruamel.yaml import YAML
 
     from deployer.init import init_spec
 
     work.mkdir(parents=True, exist_ok=True)
-    make_mlp(work / "mlp.onnx")
+    make_mlp(work / "mlp.onnx", hidden)
     spec = init_spec(work / "mlp.onnx", output=work / "spec.yaml").spec_path
     yaml = YAML()
     data = yaml.load(spec.read_text(encoding="utf-8"))
@@ -171,10 +172,12 @@ def group_cpu(pgid: int) -> dict[str, float]:
     return out
 
 
-def machine_busy() -> float:
-    """CPU seconds all cores spent busy since boot (/proc/stat: everything but idle and iowait)."""
+def machine_busy() -> tuple[float, float, float]:
+    """CPU seconds since boot, all cores, from /proc/stat: (busy, irq+softirq, steal). Busy is everything
+    but idle and iowait; interrupt time (loopback TCP runs in softirqs) and steal (the hypervisor ran
+    someone else) are charged to no process."""
     f = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(f[:8]) - f[3] - f[4]) / _CLK
+    return (sum(f[:8]) - f[3] - f[4]) / _CLK, (f[5] + f[6]) / _CLK, f[7] / _CLK
 
 
 def model_stats(port: int, model: str) -> dict[str, float]:
@@ -218,8 +221,10 @@ def served_phase(state: Any, model: str, duration: float, ncpu: int) -> Served:
     d = {k: s1[k] - s0[k] for k in s0}
     split = {k: (c1.get(k, 0.0) - c0.get(k, 0.0)) / (wall * ncpu) for k in c1}
     split["load generator"] = res.client_cpu_s / (wall * ncpu)
-    # whatever else ran on the box meanwhile (other users' jobs; this process's non-load threads)
-    split["other"] = max(0.0, (m1 - m0) / (wall * ncpu) - sum(split.values()))
+    # other processes on the box meanwhile (other users' jobs)
+    split["irq"] = (m1[1] - m0[1]) / (wall * ncpu)
+    split["steal"] = (m1[2] - m0[2]) / (wall * ncpu)
+    split["other"] = max(0.0, (m1[0] - m0[0]) / (wall * ncpu) - sum(split.values()))
     return Served(model, res.inferences_per_s, res.p(50), res.p(99), res.errors,
                   d["inferences"] / max(d["executions"], 1.0), res.client_cpu_us_per_request, split,
                   d["compute_ns"] / max(d["inferences"], 1.0) / 1e6, d["queue_ns"] / max(d["inferences"], 1.0) / 1e6)
@@ -276,13 +281,13 @@ def inprocess_ort(path: Path, batch: int, duration: float, instances: int = 1, t
 
 
 def bench_throughput(work: Path, duration: float, rounds: int, ort_threads: int = 0, ort_spin: bool = True,
-                     backend: Path | None = None) -> dict[str, Any]:
+                     backend: Path | None = None, hidden: int = HIDDEN) -> dict[str, Any]:
     from deployer import pipeline, serve
     from deployer.server.local import LocalRuntime
     from deployer.spec import load_deployment
 
     ncpu = os.cpu_count() or 1
-    spec = make_spec(work / "tp", free_ports(3))
+    spec = make_spec(work / "tp", free_ports(3), hidden)
     dep = load_deployment(spec)
     pipeline.publish(dep)
     if backend is not None:  # diagnostic: serve through a prototype of the Python-based ORT backend
@@ -303,12 +308,12 @@ def bench_throughput(work: Path, duration: float, rounds: int, ort_threads: int 
             b = served_phase(state, "mlp", duration, ncpu)
             u = served_phase(state, "mlp_nobatch", duration, ncpu)
             batch = max(1, round(b.avg_batch))
-            ort_b = inprocess_ort(onnx_path, batch, min(duration, 3.0), instances, ort_threads, ort_spin)
+            ort_b = inprocess_ort(onnx_path, batch, duration, instances, ort_threads, ort_spin)
             results.append((b, u, batch, ort_b))
-        ort_1 = inprocess_ort(onnx_path, 1, min(duration, 3.0), instances, ort_threads, ort_spin)
+        ort_1 = inprocess_ort(onnx_path, 1, duration, instances, ort_threads, ort_spin)
     finally:
         runtime.down(state)
-    print(f"\n== 2. served throughput, concurrency {CONCURRENCY}, MLP {D_IN}-{HIDDEN}-{HIDDEN}-{D_OUT} FP32, "
+    print(f"\n== 2. served throughput, concurrency {CONCURRENCY}, MLP {D_IN}-{hidden}-{hidden}-{D_OUT} FP32, "
           f"{ncpu} cores shared by client and server, {duration:g} s per phase")
     print(f"  batched config (as `deployer init` writes it): max_batch_size {cfg.get('max_batch_size')}, "
           f"dynamic_batching {json.dumps(cfg.get('dynamic_batching', {}), separators=(',', ':'))}, "
@@ -318,7 +323,7 @@ def bench_throughput(work: Path, duration: float, rounds: int, ort_threads: int 
     opts = (f"{instances} session(s) side by side like the served instances, intra_op threads "
             f"{ort_threads or 'default'}, spinning {'on' if ort_spin else 'off'}")
     print(f"  in-process ONNX Runtime ({opts}), batch 1: {ort_1:,.0f} infer/s")
-    rows = []
+    rows: list[dict[str, object]] = []
     for i, (b, u, batch, ort_b) in enumerate(results, 1):
         for s in (b, u):
             split = ", ".join(f"{k} {v:.0%}" for k, v in sorted(s.cpu_split.items()))
@@ -333,16 +338,25 @@ def bench_throughput(work: Path, duration: float, rounds: int, ort_threads: int 
               f"(target >= 0.9: {'OK' if r_ort >= 0.9 else 'MISSED'})")
         rows.append({"batched": asdict(b), "unbatched": asdict(u), "ort_batch": batch, "ort_infer_s": ort_b,
                      "batched_over_unbatched": r_batch, "served_over_inprocess": r_ort})
+    summary: dict[str, dict[str, float]] = {}
+    for key, target in (("batched_over_unbatched", 2.0), ("served_over_inprocess", 0.9)):
+        vals = sorted(float(r[key]) for r in rows)  # type: ignore[arg-type]
+        summary[key] = {"median": statistics.median(vals), "min": vals[0], "max": vals[-1]}
+        med = summary[key]["median"]
+        print(f"  {key}: median {med:.2f} over {len(vals)} rounds (min {vals[0]:.2f}, max {vals[-1]:.2f}); "
+              f"target {target:g}: {'OK' if med >= target else 'MISSED'}")
     return {"cores": ncpu, "loadgen_ceiling_req_s": ceiling, "loadgen_ceiling_cpu_us": ceiling_cpu,
-            "ort_batch1_infer_s": ort_1, "rounds": rows, "config": cfg}
+            "ort_batch1_infer_s": ort_1, "rounds": rows, "summary": summary, "config": cfg}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=("deploy", "throughput"))
-    ap.add_argument("--duration", type=float, default=4.0, help="seconds per load phase (default 4)")
-    ap.add_argument("--rounds", type=int, default=2, help="batched/unbatched/ORT rounds in this run (default 2)")
+    ap.add_argument("--duration", type=float, default=3.0, help="seconds per load phase (default 3)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="batched/unbatched/in-process rounds, interleaved; ratios are their median (default 3)")
     ap.add_argument("--json", type=Path, help="write the numbers here")
+    ap.add_argument("--hidden", type=int, default=HIDDEN, help=f"MLP hidden width (default {HIDDEN})")
     ap.add_argument("--backend", type=Path, help="diagnostic: serve with this copy of the Python ORT backend")
     ap.add_argument("--ort-threads", type=int, default=0, help="in-process baseline intra-op threads (0 = ORT default)")
     ap.add_argument("--ort-no-spin", action="store_true", help="in-process baseline without spinning workers")
@@ -354,7 +368,7 @@ def main() -> int:
             out["deploy"] = bench_deploy(Path(tmp))
         if args.only in (None, "throughput"):
             out["throughput"] = bench_throughput(Path(tmp), args.duration, max(1, args.rounds), args.ort_threads,
-                                                 not args.ort_no_spin, args.backend)
+                                                 not args.ort_no_spin, args.backend, args.hidden)
     out["machine"]["loadavg_end"] = os.getloadavg()
     print(f"\nload average before/after: {out['machine']['loadavg_start'][0]:.2f} / "
           f"{out['machine']['loadavg_end'][0]:.2f} (other work on the box skews everything); "
