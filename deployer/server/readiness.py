@@ -134,7 +134,7 @@ def wait_until_ready(
     poll_s: float = 0.2,
     launched_at: float | None = None,
 ) -> ReadinessReport:
-    """Wait (up to `timeout_s`) for live+ready, then load each model (up to `timeout_s` each) in order.
+    """Wait (up to `timeout_s`) for live+ready, then load the models concurrently (up to `timeout_s` each).
 
     `launched_at` is the `time.monotonic()` at which the server was started (default: now); the
     server deadline and `ReadinessReport.server_s` count from it.
@@ -184,18 +184,46 @@ def _wait_and_load(
             raise ServerError(exc.message, details=_details(log_tail)) from exc
         server_s = time.monotonic() - started
         log.info("tritonserver at %s ready after %.2f s", url, server_s)
-        loads: list[tuple[str, float]] = []
-        for model in models:
-            t0 = time.monotonic()
-            try:
-                _load(client, model, is_alive, timeout_s)
-            except ServerError as exc:
-                raise ServerError(exc.message, hint=exc.hint, details=_details(log_tail)) from exc
-            loads.append((model, time.monotonic() - t0))
-            log.info("model '%s' READY after %.2f s", model, loads[-1][1])
-        return ReadinessReport(server_s=server_s, model_load_s=tuple(loads))
+        loads = _load_all(url, models, timeout_s, is_alive, log_tail)
+        return ReadinessReport(server_s=server_s, model_load_s=loads)
     finally:
         client.close()
+
+
+def _load_all(
+    url: str, models: Sequence[str], timeout_s: float, is_alive: Callable[[], bool], log_tail: Callable[[], str]
+) -> tuple[tuple[str, float], ...]:
+    """Load the models concurrently (Triton loads them in parallel; each stub start is mostly waiting),
+    then report every failure, each naming its model, in the order the models were given."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(model: str) -> tuple[str, float]:
+        client = _client(url, timeout_s)  # one client per thread: tritonclient.http is not thread-safe
+        try:
+            t0 = time.monotonic()
+            _load(client, model, is_alive, timeout_s)
+            elapsed = time.monotonic() - t0
+            log.info("model '%s' READY after %.2f s", model, elapsed)
+            return model, elapsed
+        finally:
+            client.close()
+
+    if not models:
+        return ()
+    with ThreadPoolExecutor(max_workers=min(4, len(models)), thread_name_prefix="deployer-load") as pool:
+        futures = [pool.submit(one, m) for m in models]
+    loads: list[tuple[str, float]] = []
+    failures: list[ServerError] = []
+    for future in futures:
+        try:
+            loads.append(future.result())
+        except ServerError as exc:
+            failures.append(exc)
+    if failures:
+        first = failures[0]
+        message = first.message if len(failures) == 1 else "\n".join(f.message for f in failures)
+        raise ServerError(message, hint=first.hint, details=_details(log_tail)) from first
+    return tuple(loads)
 
 
 def query_status(state: ServerState, *, running: bool, timeout_s: float = 5.0) -> ServerStatus:
