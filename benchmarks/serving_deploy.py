@@ -192,7 +192,13 @@ def _split(timing: DeployTiming, t0: float, t_end: float, markers: dict[str, flo
     shutdown = float(log["shutdown"])  # type: ignore[arg-type]
     timing.model_loads = {m: loaded[m] - loading[m] for m in loading if m in loaded}
     server_init = services - watcher.started_at
-    loads = sum(timing.model_loads.values())
+    # Loads run concurrently: the server is busy loading from the first `loading:` to the last
+    # `successfully loaded` (the union of the intervals), not for the sum of them.
+    spans = sorted((loading[m], loaded[m]) for m in timing.model_loads)
+    loads, end = 0.0, float("-inf")
+    for start, stop in spans:
+        loads += max(0.0, stop - max(start, end))
+        end = max(end, stop)
     timing.server_start_to_ready = server_init + loads
     timing.server_shutdown = (watcher.exited_at - shutdown) if watcher.exited_at and shutdown else 0.0
     p = timing.parts
@@ -200,7 +206,7 @@ def _split(timing: DeployTiming, t0: float, t_end: float, markers: dict[str, flo
     p["publish"] = st.get("publish", 0.0)
     p["up: prepare backend dir + spawn"] = watcher.started_at - markers.get("up", watcher.started_at)
     p["up: server init (spawn -> endpoints started) [server]"] = server_init
-    p["up: model loads (sum, Triton log) [server]"] = loads
+    p["up: model loads (wall-clock union, Triton log) [server]"] = loads
     p["up: deployer glue (readiness polls, load calls)"] = st.get("up", 0.0) - (
         watcher.started_at - markers.get("up", watcher.started_at)) - server_init - loads
     p["smoke [excluded]"] = st.get("smoke", 0.0)
