@@ -11,10 +11,10 @@ stamp="$venv/.deployer-install-stamp"
 want="$(sha256sum "$root/pyproject.toml" | cut -c1-16)-$extras"
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   "$venv/bin/python" -m pip install --quiet --upgrade pip
-  # tensorrt-stubs declares a dependency on tensorrt (which cannot be installed without NVIDIA's
-  # index); install the stubs alone for type checking.
-  "$venv/bin/python" -m pip install --quiet --no-deps tensorrt-stubs
   "$venv/bin/python" -m pip install --quiet -e "$root[$extras]"
+  # tensorrt-stubs declares a dependency on tensorrt (which cannot be installed without NVIDIA's
+  # index); install the stubs alone, last, for type checking.
+  "$venv/bin/python" -m pip install --quiet --no-deps tensorrt-stubs
   echo "$want" > "$stamp"
 fi
 export PATH="$venv/bin:$PATH"
