@@ -388,9 +388,9 @@ def compose(
     if output is None:
         out.print(text, end="", markup=False)
         return
-    tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(output)
+    from deployer._files import atomic_write
+
+    atomic_write(output, text.encode("utf-8"))
     out.print(f"wrote {output}; start it with `docker compose -f {output} up -d` (or docker-compose)")
 
 

@@ -16,10 +16,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from deployer._files import atomic_write
 from deployer.errors import BuildError, EnvironmentProblem, MissingDependency, ModelFileError, UserError
 
 from .adapters import MISSING_TRT_HINT, TrtAdapter, load_tensorrt, shared_logger, trt_version_of
-from .cache import EngineCache, TimingCacheStore, atomic_write, copy_plan, onnx_digest
+from .cache import EngineCache, TimingCacheStore, copy_plan, onnx_digest
 from .calibration import (
     CalibrationBatches,
     CudaUploader,

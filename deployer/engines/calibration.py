@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import numpy.typing as npt
 
+from deployer._files import atomic_write
 from deployer.errors import MissingDependency, UserError
 
-from .cache import atomic_write, files_digest
+from .cache import files_digest
 from .request import CalibrationSettings, Shape
 
 if TYPE_CHECKING:

@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from deployer._files import atomic_write
 from deployer.errors import BuildError, MissingDependency
 
-from .cache import atomic_write
 from .manifest import manifest_path, read_manifest, write_manifest
 from .preflight import OnnxFacts
 from .request import BuilderFlags, BuildInfo, BuildRequest, CalibrationSettings, InputShapes, Profile

@@ -12,6 +12,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+from deployer._files import atomic_write
 from deployer.errors import UserError
 
 from .request import BuildInfo, GpuInfo, ProfileRecord
@@ -47,7 +48,6 @@ def build_info_from_dict(doc: Mapping[str, Any]) -> BuildInfo:
 
 def write_manifest(info: BuildInfo) -> Path:
     """Write the manifest next to the engine; returns its path."""
-    from .cache import atomic_write
 
     path = manifest_path(info.engine_path)
     atomic_write(path, json.dumps(build_info_to_dict(info), indent=2, sort_keys=True).encode())

@@ -5,14 +5,13 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from deployer._files import atomic_write
 from deployer.errors import CheckFailed, ExitCode
 
 if TYPE_CHECKING:
@@ -209,22 +208,9 @@ def _json_number(v: float) -> float | str:
     return v if math.isfinite(v) else str(v)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(report: SmokeReport, path: Path) -> None:
     """Write `to_dict(report)` as indented JSON (atomically)."""
-    _atomic_write(Path(path), (json.dumps(to_dict(report), indent=2, allow_nan=False) + "\n").encode())
+    atomic_write(Path(path), (json.dumps(to_dict(report), indent=2, allow_nan=False) + "\n").encode())
 
 
 def junit_xml(report: SmokeReport) -> ET.Element:
@@ -268,4 +254,4 @@ def write_junit(report: SmokeReport, path: Path) -> None:
     """Write JUnit XML (atomically): testsuite per model, testcase per check, failures with messages."""
     root = junit_xml(report)
     ET.indent(root)
-    _atomic_write(Path(path), ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n")
+    atomic_write(Path(path), ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n")
