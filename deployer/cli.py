@@ -144,20 +144,17 @@ def render(
     fallback: FallbackOpt = None,
 ) -> None:
     """Render every model's config.pbtxt (proven equal to the spec through Triton's protobuf schema)."""
-    from deployer.pipeline import render_all
-    from deployer.repository._fs import replace_config_atomic
+    from deployer.pipeline import render_all, write_rendered
 
     dep = _load(spec, fallback)
     rendered = render_all(dep)
+    if output is not None:
+        for path in write_rendered(rendered, output):
+            out.print(f"wrote {path}", markup=False)
+        return
     for name, text in rendered.items():
-        if output is None:
-            out.print(f"# ---- {name}/config.pbtxt", markup=False)
-            out.print(text, end="", markup=False)
-        else:
-            target = output / name
-            target.mkdir(parents=True, exist_ok=True)
-            replace_config_atomic(target, text)
-            out.print(f"wrote {target / 'config.pbtxt'}")
+        out.print(f"# ---- {name}/config.pbtxt", markup=False)
+        out.print(text, end="", markup=False)
 
 
 @app.command()
@@ -232,12 +229,9 @@ def rollback(
 ) -> None:
     """Make an earlier version the served one (removes newer versions, restores its config)."""
     from deployer.repository import rollback as do_rollback
-    from deployer.spec.loader import read_yaml
 
-    raw = read_yaml(spec)
-    repo = Path(str(raw.data.get("repository", "model_repository")))
-    repo = repo if repo.is_absolute() else spec.resolve().parent / repo
-    result = do_rollback(repo, model, to)
+    dep = _load(spec, "onnxruntime")  # the repository as every command resolves it; no TensorRT needed
+    result = do_rollback(dep.repository, model, to)
     out.print(f"{model}: version {result.version} is now the newest (removed {list(result.removed)})")
     from deployer.serve import reload_model
 

@@ -5,13 +5,15 @@ Everything here computes data; the repository module applies it. The CLI and `de
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from deployer import __version__
-from deployer.errors import UserError
+from deployer.errors import EnvironmentProblem, UserError
 from deployer.render import render_config
 from deployer.repository import (
     ArtifactFile,
@@ -37,6 +39,69 @@ def render_all(dep: Deployment) -> dict[str, str]:
         )
         rendered[m.name] = render_config(m.config, template_dir=dep.template_dir, header=header)
     return rendered
+
+
+def write_rendered(rendered: Mapping[str, str], output: Path) -> list[Path]:
+    """Write `<output>/<model>/config.pbtxt` for every model, all or nothing; returns the files written.
+
+    The destination is checked before anything is written: `output` (or the nearest part of it that
+    exists) must be a directory, each `<output>/<model>` a directory or absent, each config.pbtxt a file
+    or absent. Then every config is written to a temp file next to its target and, only when all are
+    written, renamed into place; on a failure the temp files and the directories created are removed.
+
+    Raises:
+        UserError: a path of the destination exists but is not a directory (or config.pbtxt is one).
+        EnvironmentProblem: the destination cannot be written (permissions, read-only, disk full).
+    """
+    output = Path(output)
+    _check_render_output(rendered, output)
+    created: list[Path] = []
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for name, text in rendered.items():
+            created.extend(_make_dirs(output / name))
+            tmp = output / name / f".config.pbtxt.{secrets.token_hex(6)}.deployer-tmp"
+            staged.append((tmp, output / name / "config.pbtxt"))
+            with tmp.open("xb") as fh:  # not mkstemp: the config gets the umask's mode, not 0600
+                fh.write(text.encode("utf-8"))
+        for tmp, final in staged:
+            tmp.replace(final)
+    except OSError as exc:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        for directory in reversed(created):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        where = "" if exc.filename in (None, str(output)) else f"{exc.filename}: "
+        raise EnvironmentProblem(
+            f"cannot write the rendered configs to {output}: {where}{exc.strerror or exc}",
+            hint="pick a writable directory for the output",
+        ) from None
+    return [final for _, final in staged]
+
+
+def _check_render_output(rendered: Mapping[str, str], output: Path) -> None:
+    hint = "give a directory (created if missing): each model is written to <dir>/<model>/config.pbtxt"
+    existing = next((p for p in (output, *output.parents) if p.exists() or p.is_symlink()), None)
+    if existing is not None and not existing.is_dir():
+        if existing == output:
+            raise UserError(f"render output {output} exists and is not a directory", hint=hint)
+        raise UserError(f"render output {output} cannot be created: {existing} is not a directory", hint=hint)
+    for name in rendered:
+        model_dir = output / name
+        config = model_dir / "config.pbtxt"
+        if (model_dir.exists() or model_dir.is_symlink()) and not model_dir.is_dir():
+            raise UserError(f"render output {model_dir} (model {name!r}) exists and is not a directory", hint=hint)
+        if config.is_dir():
+            raise UserError(f"render output {config} (model {name!r}) is a directory, not a file", hint=hint)
+
+
+def _make_dirs(path: Path) -> list[Path]:
+    """`mkdir -p path`; returns the directories it created, outermost first."""
+    missing = [p for p in (path, *path.parents) if not p.exists()][::-1]
+    for p in missing:
+        p.mkdir(exist_ok=True)
+    return missing
 
 
 def model_files(m: ResolvedModel, engine: Path | None = None) -> tuple[ArtifactFile, ...]:

@@ -184,7 +184,12 @@ def rollback(
     repo = Path(repository).expanduser().resolve()
     model_dir = repo / model
     if not model_dir.is_dir():
-        models = sorted(p.name for p in repo.iterdir() if p.is_dir()) if repo.is_dir() else []
+        entries = repo.iterdir() if repo.is_dir() else ()
+        models = sorted(  # model dirs only: not hidden entries (staging, lock), not stray dirs
+            p.name
+            for p in entries
+            if not p.name.startswith(".") and ((p / _fs.CONFIG_NAME).is_file() or _fs.version_dirs(p))
+        )
         raise RepositoryError(f"model {model!r} not found in {repo}", details=f"models: {models}")
     with _fs.repository_lock(repo, lock_timeout_s):
         _fs.clean_stale(repo, [model_dir])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -19,9 +20,10 @@ MODELS = Path(__file__).resolve().parents[1] / "data" / "specs" / "models"
 DEPLOYER = Path(sys.executable).parent / "deployer"
 
 
-def run(*args: str | Path, cwd: Path, code: int = 0) -> subprocess.CompletedProcess[str]:
+def run(*args: str | Path, cwd: Path, code: int = 0, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([str(DEPLOYER), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300,
-                          check=False)
+                          check=False, env=None if env is None else {**os.environ, **env})
     assert proc.returncode == code, f"deployer {args}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
@@ -81,6 +83,107 @@ def test_bad_input_exits_2_without_traceback(tmp_path: Path) -> None:
     assert "spec file not found" in err
     err = run("validate", "missing.yaml", "--fallback", "tensorrt", cwd=tmp_path, code=2).stderr
     assert "--fallback" in err
+
+
+TWO_MODELS = """\
+repository: {repository}
+models:
+  - {{name: first, source: relu.onnx, max_batch_size: 8}}
+  - {{name: second, source: relu.onnx, max_batch_size: 8}}
+"""
+
+
+def _two_model_spec(tmp_path: Path, repository: str = "model_repository") -> Path:
+    shutil.copyfile(MODELS / "relu.onnx", tmp_path / "relu.onnx")
+    spec = tmp_path / "two.yaml"
+    spec.write_text(TWO_MODELS.format(repository=repository), encoding="utf-8")
+    return spec
+
+
+def _one_error(proc: subprocess.CompletedProcess[str]) -> str:
+    """The CLI's stderr, checked to hold exactly one `error:` report (printed once, no traceback)."""
+    assert proc.stderr.count("error:") == 1, proc.stderr
+    return proc.stderr
+
+
+def test_render_output_that_is_not_a_directory_is_bad_input_and_writes_nothing(tmp_path: Path) -> None:
+    spec = _two_model_spec(tmp_path)
+    afile = tmp_path / "afile"
+    afile.write_text("keep me", encoding="utf-8")
+    before = tree(tmp_path)
+
+    err = _one_error(run("render", spec.name, "-o", "afile", cwd=tmp_path, code=2))
+    assert "render output afile exists and is not a directory" in err
+    err = _one_error(run("render", spec.name, "-o", "afile/sub", cwd=tmp_path, code=2))
+    assert "afile/sub cannot be created: afile is not a directory" in err
+    assert tree(tmp_path) == before, "nothing written, the file untouched"
+
+    # <out>/<model> is a file for the second model: refused before the first model is written
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "second").write_text("", encoding="utf-8")
+    err = _one_error(run("render", spec.name, "-o", "out", cwd=tmp_path, code=2))
+    assert f"render output {Path('out') / 'second'} (model 'second') exists and is not a directory" in err
+    (out / "second").unlink()
+    (out / "second" / "config.pbtxt").mkdir(parents=True)
+    err = _one_error(run("render", spec.name, "-o", "out", cwd=tmp_path, code=2))
+    assert "out/second/config.pbtxt (model 'second') is a directory" in err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["second", "second/config.pbtxt"]
+
+    # the happy path still works, into a directory created on the way
+    done = run("render", spec.name, "-o", "new/deep", cwd=tmp_path).stdout
+    assert "wrote new/deep/first/config.pbtxt" in done and "wrote new/deep/second/config.pbtxt" in done
+    assert sorted(p.name for p in (tmp_path / "new" / "deep").rglob("*")) == [
+        "config.pbtxt", "config.pbtxt", "first", "second"], "no temp files left"
+
+
+def test_render_output_in_an_unwritable_place_names_it_without_traceback(tmp_path: Path) -> None:
+    spec = _two_model_spec(tmp_path)
+    target = Path("/sys/deployer-render-test")  # not creatable, even by root (EPERM / EACCES / EROFS)
+    proc = run("render", spec.name, "-o", target, cwd=tmp_path, code=3)
+    assert f"cannot write the rendered configs to {target}" in _one_error(proc)
+    assert not target.exists()
+
+
+def test_rollback_loads_the_spec_like_every_command(tmp_path: Path) -> None:
+    # a list is a spec error located in the file, not "model not found in .../['a', 'b']"
+    spec = _two_model_spec(tmp_path, repository="[a, b]")
+    err = _one_error(run("rollback", spec.name, "first", cwd=tmp_path, code=2))
+    assert "two.yaml:1:" in err and "repository" in err and "not found" not in err
+
+    # `~` is expanded as `publish` expands it
+    home = tmp_path / "home"
+    home.mkdir()
+    spec = _two_model_spec(tmp_path, repository="~/repos/main")
+    env = {"HOME": str(home)}
+    run("publish", spec.name, cwd=tmp_path, env=env)
+    m = onnx.load(str(tmp_path / "relu.onnx"))
+    m.doc_string = "retrained"
+    onnx.save(m, str(tmp_path / "relu.onnx"))
+    assert "first: version 2 new" in run("publish", spec.name, cwd=tmp_path, env=env).stdout
+    repo = home / "repos" / "main"
+    out = run("rollback", spec.name, "first", cwd=tmp_path, env=env).stdout
+    assert "first: version 1 is now the newest (removed [2])" in out
+    assert not (repo / "first" / "2").exists() and (repo / "second" / "2").is_dir()
+
+    # an unknown model lists the models only: no hidden entries (staging, lock), no stray dirs
+    (repo / ".hidden").mkdir()
+    (repo / "notes").mkdir()
+    assert any(p.name.startswith(".") for p in repo.parent.iterdir()), "the staging dir lives next to the repo"
+    err = _one_error(run("rollback", spec.name, "nope", cwd=tmp_path, env=env, code=2))
+    assert f"model 'nope' not found in {repo}" in err
+    assert "models: ['first', 'second']" in err
+
+
+def test_rollback_in_an_empty_repository_lists_no_models(tmp_path: Path) -> None:
+    spec = _two_model_spec(tmp_path, repository="repos/main")
+    repo = tmp_path / "repos" / "main"
+    run("publish", spec.name, cwd=tmp_path)
+    for model in ("first", "second"):
+        shutil.rmtree(repo / model)
+    (repo / "lost+found").mkdir()
+    err = _one_error(run("rollback", spec.name, "first", cwd=tmp_path, code=2))
+    assert f"model 'first' not found in {repo}" in err and "models: []" in err
 
 
 def _refs(node: Any) -> list[str]:
