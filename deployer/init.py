@@ -13,8 +13,9 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from deployer.errors import UserError
+from deployer.errors import DeployerError, UserError
 from deployer.onnxinfo import OnnxInfo, ShapeRange, batch_dimension, read_onnx
 from deployer.onnxprobe import probe_shapes
 
@@ -43,12 +44,34 @@ def model_name_from(path: Path) -> str:
 
 
 def _q(value: str) -> str:
-    """A YAML double-quoted scalar (JSON strings are valid YAML): safe for '/', ':', '#', quotes."""
-    return json.dumps(value, ensure_ascii=False)
+    """`value` as a YAML double-quoted scalar that cannot end its line or its flow collection.
+
+    JSON strings are valid YAML, and json.dumps escapes quotes, backslashes and C0 controls; every other
+    character that is not printable (NEL, U+2028/9, C1 controls, BOM, unpaired surrogates) is escaped
+    too, since YAML readers treat some of them as line breaks or refuse them.
+    """
+    return _escape_unprintable(json.dumps(value, ensure_ascii=False))
+
+
+def _c(text: str) -> str:
+    """Text for a `#` comment: ONNX metadata is data, so a newline in it must not start a YAML line."""
+    return _escape_unprintable(json.dumps(text, ensure_ascii=False)[1:-1])
+
+
+def _escape_unprintable(text: str) -> str:
+    out = []
+    for ch in text:
+        if ch.isprintable() or ch in "\t":
+            out.append(ch)
+        elif ord(ch) > 0xFFFF:
+            out.append(f"\\U{ord(ch):08x}")
+        else:
+            out.append(f"\\u{ord(ch):04x}")
+    return "".join(out)
 
 
 def _list(values: tuple[int, ...] | list[int]) -> str:
-    return "[" + ", ".join(str(v) for v in values) + "]"
+    return "[" + ", ".join(str(int(v)) for v in values) + "]"
 
 
 def scaffold(
@@ -63,62 +86,118 @@ def scaffold(
     shapes: dict[str, ShapeRange],
     http_port: int = 8000,
 ) -> str:
-    """The spec text (pure). gRPC and metrics ports follow the HTTP port (+1, +2)."""
+    """The spec text (pure), proven by parse-back to hold exactly the intended data and nothing else.
+
+    gRPC and metrics ports follow the HTTP port (+1, +2). Metadata from the ONNX file (producer, file
+    and tensor names, symbolic dim names in the batch reason) only ever appears quoted or escaped.
+    """
+    text, intended = _scaffold_text(info, name=name, source=source, backend=backend, max_batch_size=max_batch_size,
+                                    batching=batching, reason=reason, shapes=shapes, http_port=http_port)
+    _prove(text, intended)
+    return text
+
+
+def _prove(text: str, intended: dict[str, Any]) -> None:
+    """Parse the text back with a safe YAML loader; anything but the intended data is a bug, not a spec."""
+    from ruamel.yaml import YAML
+
+    parsed = YAML(typ="safe", pure=True).load(text)
+    if parsed != intended:
+        raise DeployerError(
+            "internal error: the scaffolded spec does not parse back to the intended data",
+            details=f"intended: {intended!r}\nparsed:   {parsed!r}",
+            hint="please report this with the ONNX file's metadata",
+        )
+
+
+def _scaffold_text(
+    info: OnnxInfo,
+    *,
+    name: str,
+    source: str,
+    backend: str,
+    max_batch_size: int,
+    batching: bool,
+    reason: str,
+    shapes: dict[str, ShapeRange],
+    http_port: int,
+) -> tuple[str, dict[str, Any]]:
+    if backend not in ("onnxruntime", "tensorrt"):
+        raise UserError(f"init supports backend onnxruntime or tensorrt, not {backend!r}")
     mbs = max_batch_size if batching else 0
+    model: dict[str, Any] = {"name": name, "source": source, "backend": backend, "version": "auto",
+                             "max_batch_size": mbs}
+    intended: dict[str, Any] = {
+        "repository": "model_repository",
+        "server": {"runtime": "local", "http_port": http_port, "grpc_port": http_port + 1,
+                   "metrics_port": http_port + 2},
+        "models": [model],
+    }
     lines = [
-        f"# deployer spec scaffolded by `deployer init` from {Path(source).name}",
-        f"# (sha256 {info.sha256[:16]}…, opset {info.opset}, producer {info.producer or 'unknown'}).",
+        f"# deployer spec scaffolded by `deployer init` from {_c(Path(source).name)}",
+        f"# (sha256 {info.sha256[:16]}…, opset {int(info.opset)}, producer {_c(info.producer) or 'unknown'}).",
         "# Every key and its default: docs/spec.md; JSON Schema for editors: `deployer schema`.",
         "repository: model_repository  # published versions go here (relative to this file)",
         "server:",
         "  runtime: local  # local (tritonserver binary) | docker | compose",
-        f"  http_port: {http_port}",
-        f"  grpc_port: {http_port + 1}",
-        f"  metrics_port: {http_port + 2}",
+        f"  http_port: {int(http_port)}",
+        f"  grpc_port: {int(http_port) + 1}",
+        f"  metrics_port: {int(http_port) + 2}",
         "models:",
         f"  - name: {_q(name)}",
         f"    source: {_q(source)}",
         f"    backend: {backend}",
         "    version: auto  # each publish of changed content gets the next version",
-        f"    # {'Batching' if batching else 'No Triton batching'}: {reason}.",
-        f"    max_batch_size: {mbs}",
+        f"    # {'Batching' if batching else 'No Triton batching'}: {_c(reason)}.",
+        f"    max_batch_size: {int(mbs)}",
     ]
     if batching:
         preferred = sorted({max(1, mbs // 2), mbs})
+        model["dynamic_batching"] = {"preferred_batch_size": preferred, "max_queue_delay_microseconds": 500}
         lines += [
             "    dynamic_batching:  # Triton groups concurrent requests into batches",
             f"      preferred_batch_size: {_list(preferred)}",
             "      max_queue_delay_microseconds: 500",
         ]
     if backend == "tensorrt":
+        model["precision"] = "fp32"
+        model["instance_group"] = [{"kind": "GPU", "count": 1}]
         lines += [
             "    precision: fp32  # fp16/bf16/int8 need TensorRT <= 10, or a quantized/AutoCast ONNX on 11",
             "    instance_group: [{kind: GPU, count: 1}]",
         ]
     lines.append("    inputs:  # dims exclude the batch dim when max_batch_size > 0; -1 = variable")
-    lines += _tensors(info, "inputs", batching)
+    lines += _tensors(info, "inputs", batching, model)
     lines.append("    outputs:")
-    lines += _tensors(info, "outputs", batching)
+    lines += _tensors(info, "outputs", batching, model)
     recorded = {
         k: v for k, v in shapes.items()
         if backend == "tensorrt" or any(isinstance(d, str) for d in info.input(k).shape[(1 if batching else 0):])
     }
     if recorded:
+        model["shapes"] = {k: {"min": list(r.min), "opt": list(r.opt), "max": list(r.max)} for k, r in recorded.items()}
         lines.append("    shapes:  # min/opt/max full shapes, probed: ONNX Runtime ran the model at each")
         for k, r in recorded.items():
             lines.append(f"      {_q(k)}: {{min: {_list(r.min)}, opt: {_list(r.opt)}, max: {_list(r.max)}}}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n", intended
 
 
-def _tensors(info: OnnxInfo, key: str, batching: bool) -> list[str]:
+def _tensors(info: OnnxInfo, key: str, batching: bool, model: dict[str, Any]) -> list[str]:
     out = []
+    items: list[dict[str, Any]] = model.setdefault(key, [])
     for t in info.inputs if key == "inputs" else info.outputs:
         dims = t.triton_dims(batching=batching)
+        item: dict[str, Any] = {"name": t.name, "dtype": t.dtype}
         extra = comment = ""
         if not dims:
             dims = (1,)
-            extra = ", reshape: []" if batching else ""
             comment = "  # batch-only tensor in the model" if batching else "  # scalar (rank 0) in the model"
+        item["dims"] = list(dims)
+        if batching and not t.triton_dims(batching=batching):
+            extra = ", reshape: []"
+            item["reshape"] = []
+        items.append(item)
+        # dtype is one of deployer.dtypes' names (an identifier), never a string from the file
         out.append(f"      - {{name: {_q(t.name)}, dtype: {t.dtype}, dims: {_list(dims)}{extra}}}{comment}")
     return out
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,15 +139,27 @@ def resolve_model_file(path: Path | str) -> Path:
         raise ModelFileError(f"ONNX model not found: {p}", hint="check the model path in the spec")
     if p.is_dir():
         inner = p / "model.onnx"
-        if inner.is_file():
-            return inner
-        found = sorted(q for q in p.glob("*.onnx") if q.is_file())
+        if inner.exists():
+            return _regular_file(inner)
+        found = sorted(q for q in p.glob("*.onnx") if q.is_file() or _is_special(q))
         if len(found) == 1:
-            return found[0]
+            return _regular_file(found[0])
         raise ModelFileError(
             f"{p} is a directory with {len(found)} .onnx files; cannot tell which is the model",
             hint="a directory model must contain the graph as model.onnx (Triton's layout)",
         )
+    return _regular_file(p)
+
+
+def _regular_file(p: Path) -> Path:
+    """`p` if it is a regular file (after symlinks); opening a FIFO or a device could block forever."""
+    try:
+        mode = p.stat().st_mode
+    except OSError as exc:
+        raise ModelFileError(f"cannot read {p}: {exc.strerror}", hint="check the model path in the spec") from exc
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device or special file"
+        raise ModelFileError(f"{p} is {kind}, not a regular file", hint="point the spec at an .onnx file")
     return p
 
 
@@ -239,7 +252,13 @@ def external_data_files(path: Path | str) -> tuple[Path, ...]:
 
 
 def _external_data_files(model: onnx.ModelProto, file: Path) -> list[Path]:
-    """Files holding external tensor data, relative to the model; missing ones are a user error."""
+    """Files holding external tensor data, inside the model's folder; missing ones are a user error.
+
+    A `location` is a path the ONNX file chooses, so a downloaded model could point at any file on
+    the machine (`/etc/shadow`, `../../secret`): it would be read, hashed and published into the
+    repository. Like onnx's own loader (which refuses them too), only relative paths that stay in the
+    model's folder, symlinks resolved, are accepted.
+    """
     from onnx.external_data_helper import _get_all_tensors
 
     locations: set[str] = set()
@@ -248,14 +267,43 @@ def _external_data_files(model: onnx.ModelProto, file: Path) -> list[Path]:
             loc = next((e.value for e in t.external_data if e.key == "location"), "")
             if loc:
                 locations.add(loc)
+    base = file.parent.resolve()
+    outside = [loc for loc in sorted(locations) if not _inside(base, loc)]
+    if outside:
+        raise ModelFileError(
+            f"{file} names external data outside the model's folder: {', '.join(repr(o) for o in outside)}",
+            hint="external data locations must be relative paths inside the folder of the .onnx file "
+            "(re-save the model with onnx.save_model(..., save_as_external_data=True, location='weights.bin'))",
+        )
     paths = [file.parent / loc for loc in sorted(locations)]
-    missing = [str(p) for p in paths if not p.is_file()]
+    missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise ModelFileError(
             f"{file} keeps weights in external data files that are missing: {', '.join(missing)}",
             hint="copy the external data files next to the .onnx file (same relative paths)",
         )
+    for p in paths:
+        _regular_file(p)
     return paths
+
+
+def _inside(base: Path, location: str) -> bool:
+    """True when `location` is a relative path that stays inside `base` (a resolved directory)."""
+    if not location or "\0" in location or Path(location).is_absolute() or location.startswith("\\"):
+        return False
+    if ".." in Path(location).parts:
+        return False
+    try:
+        return (base / location).resolve().is_relative_to(base)
+    except (OSError, ValueError):
+        return False
+
+
+def _is_special(p: Path) -> bool:
+    try:
+        return not stat.S_ISREG(p.stat().st_mode) and not stat.S_ISDIR(p.stat().st_mode)
+    except OSError:
+        return False
 
 
 def _sha256(files: Sequence[Path], *, base: Path) -> str:

@@ -27,6 +27,8 @@ import jinja2
 from google.protobuf import json_format, text_encoding, text_format
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from deployer.errors import RenderMismatchError, TemplateError, UserError
 
@@ -307,7 +309,11 @@ def default_template_dir() -> Path:
 @functools.lru_cache(maxsize=16)
 def _environment(search_path: tuple[str, ...]) -> jinja2.Environment:
     """The one Jinja environment factory (cached per search path so compiled templates are reused)."""
-    env = jinja2.Environment(
+    # Sandboxed for every template, ours included: a spec's `templates:` dir may come from anywhere
+    # (a downloaded example, a colleague's repo), and a plain Environment lets
+    # `{{ cycler.__init__.__globals__.os.system(...) }}` run code. The immutable sandbox also refuses
+    # to mutate the config views handed to templates.
+    env = ImmutableSandboxedEnvironment(
         loader=jinja2.FileSystemLoader(list(search_path)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -392,6 +398,12 @@ def render_config(
         if isinstance(exc, jinja2.TemplateSyntaxError):  # e.g. in an imported macro file
             where = (exc.filename or exc.name or "?", exc.lineno)
         loc = f"{where[0]}, line {where[1]}" if where else source
+        if isinstance(exc, SecurityError):
+            raise TemplateError(
+                f"template {loc}: refused by the sandbox: {exc}",
+                hint="templates run in Jinja2's sandbox: they may read the config view and use the pb* "
+                "filters, not reach Python internals (attributes starting with '_', globals, mutation)",
+            ) from exc
         raise TemplateError(
             f"template {loc}: failed to render: {type(exc).__name__}: {exc}",
             hint="config fields that are not set are absent: guard optional ones with "

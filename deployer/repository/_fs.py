@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -72,15 +73,37 @@ def check_relpath(relpath: str) -> str:
     return relpath
 
 
+def refuse_symlink(path: Path, what: str) -> None:
+    """Refuse a symlink where deployer writes, prunes or deletes: it would act on the link's target.
+
+    Someone else's symlink (planted in a shared parent, or left in the repository) must never redirect
+    a publish outside the repository, so only the repository root itself, which the user names in the
+    spec, is resolved; every path below it must be what it says.
+    """
+    if path.is_symlink():
+        raise RepositoryError(
+            f"{what} {path} is a symbolic link (to {str(path.readlink())!r}); deployer does not follow links "
+            "where it writes or deletes",
+            hint="remove the link (or replace it by a real directory); to keep the repository elsewhere, "
+            "point `repository:` in the spec at the real path",
+        )
+
+
 def version_dirs(model_dir: Path) -> dict[int, Path]:
-    """Canonical numeric version dirs of a model dir (empty if the dir does not exist)."""
+    """Canonical numeric version dirs of a model dir (empty if the dir does not exist).
+
+    Symlinked version dirs are refused: prune and rollback would otherwise act on their targets.
+    """
     found: dict[int, Path] = {}
+    refuse_symlink(model_dir, "model directory")
     if not model_dir.is_dir():
         return found
     for child in model_dir.iterdir():
         number = version_number(child.name)
-        if number is not None and child.is_dir():
-            found[number] = child
+        if number is not None:
+            refuse_symlink(child, "version directory")
+            if child.is_dir():
+                found[number] = child
     return found
 
 
@@ -226,11 +249,37 @@ def staging_root(repository: Path) -> Path:
     return repository.parent / f".{repository.name}.deployer-staging"
 
 
+def _check_staging_root(root: Path) -> bool:
+    """True if the staging dir exists and is ours; raises if it is anything else (e.g. a planted symlink).
+
+    Its name is predictable, so in a shared parent directory another user could create it first, as a
+    link to a directory of ours (publish would empty it) or as a directory they control.
+    """
+    try:
+        st = root.lstat()
+    except FileNotFoundError:
+        return False
+    if stat.S_ISLNK(st.st_mode):
+        refuse_symlink(root, "staging directory")
+    if not stat.S_ISDIR(st.st_mode):
+        raise RepositoryError(f"staging path {root} exists and is not a directory", hint="move it away")
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise RepositoryError(
+            f"staging directory {root} is not private to this user (owner uid {st.st_uid}, "
+            f"mode {stat.S_IMODE(st.st_mode):o})",
+            hint="remove it; deployer re-creates it with mode 700 (someone else may have planted it)",
+        )
+    return True
+
+
 def new_operation_dir(repository: Path) -> Path:
     """A fresh, private scratch dir for one publish/rollback (caller holds the repository lock)."""
     root = staging_root(repository)
     try:
-        root.mkdir(exist_ok=True)
+        if not _check_staging_root(root):
+            root.mkdir(mode=0o700)  # not exist_ok: a racing creator makes this fail, then we check again
+    except FileExistsError:
+        _check_staging_root(root)
     except OSError as exc:
         raise RepositoryError(
             f"cannot create the staging dir {root}: {exc.strerror}",
@@ -260,11 +309,12 @@ def clean_stale(repository: Path, model_dirs: list[Path]) -> list[Path]:
     """Remove leftovers of killed runs. Only safe while holding the repository lock."""
     removed: list[Path] = []
     root = staging_root(repository)
-    if root.is_dir():
+    if _check_staging_root(root):
         for child in root.iterdir():
             remove_tree(child)
             removed.append(child)
     for model_dir in model_dirs:
+        refuse_symlink(model_dir, "model directory")
         for tmp in stale_config_temps(model_dir):
             remove_tree(tmp)
             removed.append(tmp)
@@ -280,6 +330,26 @@ def clean_stale(repository: Path, model_dirs: list[Path]) -> list[Path]:
 # --- lock ----------------------------------------------------------------------------------------
 
 
+def _open_lock(path: Path, *, create: bool) -> int:
+    """Open the lock file without following a symlink (a dangling one would create a file at its target)."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            refuse_symlink(path, "lock file")
+        if isinstance(exc, FileNotFoundError) and not create:
+            raise
+        raise RepositoryError(
+            f"cannot open the repository lock {path}: {exc.strerror}",
+            hint="the repository must be writable by this user",
+        ) from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RepositoryError(f"lock path {path} is not a regular file", hint="move it away")
+    return fd
+
+
 @contextlib.contextmanager
 def repository_lock(repository: Path, timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> Iterator[None]:
     """Exclusive lock on `<repo>/.deployer.lock` (a file: Triton only treats dirs as models).
@@ -288,7 +358,7 @@ def repository_lock(repository: Path, timeout_s: float = DEFAULT_LOCK_TIMEOUT_S)
     never unlinked, so there is no unlink/re-create race between waiters.
     """
     path = repository / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(path, create=True)
     try:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -313,7 +383,7 @@ def lock_is_free(repository: Path) -> bool:
     """True if no process holds the repository lock (never creates the lock file)."""
     path = repository / LOCK_NAME
     try:
-        fd = os.open(path, os.O_RDWR)
+        fd = _open_lock(path, create=False)
     except FileNotFoundError:
         return True
     try:

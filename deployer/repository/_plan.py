@@ -192,6 +192,7 @@ def _plan_model(repo: Path, art: ModelArtifact, force: bool, cache: _HashCache) 
     config_sha = _fs.sha256_bytes(art.config_text.encode())
     content = _fs.content_sha256({e.relpath: e.sha256 for e in entries}, config_sha)
     model_dir = repo / art.name
+    _fs.refuse_symlink(model_dir, "model directory")
     if model_dir.exists() and not model_dir.is_dir():
         raise RepositoryError(f"{model_dir} exists and is not a directory", hint="move it away")
     existing = _fs.version_dirs(model_dir)

@@ -140,6 +140,10 @@ def _source(ctx: _Ctx, m: ModelSpec, backend: str, base_dir: Path) -> Path | Non
         ctx.add(("source",), f"file not found: {path}", "fix the path (relative to the spec file)",
                 value=m.source, has_value=True)
         return None
+    if not (path.is_file() or path.is_dir()):  # a FIFO or device would block the first read forever
+        ctx.add(("source",), f"{path} is not a regular file or directory (a FIFO, socket or device)",
+                "point source at a model file", value=m.source, has_value=True)
+        return None
     expected = {"onnxruntime": (".onnx",), "tensorrt": (".onnx", ".plan", ".engine"), "python": (".py",)}
     if path.suffix.lower() not in expected[backend] and not path.is_dir():
         ctx.add(("source",), f"a {backend} model needs a {' or '.join(expected[backend])} file",

@@ -145,3 +145,72 @@ def test_corrupt_model_is_a_user_error_and_writes_nothing(tmp_path: Path) -> Non
     with pytest.raises(ModelFileError):
         init_spec(model(tmp_path, "corrupt.onnx"))
     assert [p.name for p in tmp_path.iterdir()] == ["corrupt.onnx"]
+
+
+# --------------------------------------------------------------------------- hostile ONNX metadata
+
+_INJECTIONS = [
+    "p\ntemplates: tpl\n#",
+    "p\r\ntemplates: tpl",
+    "p\rtemplates: tpl",
+    "p\x85templates: tpl",
+    "p\u2028templates: tpl",
+    "p\u2029templates: tpl",
+    "x}\n    config_overrides: {name: evil, backend: \"../../../tmp/x\"}\n#",
+    "\"'\\ # {[ ]} &a *a !!python/object:os.system ---\n...",
+    "\x00\x07\x1b[31m\ufeff\ufffe\U0010fffe",
+]
+
+
+def _hostile_model(tmp_path: Path, payload: str, file_name: str = "hostile.onnx") -> Path:
+    """A Relu whose producer, symbolic dims and output name carry `payload`."""
+    dim = "N" + payload
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y" + payload])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [dim, 4])],
+        [helper.make_tensor_value_info("y" + payload, TensorProto.FLOAT, [dim, 4])],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8,
+                          producer_name="torch" + payload, producer_version=payload)
+    path = tmp_path / file_name
+    path.write_bytes(m.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("payload", _INJECTIONS)
+def test_onnx_metadata_cannot_add_keys_to_the_scaffold(tmp_path: Path, payload: str) -> None:
+    from ruamel.yaml import YAML
+
+    from deployer.init import scaffold
+    from deployer.onnxinfo import ShapeRange, batch_dimension, read_onnx
+
+    info = read_onnx(_hostile_model(tmp_path, payload))
+    decision = batch_dimension(info)
+    assert payload.split("\n")[0][:3] in decision.reason or decision.batching  # the dim name reaches the reason
+    text = scaffold(info, name="m", source="dir\n" + payload + "/hostile.onnx", backend="onnxruntime",
+                    max_batch_size=8, batching=decision.batching, reason=decision.reason + payload,
+                    shapes={"x": ShapeRange((1, 4), (4, 4), (8, 4))})
+    data = YAML(typ="safe", pure=True).load(text)
+    assert set(data) == {"repository", "server", "models"}
+    (model,) = data["models"]
+    assert set(model) <= {"name", "source", "backend", "version", "max_batch_size", "dynamic_batching",
+                          "inputs", "outputs", "shapes"}
+    assert model["source"] == "dir\n" + payload + "/hostile.onnx"
+    assert [o["name"] for o in model["outputs"]] == ["y" + payload]
+    for line in text.splitlines():  # every line is a key, a list item or a comment of our own
+        assert line == "" or line.lstrip().startswith(("#", "-", *[f"{k}:" for k in (
+            "repository", "server", "runtime", "http_port", "grpc_port", "metrics_port", "models", "name",
+            "source", "backend", "version", "max_batch_size", "dynamic_batching", "preferred_batch_size",
+            "max_queue_delay_microseconds", "inputs", "outputs", "shapes", '"x"')])), line
+
+
+@pytest.mark.parametrize("payload", ["p\ntemplates: tpl\n#", "x\u2028config_overrides: {backend: ../x}"])
+def test_init_on_a_hostile_model_writes_a_spec_with_only_our_keys(tmp_path: Path, payload: str) -> None:
+    from ruamel.yaml import YAML
+
+    result = init_spec(_hostile_model(tmp_path, payload))
+    data = YAML(typ="safe", pure=True).load(result.spec_path.read_text(encoding="utf-8"))
+    assert "templates" not in data and "config_overrides" not in data["models"][0]
+    dep = load_deployment(result.spec_path)
+    assert dep.models[0].spec.config_overrides is None
+    assert [t.name for t in dep.models[0].outputs] == ["y" + payload]

@@ -196,6 +196,30 @@ def test_enum_filter_rejects_non_identifiers(tmp_path: Path) -> None:
         render_config({"name": "m"}, template_dir=d)
 
 
+_ESCAPES = [
+    "{{ cycler.__init__.__globals__.os.system('touch PWNED') }}",
+    "{{ joiner.__init__.__globals__['os'].system('touch PWNED') }}",
+    "{{ namespace.__init__.__globals__.os.popen('touch PWNED').read() }}",
+    "{{ lipsum.__globals__['os'].system('touch PWNED') }}",
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{{ config.__class__.__init__.__globals__ }}",
+    "{{ self._TemplateReference__context }}",
+    "{% set x = config.input.append(1) %}",
+    "{{ range.__self__.__import__('os').system('touch PWNED') }}",
+    "{{ ''|attr('__class__') }}",
+]
+
+
+@pytest.mark.parametrize("payload", _ESCAPES)
+def test_user_templates_run_sandboxed(tmp_path: Path, payload: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    d = user_dir(tmp_path, f'name: "m"\nmax_batch_size: 0\n# {payload}\n')
+    config = {"name": "m", "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [1]}]}
+    with pytest.raises(TemplateError, match=r"config\.pbtxt\.j2, line 3: (refused by the sandbox|failed to render)"):
+        render_config(config, template_dir=d)
+    assert not (tmp_path / "PWNED").exists()
+
+
 # --------------------------------------------------------------------------- any ModelConfig renders
 
 
