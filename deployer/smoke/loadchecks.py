@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,12 +13,14 @@ from deployer.smoke.httpload import build_http_request, run_http_load
 from deployer.smoke.loadgen import build_request, fire_concurrent, run_load
 from deployer.smoke.report import CheckResult
 from deployer.smoke.targets import SmokeModel, SmokeOptions
+from deployer.smoke.waiting import wait_until
 
 __all__ = [
     "batching_skip_reason",
     "check_batching",
     "check_metrics",
     "check_perf",
+    "executions_cover_inferences",
     "parse_metrics",
     "scrape_metrics",
     "settled_snapshot",
@@ -56,22 +58,42 @@ def stats_snapshot(http: Any, model: SmokeModel) -> dict[str, int]:
     return out
 
 
-def settled_snapshot(http: Any, model: SmokeModel, timeout_s: float = 2.0) -> dict[str, int]:
-    """A statistics snapshot that stopped changing: counters of requests that just returned can still
-    be in flight when the client sees the response, and would leak into the next delta."""
-    deadline = time.monotonic() + timeout_s
-    snap = stats_snapshot(http, model)
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-        again = stats_snapshot(http, model)
-        if again == snap:
-            break
-        snap = again
-    return snap
+def executions_cover_inferences(counts: Mapping[str, int]) -> bool:
+    """Every inference in `counts` (a snapshot or a delta) is accounted to an execution:
+    sum(batch size x executions of that size) == inference_count. Triton records the two separately,
+    so right after the responses one can be ahead of the other."""
+    executed = sum(int(k[6:]) * v for k, v in counts.items() if k.startswith("batch_"))
+    return executed == counts.get("inference_count", 0)
+
+
+def settled_snapshot(
+    http: Any, model: SmokeModel, timeout_s: float = 2.0, *, quiet_s: float = 0.1
+) -> dict[str, int]:
+    """A statistics snapshot that stopped changing (equal across `quiet_s`) with every inference
+    accounted to an execution: counters of requests that just returned can still be in flight when
+    the client sees the response, and would leak into the next delta. At `timeout_s`, the last one."""
+    seen: list[dict[str, int]] = []
+
+    def probe() -> dict[str, int]:
+        seen.append(stats_snapshot(http, model))
+        return seen[-1]
+
+    def settled(snap: dict[str, int]) -> bool:
+        return len(seen) >= 2 and seen[-2] == snap and executions_cover_inferences(snap)
+
+    return wait_until(probe, settled, timeout_s, interval_s=quiet_s).value
 
 
 def _delta(after: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
     return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+
+
+def _stats_delta(http: Any, model: SmokeModel, before: Mapping[str, int]) -> dict[str, int]:
+    return _delta(stats_snapshot(http, model), before)
+
+
+def _all_counted(n_req: int, delta: Mapping[str, int]) -> bool:
+    return delta.get("inference_count", 0) >= n_req and executions_cover_inferences(delta)
 
 
 def _why_not_batched(served_config: Mapping[str, Any]) -> str:
@@ -107,6 +129,8 @@ def check_batching(
 
     Passes iff Δinference_count == N, Δexecution_count < N and some batch size > 1 executed. One retry
     with 4N requests when the first burst formed no batch (a cold, fast model can drain a queue).
+    The statistics trail the responses (more so on a loaded machine): after the burst, they are
+    polled until all N inferences and their executions show up, for at most `options.timeout_s`.
     """
     reason = batching_skip_reason(model)
     if reason:
@@ -116,6 +140,7 @@ def check_batching(
     n = options.batching_requests
     attempts = 0
     delta: dict[str, int] = {}
+    waited_s = 0.0
     for n_req in (n, min(4 * n, 1024)):
         attempts += 1
         before = settled_snapshot(http, model)
@@ -128,13 +153,15 @@ def check_batching(
                 {"requests": n_req, "errors": len(errors)},
                 tuple(errors[:5]),
             )
-        # Statistics can trail the responses a little: wait for all N, then for the counters to settle.
-        deadline = time.monotonic() + 5.0
-        while _delta(stats_snapshot(http, model), before).get("inference_count", 0) < n_req:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        delta = _delta(settled_snapshot(http, model), before)
+        # Statistics trail the responses: wait for all N inferences and their executions, then for the
+        # counters to settle (anything beyond N, e.g. other traffic, shows up as a wrong count).
+        waited = wait_until(
+            functools.partial(_stats_delta, http, model, before),
+            functools.partial(_all_counted, n_req),
+            options.timeout_s,
+        )
+        delta = _delta(settled_snapshot(http, model), before) if waited.ok else waited.value
+        waited_s = waited.waited_s
         d_inf, d_exec = delta.get("inference_count", 0), delta.get("execution_count", 0)
         sizes = sorted(int(k[6:]) for k in delta if k.startswith("batch_"))
         if d_exec < n_req and any(s > 1 for s in sizes):
@@ -150,10 +177,11 @@ def check_batching(
     hist = ", ".join(f"{s}x{delta[f'batch_{s}']}" for s in sizes)
     details = (f"executions by batch size: {hist or 'none'}",)
     if d_inf != n_req:
+        late = f"; still {d_inf} after waiting {waited_s:.1f} s for the statistics" if d_inf < n_req else ""
         return CheckResult(
             "batching",
             "fail",
-            f"Δinference_count {d_inf} != {n_req} requests sent (cache hits or other traffic?)",
+            f"Δinference_count {d_inf} != {n_req} requests sent (cache hits or other traffic?{late})",
             numbers,
             details,
         )
@@ -260,21 +288,55 @@ def scrape_metrics(metrics_url: str, model: str, timeout_s: float) -> dict[str, 
         return f"metrics endpoint {metrics_url} not reachable ({exc})"
 
 
-def check_metrics(metrics_url: str, model: SmokeModel, timeout_s: float, before: dict[str, float] | str) -> CheckResult:
+def check_metrics(
+    metrics_url: str,
+    model: SmokeModel,
+    timeout_s: float,
+    before: dict[str, float] | str,
+    completed: int = 1,
+) -> CheckResult:
     """Prometheus counters moved during the smoke run: successes recorded, no failed requests.
 
-    `before` is `scrape_metrics` taken before the model's checks (counters are cumulative).
+    `before` is `scrape_metrics` taken before the model's checks (counters are cumulative);
+    `completed` is how many requests the checks know succeeded (a lower bound). The counters trail
+    the responses, so they are polled until they show `completed` successes, for at most `timeout_s`;
+    fewer by then is a failure quoting the last values.
     """
-    after = scrape_metrics(metrics_url, model.name, timeout_s)
-    if isinstance(after, str) or isinstance(before, str):
-        return CheckResult("metrics", "skip", after if isinstance(after, str) else str(before))
+    if isinstance(before, str):
+        return CheckResult("metrics", "skip", before)
+    want = max(completed, 1)
+
+    def success(scraped: dict[str, float] | str) -> float:
+        return 0.0 if isinstance(scraped, str) else scraped["nv_inference_request_success"] - before.get(
+            "nv_inference_request_success", 0.0
+        )
+
+    waited = wait_until(
+        lambda: scrape_metrics(metrics_url, model.name, timeout_s),
+        lambda scraped: isinstance(scraped, str) or success(scraped) >= want,  # unreachable: no point waiting
+        timeout_s,
+        interval_s=0.1,
+    )
+    after = waited.value
+    if isinstance(after, str):
+        return CheckResult("metrics", "skip", after)
     m = {k: after[k] - before.get(k, 0.0) for k in after}
     numbers = {k.removeprefix("nv_inference_"): v for k, v in m.items()}
+    numbers["completed_requests"] = float(completed)
     if m["nv_inference_request_success"] <= 0:
         return CheckResult(
             "metrics",
             "fail",
-            f"nv_inference_request_success for model {model.name!r} did not increase although requests were served",
+            f"nv_inference_request_success for model {model.name!r} did not increase although requests were served "
+            f"(waited {waited.waited_s:.1f} s)",
+            numbers,
+        )
+    if not waited.ok:
+        return CheckResult(
+            "metrics",
+            "fail",
+            f"nv_inference_request_success for model {model.name!r} rose by {m['nv_inference_request_success']:.0f}, "
+            f"fewer than the {completed} requests the checks completed (after waiting {waited.waited_s:.1f} s)",
             numbers,
         )
     if m["nv_inference_request_failure"] > 0:

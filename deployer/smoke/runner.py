@@ -155,10 +155,29 @@ def _run_model(
     if options.wants("metrics"):
         sent = any(c.name.startswith(("infer[", "golden[", "batching", "perf")) and c.status != "skip" for c in out)
         if sent:
-            add(guarded("metrics", lambda: check_metrics(state.metrics_url, model, options.timeout_s, metrics_before)))
+            completed = _completed_requests(out)
+            add(
+                guarded(
+                    "metrics",
+                    lambda: check_metrics(state.metrics_url, model, options.timeout_s, metrics_before, completed),
+                )
+            )
         else:
             add(CheckResult("metrics", "skip", "no inference requests were sent by the selected checks"))
     return out
+
+
+def _completed_requests(checks: Sequence[CheckResult]) -> int:
+    """Requests the checks know the server answered successfully: what the metrics must count at least."""
+    n = 0
+    for c in checks:
+        if c.name.startswith(("infer[", "golden[")) and c.status == "pass":
+            n += 1
+        elif c.name == "batching" and c.status == "pass":
+            n += int(c.numbers.get("inference_count", 0))  # N batch-1 requests of the last burst
+        elif c.name == "perf":
+            n += int(c.numbers.get("requests", 0))  # measured successes (warmup not counted)
+    return n
 
 
 def _lead(model: SmokeModel, arr: Array) -> tuple[int, ...]:

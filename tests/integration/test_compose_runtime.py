@@ -24,6 +24,7 @@ from deployer.server.base import ServerSettings, ServerState
 from deployer.server.compose import COMPOSE_FILE, ComposeRuntime, find_compose, render_compose
 from deployer.server.docker_runtime import LABEL_MANAGED, docker_client, managed_resources
 from deployer.server.state import load_state
+from tests.triton_stats import wait_for_inferences
 
 pytestmark = pytest.mark.docker
 
@@ -162,12 +163,14 @@ def test_serves_two_models_with_batching_and_a_healthy_healthcheck(
             np.testing.assert_allclose(
                 http.infer("mlp", [inp]).as_numpy("y"), tiny.reference({"x": x})["y"], rtol=1e-5, atol=1e-6
             )
-            before = http.get_inference_statistics("mlp")["model_stats"][0]
+            # statistics trail the responses: wait for the 3 rows above, then for the whole burst
+            before = wait_for_inferences(http, "mlp", len(x))
+            assert int(before["inference_count"]) == len(x), f"statistics before the burst: {before}"
             _grpc_batch(state)
-            after = http.get_inference_statistics("mlp")["model_stats"][0]
+            after = wait_for_inferences(http, "mlp", int(before["inference_count"]) + BATCH_REQUESTS)
         inferences = int(after["inference_count"]) - int(before["inference_count"])
         executions = int(after["execution_count"]) - int(before["execution_count"])
-        assert inferences == BATCH_REQUESTS
+        assert inferences == BATCH_REQUESTS, f"statistics after waiting for the burst: {after}"
         assert executions < BATCH_REQUESTS, f"no batching: {executions} executions for {inferences} requests"
 
         assert _wait_healthy(container) == "healthy", "the compose healthcheck probes /v2/health/ready"

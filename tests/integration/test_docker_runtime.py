@@ -28,6 +28,7 @@ from deployer.server.docker_runtime import (
     project_name,
 )
 from deployer.server.state import load_state
+from tests.triton_stats import wait_for_inferences
 
 MLP_CONFIG = """
 name: "mlp"
@@ -120,7 +121,9 @@ def check_inference_and_batching(state: ServerState, mlp: Any) -> None:
         inp.set_data_from_numpy(x)
         got = http.infer("mlp", [inp]).as_numpy("y")
         np.testing.assert_allclose(got, mlp.reference({"x": x})["y"], rtol=1e-5, atol=1e-6)
-        before = http.get_inference_statistics("mlp")["model_stats"][0]
+        # statistics trail the responses: wait for the 2 rows above before taking the baseline
+        before = wait_for_inferences(http, "mlp", len(x))
+        assert int(before["inference_count"]) == len(x), f"statistics before the burst: {before}"
 
     grpc = grpcclient.InferenceServerClient(url=state.grpc_url)
     try:
@@ -148,12 +151,12 @@ def check_inference_and_batching(state: ServerState, mlp: Any) -> None:
         grpc.close()
 
     with httpclient.InferenceServerClient(url=state.http_url) as http:
-        after = http.get_inference_statistics("mlp")["model_stats"][0]
+        after = wait_for_inferences(http, "mlp", int(before["inference_count"]) + BATCH_REQUESTS)
     inferences = int(after["inference_count"]) - int(before["inference_count"])
     executions = int(after["execution_count"]) - int(before["execution_count"])
-    assert inferences == BATCH_REQUESTS
+    assert inferences == BATCH_REQUESTS, f"statistics after waiting for the burst: {after}"
     assert executions < BATCH_REQUESTS, f"no batching: {executions} executions for {inferences} requests"
-    assert any(int(b["batch_size"]) > 1 for b in after["batch_stats"])
+    assert any(int(b["batch_size"]) > 1 for b in after["batch_stats"]), after["batch_stats"]
 
 
 def _leftovers(project: str) -> dict[str, list[str]]:

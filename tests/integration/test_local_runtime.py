@@ -18,6 +18,7 @@ from deployer.errors import EnvironmentProblem, ExitCode, PortInUse, ServerError
 from deployer.server.base import ServerSettings
 from deployer.server.local import LocalRuntime, find_tritonserver, is_running, plan_launch
 from deployer.server.state import load_state, state_path
+from tests.triton_stats import wait_for_inferences
 
 MLP_CONFIG = """
 name: "mlp"
@@ -187,7 +188,7 @@ def test_onnx_string_and_python_models_in_one_server(
     np.testing.assert_allclose(got, mlp.reference({"x": x})["y"], rtol=1e-5, atol=1e-6)
 
     # concurrent requests are merged by Triton's dynamic batcher; each gets its own rows back
-    _check_dynamic_batching(state.http_url, mlp)
+    _check_dynamic_batching(state.http_url, mlp, served_before=len(x))
 
     # FP16, INT64, BOOL, BYTES (non-ASCII, empty) and UINT8 through ONNX Runtime
     feeds: dict[str, Any] = {
@@ -221,28 +222,31 @@ def test_onnx_string_and_python_models_in_one_server(
     assert not local_runtime.status(state).running
 
 
-def _check_dynamic_batching(url: str, mlp: Any) -> None:
+def _check_dynamic_batching(url: str, mlp: Any, served_before: int) -> None:
+    """`served_before`: inferences mlp ran before; statistics trail the responses, so wait for them."""
     import tritonclient.http as httpclient
 
     rng = np.random.default_rng(2)
     batches = [rng.standard_normal((n, 4)).astype(np.float32) for n in (1, 2, 3, 1)]
+    rows = sum(len(b) for b in batches)
     client = httpclient.InferenceServerClient(url=url, concurrency=len(batches))
     try:
-        before = client.get_inference_statistics("mlp")["model_stats"][0]
+        before = wait_for_inferences(client, "mlp", served_before)
+        assert before["inference_count"] == served_before, f"statistics before the requests: {before}"
         pending = []
         for batch in batches:
             tensor = httpclient.InferInput("x", list(batch.shape), "FP32")
             tensor.set_data_from_numpy(batch)
             pending.append(client.async_infer("mlp", [tensor]))
         results = [p.get_result().as_numpy("y") for p in pending]
-        after = client.get_inference_statistics("mlp")["model_stats"][0]
+        after = wait_for_inferences(client, "mlp", served_before + rows)
     finally:
         client.close()
     for batch, got in zip(batches, results, strict=True):
         np.testing.assert_allclose(got, mlp.reference({"x": batch})["y"], rtol=1e-5, atol=1e-6)
     requests = after["inference_count"] - before["inference_count"]
     executions = after["execution_count"] - before["execution_count"]
-    assert requests == sum(len(b) for b in batches)
+    assert requests == rows, f"statistics after waiting for the requests: {after}"
     # 300 ms queue delay: the four requests are executed together in fewer model executions
     assert executions < len(batches)
 
