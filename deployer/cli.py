@@ -170,6 +170,10 @@ def plan(spec: SpecArg, force: Annotated[bool, typer.Option(help="Plan overwriti
     for row in the_plan.rows():
         table.add_row(row.model, str(row.version), row.action, row.path, row.detail)
     out.print(table)
+    for mp in the_plan.models:
+        if mp.newer_kept:
+            out.print(f"{mp.artifact.name}: serves {list(mp.served)}; newer versions {list(mp.newer_kept)} are kept, "
+                      "not served (pinned)")
     out.print("no changes" if not the_plan.changed else "run `deployer publish` to apply")
 
 
@@ -203,10 +207,15 @@ def build(
         out.print(f"{name}: {path}{hit} — TensorRT {info.get('trt_version')}, {info.get('precision')}")
 
 
+LockTimeoutOpt = Annotated[
+    float, typer.Option("--lock-timeout", help="Seconds to wait for another run holding the repository lock.")
+]
+
+
 @app.command()
 @_handle_errors
 def publish(spec: SpecArg, force: Annotated[bool, typer.Option(help="Overwrite explicit versions.")] = False,
-            fallback: FallbackOpt = None) -> None:
+            fallback: FallbackOpt = None, lock_timeout: LockTimeoutOpt = 120.0) -> None:
     """Publish every model to the repository atomically (new versions only for changed content)."""
     from deployer import pipeline
 
@@ -214,10 +223,11 @@ def publish(spec: SpecArg, force: Annotated[bool, typer.Option(help="Overwrite e
     from deployer.engines_glue import built_engines
 
     engines, infos = built_engines(dep)
-    result = pipeline.publish(dep, force=force, engines=engines, build_info=infos)
-    for m in result.models:
+    result = pipeline.publish(dep, force=force, engines=engines, build_info=infos, lock_timeout_s=lock_timeout)
+    for m, mp in zip(result.models, result.plan.models, strict=True):
         pruned = f", pruned {list(m.pruned)}" if m.pruned else ""
-        out.print(f"{m.name}: version {m.version} {m.status}{pruned}")
+        kept = f"; newer versions {list(mp.newer_kept)} kept, not served" if mp.newer_kept else ""
+        out.print(f"{m.name}: version {m.version} {m.status}{pruned} (serves {list(mp.served)}){kept}")
 
 
 @app.command()
@@ -225,14 +235,21 @@ def publish(spec: SpecArg, force: Annotated[bool, typer.Option(help="Overwrite e
 def rollback(
     spec: SpecArg,
     model: Annotated[str, typer.Argument(help="Model name.")],
-    to: Annotated[Optional[int], typer.Option(help="Version to serve (default: the previous one).")] = None,  # noqa: UP045
+    to: Annotated[Optional[int], typer.Option(help="Version to serve (default: the one below the served one).")] = None,  # noqa: UP045
+    prune: Annotated[bool, typer.Option(help="Delete the versions newer than the one rolled back to.")] = False,
+    lock_timeout: LockTimeoutOpt = 120.0,
 ) -> None:
-    """Make an earlier version the served one (removes newer versions, restores its config)."""
+    """Serve an earlier version again (pinned in config.pbtxt, with its own config); deletes nothing unless --prune."""
     from deployer.repository import rollback as do_rollback
 
     dep = _load(spec, "onnxruntime")  # the repository as every command resolves it; no TensorRT needed
-    result = do_rollback(dep.repository, model, to)
-    out.print(f"{model}: version {result.version} is now the newest (removed {list(result.removed)})")
+    result = do_rollback(dep.repository, model, to, prune=prune, lock_timeout_s=lock_timeout)
+    out.print(f"{model}: version {result.version} is served (serves {list(result.served)})")
+    if result.kept:
+        out.print(f"{model}: newer versions {list(result.kept)} are kept, not served; `deployer publish` of new "
+                  "content serves a new version, `rollback --to N` serves a kept one, `--prune` deletes them")
+    if result.removed:
+        out.print(f"{model}: removed newer versions {list(result.removed)}")
     from deployer.serve import reload_model
 
     if reload_model(spec, model):
@@ -293,6 +310,7 @@ def status(spec: SpecArg) -> None:
     from deployer import serve
 
     dep = _load(spec, "onnxruntime")
+    _print_repository(dep)
     st = serve.status(dep)
     if st.state is None:
         out.print("not running")
@@ -305,6 +323,20 @@ def status(spec: SpecArg) -> None:
     out.print(f"running: {st.running}  ready: {st.ready}")
     if not (st.running and st.ready):
         raise typer.Exit(int(ExitCode.CHECKS_FAILED))
+
+
+def _print_repository(dep: Any) -> None:
+    """Per model, what the repository serves and which newer versions a pin keeps unserved."""
+    from deployer.repository import serving_state
+
+    for m in dep.models:
+        model_dir = dep.repository / m.name
+        if not model_dir.is_dir():
+            out.print(f"{m.name}: not published")
+            continue
+        st = serving_state(model_dir)
+        pin = f"; pinned: newer versions {list(st.newer_kept)} kept, not served" if st.pinned else ""
+        out.print(f"{m.name}: repository serves {list(st.served)}{pin}")
 
 
 def _report(report: Any, json_path: Path | None, junit_path: Path | None) -> None:

@@ -16,6 +16,7 @@ from deployer import __version__
 from deployer.errors import EnvironmentProblem, UserError
 from deployer.render import render_config
 from deployer.repository import (
+    DEFAULT_LOCK_TIMEOUT_S,
     ArtifactFile,
     ModelArtifact,
     PublishPlan,
@@ -168,11 +169,12 @@ def publish(
     force: bool = False,
     engines: Mapping[str, Path] | None = None,
     build_info: Mapping[str, Mapping[str, Any]] | None = None,
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
 ) -> PublishResult:
     """Render, plan and atomically publish every model of the deployment."""
     rendered = render_all(dep)
     the_plan = plan_publish(dep.repository, artifacts(dep, rendered, engines, build_info), force=force)
-    return apply_publish(the_plan)
+    return apply_publish(the_plan, lock_timeout_s=lock_timeout_s)
 
 
 def load_order(models: Sequence[ResolvedModel]) -> tuple[str, ...]:

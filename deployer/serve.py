@@ -179,7 +179,7 @@ def smoke_models(dep: Deployment) -> list[Any]:
             inputs=tuple(tensors),
             outputs=tuple(outputs),
             max_batch_size=m.max_batch_size,
-            expected_config=m.config,
+            expected_config=_published_config(dep, m),
             onnx_path=m.onnx.path if (m.onnx is not None and compare) else None,
             preferred_batch_sizes=tuple(db.preferred_batch_size) if db and m.max_batch_size > 0 else (),
             dynamic_batching=db is not None and m.max_batch_size > 1,
@@ -188,6 +188,18 @@ def smoke_models(dep: Deployment) -> list[Any]:
             sla=sla,
         ))
     return out
+
+
+def _published_config(dep: Deployment, m: Any) -> Mapping[str, Any]:
+    """The spec's config with the served versions the repository pinned (publish and rollback choose
+    them), so that smoke checks the pin Triton obeys rather than the spec's `latest`."""
+    from deployer.repository import serving_state
+
+    model_dir = dep.repository / m.name
+    if not model_dir.is_dir():
+        return dict(m.config)
+    st = serving_state(model_dir)
+    return {**dict(m.config), "version_policy": {"specific": {"versions": list(st.served)}}}
 
 
 def smoke_options(dep: Deployment) -> Any:

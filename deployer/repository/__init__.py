@@ -16,14 +16,8 @@ manifest keys (spec hash, source sha256, build info).
 from __future__ import annotations
 
 from deployer.repository._apply import apply_publish, rollback
-from deployer.repository._fs import (
-    CONFIG_NAME,
-    DEFAULT_LOCK_TIMEOUT_S,
-    LOCK_NAME,
-    MANIFEST_NAME,
-    staging_root,
-)
-from deployer.repository._inspect import list_versions, verify_repository
+from deployer.repository._fs import CONFIG_NAME, MANIFEST_NAME, staging_root
+from deployer.repository._inspect import ServingState, list_versions, serving_state, verify_repository
 from deployer.repository._plan import plan_publish
 from deployer.repository._types import (
     ArtifactFile,
@@ -38,6 +32,7 @@ from deployer.repository._types import (
     RollbackResult,
     VersionInfo,
 )
+from deployer.repository.lock import DEFAULT_LOCK_TIMEOUT_S, LOCK_NAME, RepositoryLocked
 
 __all__ = [
     "CONFIG_NAME",
@@ -53,12 +48,15 @@ __all__ = [
     "PublishPlan",
     "PublishResult",
     "PublishedModel",
+    "RepositoryLocked",
     "RollbackResult",
+    "ServingState",
     "VersionInfo",
     "apply_publish",
     "list_versions",
     "plan_publish",
     "rollback",
+    "serving_state",
     "staging_root",
     "verify_repository",
 ]

@@ -11,24 +11,33 @@ from pathlib import Path
 from typing import Any
 
 import deployer
-from deployer.errors import RepositoryError
-from deployer.repository import _fs
+from deployer.errors import EnvironmentProblem, RepositoryError
+from deployer.repository import _fs, serving
 from deployer.repository._plan import _plan, fingerprint, hash_cache
 from deployer.repository._types import ModelPlan, PublishedModel, PublishPlan, PublishResult, RollbackResult
+from deployer.repository.lock import DEFAULT_LOCK_TIMEOUT_S, repository_lock
 
 LOGGER = logging.getLogger(__name__)
 
 
-def apply_publish(plan: PublishPlan, *, lock_timeout_s: float = _fs.DEFAULT_LOCK_TIMEOUT_S) -> PublishResult:
+def apply_publish(plan: PublishPlan, *, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> PublishResult:
     """Carry out a publish plan, crash-safely.
 
-    Under an exclusive lock on `<repo>/.deployer.lock`: remove leftovers of killed runs, re-plan if
-    the repository changed since `plan` was made, stage every new version dir in a scratch area next
-    to the repository (files fsynced, manifest written), and only when all models are staged commit
-    them: `rename()` the version dir into `<repo>/<model>/<N>` (a brand-new model dir is renamed in
-    whole, config included), THEN replace `config.pbtxt` atomically, THEN prune versions beyond
-    `keep_versions` (renamed out first, deleted afterwards). A reader (or Triton polling) therefore
-    only ever sees complete version dirs and a whole old-or-new config.pbtxt.
+    Under an exclusive lock on `<repo>/.deployer.lock`: remove leftovers of killed runs, re-plan if the
+    repository changed since `plan` was made, check that every directory to be changed is writable
+    (all models or none), stage every new version dir in a scratch area next to the repository (files
+    fsynced, manifest written), and only when all models are staged commit them one by one:
+
+    - a new version dir is renamed into `<repo>/<model>/<N>`, where Triton does not see it yet: the
+      live config.pbtxt pins the served versions (`version_policy: specific`, see `serving`);
+    - then config.pbtxt is replaced atomically: the one switch that changes the served version and
+      its config together;
+    - replacing an existing version (`force`) swaps the whole model dir (old versions hard-linked,
+      the new version and config in place) with one `renameat2(RENAME_EXCHANGE)`;
+    - pruning (keep_versions) renames unserved old versions out last.
+
+    A kill at any moment leaves every model either as it was or as published; a version renamed in
+    but not yet switched to is reused by the next publish of the same content.
 
     Args:
         plan: from `plan_publish`.
@@ -38,13 +47,17 @@ def apply_publish(plan: PublishPlan, *, lock_timeout_s: float = _fs.DEFAULT_LOCK
         What was done per model, and the plan actually applied.
 
     Raises:
-        RepositoryError: locked too long, the re-plan fails, a source changed after planning, or the
-            staging area is unusable. Until the commit step starts, the repository is left untouched.
+        RepositoryError: the re-plan fails or a source changed after planning.
+        EnvironmentProblem: locked too long, or a directory is not writable (nothing changed then).
     """
     repo = plan.repository
-    repo.mkdir(parents=True, exist_ok=True)
+    try:
+        repo.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot create the repository {repo}: {exc.strerror}",
+                                 hint="pick a writable location for `repository:`") from None
     names = [m.artifact.name for m in plan.models]
-    with _fs.repository_lock(repo, lock_timeout_s):
+    with repository_lock(repo, lock_timeout_s):
         _fs.clean_stale(repo, [repo / n for n in names])
         replanned = False
         if fingerprint(repo, names) != plan.fingerprint:
@@ -55,6 +68,8 @@ def apply_publish(plan: PublishPlan, *, lock_timeout_s: float = _fs.DEFAULT_LOCK
         if not plan.changed:
             done = [_result(m, config_written=False) for m in plan.models]
             return PublishResult(repo, tuple(done), replanned, plan)
+        for d in sorted({m.model_dir if not m.new_model else repo for m in plan.models if m.changed}):
+            _fs.probe_writable(d)
         op = _fs.new_operation_dir(repo)
         try:
             staged = {m.artifact.name: _stage(m, op) for m in plan.models if m.status != "unchanged"}
@@ -87,12 +102,25 @@ def _manifest(m: ModelPlan, files: Mapping[str, Mapping[str, Any]]) -> dict[str,
 
 
 def _stage(m: ModelPlan, op: Path) -> Path:
-    """Build the complete version dir (or, for a new model, the whole model dir) inside `op`."""
-    if m.new_model:
+    """Build what the commit renames in: the version dir, or a whole model dir (new model, or replace)."""
+    if m.new_model or m.status == "replace":
         root = op / f"model-{m.artifact.name}"
-        vdir = root / str(m.version)
+        root.mkdir()
+        if m.status == "replace":  # every other version that stays, hard-linked: the swap must keep them
+            for v in m.existing_versions:
+                if v != m.version and v not in m.prune:
+                    _fs.link_tree(m.model_dir / str(v), root / str(v))
+        _stage_version(m, root / str(m.version))
+        _fs.write_bytes_durable(root / _fs.CONFIG_NAME, m.live_config_text.encode())
+        _fs.fsync_dir(root)
     else:
-        root = vdir = op / f"version-{m.artifact.name}-{m.version}"
+        root = op / f"version-{m.artifact.name}-{m.version}"
+        _stage_version(m, root)
+    _fs.fsync_dir(op)
+    return root
+
+
+def _stage_version(m: ModelPlan, vdir: Path) -> None:
     vdir.mkdir(parents=True)
     files: dict[str, dict[str, Any]] = {}
     made_dirs = {vdir}
@@ -119,88 +147,103 @@ def _stage(m: ModelPlan, op: Path) -> Path:
     _fs.write_bytes_durable(vdir / _fs.MANIFEST_NAME, manifest.encode())
     for d in sorted(made_dirs, key=lambda p: len(p.parts), reverse=True):
         _fs.fsync_dir(d)
-    if m.new_model:
-        _fs.write_bytes_durable(root / _fs.CONFIG_NAME, m.artifact.config_text.encode())
-        _fs.fsync_dir(root)
-    _fs.fsync_dir(op)
-    return root
 
 
 def _commit(m: ModelPlan, staged: Path | None, op: Path) -> PublishedModel:
-    name, model_dir, target = m.artifact.name, m.model_dir, m.model_dir / str(m.version)
+    name, model_dir = m.artifact.name, m.model_dir
     config_written = False
     if staged is not None and m.new_model:
         staged.rename(model_dir)  # the whole model appears at once, config included
         _fs.fsync_dir(model_dir.parent)
         config_written = True
         LOGGER.info("published new model %s version %d", name, m.version)
+    elif staged is not None and m.status == "replace":
+        _fs.exchange(staged, model_dir)  # versions, config and prune change in one step
+        _fs.fsync_dir(model_dir.parent)
+        config_written = True
+        LOGGER.info("replaced %s version %d (model directory swapped atomically)", name, m.version)
     elif staged is not None:
-        if m.status == "replace":
-            # No atomic directory swap in the stdlib: move the old one aside, then rename the new one in.
-            target.rename(op / f"replaced-{name}-{m.version}")
-        staged.rename(target)
+        staged.rename(model_dir / str(m.version))  # not served yet: the live config pins the old versions
         _fs.fsync_dir(model_dir)
         LOGGER.info("published %s version %d (%s)", name, m.version, m.status)
     if not config_written and m.config_action != "unchanged":
-        _fs.replace_config_atomic(model_dir, m.artifact.config_text)  # config last: files are in place
+        _fs.replace_config_atomic(model_dir, m.live_config_text)  # the switch: served version + its config
         config_written = True
-        LOGGER.info("wrote %s", model_dir / _fs.CONFIG_NAME)
-    for v in m.prune:
-        (model_dir / str(v)).rename(op / f"pruned-{name}-{v}")
-        LOGGER.info("pruned %s version %d (keep_versions=%s)", name, v, m.artifact.keep_versions)
-    if m.prune:
-        _fs.fsync_dir(model_dir)
+        LOGGER.info("wrote %s (serves %s)", model_dir / _fs.CONFIG_NAME, list(m.served))
+    if m.status != "replace":
+        for v in m.prune:
+            (model_dir / str(v)).rename(op / f"pruned-{name}-{v}")
+            LOGGER.info("pruned %s version %d (keep_versions=%s)", name, v, m.artifact.keep_versions)
+        if m.prune:
+            _fs.fsync_dir(model_dir)
+    if m.newer_kept:
+        LOGGER.info("%s: version %d is served; newer versions %s are kept, not served", name, m.version,
+                    list(m.newer_kept))
     return _result(m, config_written=config_written)
 
 
 def rollback(
-    repository: Path, model: str, to: int | None = None, *, lock_timeout_s: float = _fs.DEFAULT_LOCK_TIMEOUT_S
+    repository: Path,
+    model: str,
+    to: int | None = None,
+    *,
+    prune: bool = False,
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
 ) -> RollbackResult:
-    """Make version `to` (default: the one before the newest) the served one.
+    """Serve version `to` (default: the one below the served head) again, deleting nothing.
 
-    Semantics: every version newer than `to` is removed (renamed out of the repository, then deleted)
-    and `to`'s config.pbtxt is restored from its manifest. `to` is then the newest version, so Triton
-    serves it under the default `latest{1}`, and under `latest{N}` it serves exactly the N versions it
-    served when `to` was published. (Re-publishing `to` as a new highest number would instead keep
-    the bad versions inside a `latest{N>1}` window.) A later auto-versioned publish reuses the freed
-    numbers. `to` must be complete (manifest present, all hashes match) before anything is touched.
-    A polling Triton picks the change up by itself; in explicit mode the caller must load the model
-    again (a load of a loaded model reloads it, and unloads the removed versions once `to` is ready).
+    The live config.pbtxt is switched, in one atomic replace, to `to`'s own config (from its manifest)
+    with the served versions pinned (`version_policy: specific`): under `latest N` the N highest
+    versions up to `to`, exactly what was served when `to` was the newest. Newer versions stay in the
+    repository, byte-identical, and are reported as kept; `prune=True` deletes them (after the switch).
+    A later publish of new content serves the new version (unpins); one whose content equals a kept
+    version serves that version again. A polling Triton picks the change up by itself; in explicit
+    mode the caller loads the model again.
 
     Args:
         repository: the repository root.
         model: the model (directory) name.
-        to: the version to serve; default the highest version below the newest.
+        to: the version to serve; default the highest version below the current head.
+        prune: delete the versions newer than `to`.
         lock_timeout_s: how long to wait for another deployer run to release the lock.
 
     Returns:
-        The version now served, the removed versions, and whether config.pbtxt was rewritten.
+        The version now served, the versions kept and removed, and whether config.pbtxt was rewritten.
 
     Raises:
         RepositoryError: unknown model or version (the message lists what exists), no previous
-            version, or `to` is incomplete / lacks a recorded config.
+            version, `to` is incomplete, or the spec pins versions itself (version_policy.specific).
+        EnvironmentProblem: locked too long, or the model directory is not writable.
     """
     _fs.check_model_name(model)
     repo = Path(repository).expanduser().resolve()
     model_dir = repo / model
+    _fs.refuse_symlink(model_dir, "model directory")
     if not model_dir.is_dir():
         entries = repo.iterdir() if repo.is_dir() else ()
         models = sorted(  # model dirs only: not hidden entries (staging, lock), not stray dirs
             p.name
             for p in entries
-            if not p.name.startswith(".") and ((p / _fs.CONFIG_NAME).is_file() or _fs.version_dirs(p))
+            if not p.name.startswith(".") and not p.is_symlink()
+            and ((p / _fs.CONFIG_NAME).is_file() or _fs.version_dirs(p))
         )
         raise RepositoryError(f"model {model!r} not found in {repo}", details=f"models: {models}")
-    with _fs.repository_lock(repo, lock_timeout_s):
+    with repository_lock(repo, lock_timeout_s):
         _fs.clean_stale(repo, [model_dir])
         versions = sorted(_fs.version_dirs(model_dir))
+        config_path = model_dir / _fs.CONFIG_NAME
+        live_now = config_path.read_text(encoding="utf-8") if config_path.is_file() else None
+        head = serving.head_of(live_now)
+        if head not in versions:
+            head = versions[-1] if versions else None
         if to is None:
-            if len(versions) < 2:
+            below = [v for v in versions if head is not None and v < head]
+            if not below:
                 raise RepositoryError(
-                    f"model {model!r} has no previous version to roll back to",
+                    f"model {model!r} has no version below the served version {head} to roll back to",
                     details=f"versions: {versions}",
                 )
-            to = versions[-2]
+            to = below[-1]
         if to not in versions:
             raise RepositoryError(
                 f"model {model!r} has no version {to}",
@@ -216,19 +259,32 @@ def rollback(
                 details="\n".join(problems),
             )
         config_text = str(manifest["config_text"])
-        newer = [v for v in versions if v > to]
-        op = _fs.new_operation_dir(repo)
-        try:
-            for v in sorted(newer, reverse=True):
-                (model_dir / str(v)).rename(op / f"rolledback-{model}-{v}-{time.time_ns()}")
-            if newer:
+        policy = serving.policy_of(config_text)
+        if policy.kind == "specific":
+            raise RepositoryError(
+                f"model {model!r} version {to} names its served versions itself "
+                f"(version_policy.specific {list(policy.versions)})",
+                hint="change version_policy in the spec and publish, instead of rolling back",
+            )
+        served = serving.served_versions(policy, versions, to)
+        live = serving.live_config(config_text, served, to)
+        restored = live_now != live
+        newer = tuple(v for v in versions if v > to)
+        if restored or (prune and newer):
+            _fs.probe_writable(model_dir)
+        if restored:
+            _fs.replace_config_atomic(model_dir, live)  # the switch: one atomic replace
+        removed: tuple[int, ...] = ()
+        if prune and newer:
+            op = _fs.new_operation_dir(repo)
+            try:
+                for v in sorted(newer, reverse=True):
+                    (model_dir / str(v)).rename(op / f"rolledback-{model}-{v}-{time.time_ns()}")
                 _fs.fsync_dir(model_dir)
-            config_path = model_dir / _fs.CONFIG_NAME
-            current = config_path.read_bytes() if config_path.exists() else None
-            restored = current != config_text.encode()
-            if restored:
-                _fs.replace_config_atomic(model_dir, config_text)
-        finally:
-            _fs.remove_tree(op)
-    LOGGER.info("rolled back %s to version %d (removed %s)", model, to, newer)
-    return RollbackResult(repo, model, to, tuple(newer), restored)
+            finally:
+                _fs.remove_tree(op)
+            removed = newer
+    kept = () if prune else newer
+    LOGGER.info("rolled back %s to version %d (serves %s; kept %s; removed %s)", model, to, list(served),
+                list(kept), list(removed))
+    return RollbackResult(repo, model, to, removed, restored, kept, served)

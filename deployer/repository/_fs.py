@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -13,20 +12,17 @@ import re
 import secrets
 import shutil
 import stat
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from deployer.errors import RepositoryError
+from deployer.errors import EnvironmentProblem, RepositoryError
 
 LOGGER = logging.getLogger(__name__)
 
 MANIFEST_NAME = "deployer.manifest.json"
 CONFIG_NAME = "config.pbtxt"
-LOCK_NAME = ".deployer.lock"
 MANIFEST_FORMAT = 1
-DEFAULT_LOCK_TIMEOUT_S = 600.0
 # Model-dir subdirs Triton never treats as versions (core model_lifecycle.cc VersionsToLoad).
 TRITON_SPECIAL_SUBDIRS = frozenset({"configs", "warmup", "initial_state"})
 _CONFIG_TMP_PREFIX = ".config.pbtxt."
@@ -327,69 +323,65 @@ def clean_stale(repository: Path, model_dirs: list[Path]) -> list[Path]:
     return removed
 
 
-# --- lock ----------------------------------------------------------------------------------------
+# --- atomic swaps, hard links, writability ---------------------------------------------------------
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
 
 
-def _open_lock(path: Path, *, create: bool) -> int:
-    """Open the lock file without following a symlink (a dangling one would create a file at its target)."""
-    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
-    try:
-        fd = os.open(path, flags, 0o644)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            refuse_symlink(path, "lock file")
-        if isinstance(exc, FileNotFoundError) and not create:
-            raise
-        raise RepositoryError(
-            f"cannot open the repository lock {path}: {exc.strerror}",
-            hint="the repository must be writable by this user",
-        ) from exc
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise RepositoryError(f"lock path {path} is not a regular file", hint="move it away")
-    return fd
+def exchange(a: Path, b: Path) -> None:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE): readers see one or the other, whole.
 
-
-@contextlib.contextmanager
-def repository_lock(repository: Path, timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> Iterator[None]:
-    """Exclusive lock on `<repo>/.deployer.lock` (a file: Triton only treats dirs as models).
-
-    A plain `flock`: the kernel drops it when the holder dies (even by SIGKILL), and the lock file is
-    never unlinked, so there is no unlink/re-create race between waiters.
+    Raises:
+        EnvironmentProblem: the kernel or filesystem cannot swap atomically (e.g. NFS, old kernels).
     """
-    path = repository / LOCK_NAME
-    fd = _open_lock(path, create=True)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:
+        raise EnvironmentProblem("this C library has no renameat2(); an atomic directory swap is not possible",
+                                 hint="publish a new version instead of replacing one with --force")
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) != 0:
+        err = ctypes.get_errno()
+        if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise EnvironmentProblem(
+                f"the filesystem of {b} cannot swap directories atomically (renameat2: {os.strerror(err)})",
+                hint="publish a new version instead of replacing one with --force",
+            )
+        raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def link_tree(src: Path, dst: Path) -> None:
+    """Recreate the tree `src` at `dst` with hard links (files are never modified in place, so sharing
+    inodes is safe); falls back to a durable copy where links are not allowed."""
+    dst.mkdir()
+    for root, dirs, files in os.walk(src):
+        rel = Path(root).relative_to(src)
+        for d in dirs:
+            (dst / rel / d).mkdir()
+        for f in files:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise RepositoryError(
-                        f"repository {repository} is locked by another deployer run (waited {timeout_s:.0f} s)",
-                        hint=f"wait for it to finish; the lock is {path} (released when that process exits)",
-                    ) from exc
-                time.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the flock
+                os.link(Path(root) / f, dst / rel / f, follow_symlinks=False)
+            except OSError:
+                copy_file_durable(Path(root) / f, dst / rel / f)
 
 
-def lock_is_free(repository: Path) -> bool:
-    """True if no process holds the repository lock (never creates the lock file)."""
-    path = repository / LOCK_NAME
+def probe_writable(directory: Path) -> None:
+    """Create and remove a hidden file in `directory`: the only test that sees read-only mounts,
+    immutable flags and permissions alike (os.access ignores the first two for root).
+
+    Raises:
+        EnvironmentProblem: naming the directory (exit 3).
+    """
+    probe = directory / f".deployer-probe-{secrets.token_hex(4)}"
     try:
-        fd = _open_lock(path, create=False)
-    except FileNotFoundError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    finally:
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
         os.close(fd)
-    return True
+        probe.unlink()
+    except OSError as exc:
+        raise EnvironmentProblem(
+            f"cannot write to {directory}: {exc.strerror}",
+            hint="the repository (and each model directory in it) must be writable by this user; "
+            "nothing was changed",
+        ) from None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from deployer.errors import RepositoryError
-from deployer.repository import _fs
+from deployer.repository import _fs, serving
 from deployer.repository._types import VersionInfo
+from deployer.repository.lock import lock_is_free
 
 
 def list_versions(repository: Path, model: str, *, verify_hashes: bool = True) -> list[VersionInfo]:
@@ -38,7 +40,7 @@ def verify_repository(repository: Path, *, verify_hashes: bool = True) -> list[s
     """Problems that would make Triton misbehave or show an interrupted run; empty = healthy.
 
     Checks: stray directories at the root (Triton takes every subdir as a model, hidden ones too),
-    missing config.pbtxt, config.pbtxt differing from the newest version's recorded config,
+    missing config.pbtxt, config.pbtxt differing from the served version's recorded config (pinned),
     incomplete versions (no manifest, files missing/extra/modified), non-canonical dirs Triton would
     still parse as a version (`2_backup`, `02`), stale temp config files and stale staging.
     """
@@ -53,7 +55,7 @@ def verify_repository(repository: Path, *, verify_hashes: bool = True) -> list[s
             continue
         problems.extend(f"{name}/{msg}" for msg in _model_problems(model_dir, verify_hashes))
     staging = _fs.staging_root(repo.resolve())
-    if staging.is_dir() and any(staging.iterdir()) and _fs.lock_is_free(repo):
+    if staging.is_dir() and any(staging.iterdir()) and lock_is_free(repo):
         problems.append(f"{staging}: stale staging left by an interrupted run (the next publish removes it)")
     return problems
 
@@ -85,12 +87,45 @@ def _model_problems(model_dir: Path, verify_hashes: bool) -> list[str]:
         found = _fs.manifest_problems(vdir, manifest, hashes=verify_hashes)
         problems.extend(f"{number}: {msg}" for msg in found)
     if versions and config_bytes is not None:
-        newest, vdir = versions[-1]
+        state = serving_state(model_dir)
+        vdir = dict(versions)[state.head]
         manifest = _fs.read_manifest(vdir)
         recorded = manifest.get("config_text") if manifest else None
-        if isinstance(recorded, str) and recorded.encode() != config_bytes:
-            problems.append(
-                f"{_fs.CONFIG_NAME}: differs from the config recorded for newest version {newest} "
-                "(interrupted publish/rollback, or edited by hand); re-publish or roll back to repair"
-            )
+        if isinstance(recorded, str):
+            try:
+                want = serving.live_config(recorded, serving.served_versions(
+                    serving.policy_of(recorded), [v for v, _ in versions], state.head), state.head)
+            except RepositoryError:
+                want = None
+            if want is None or want.encode() != config_bytes:
+                problems.append(
+                    f"{_fs.CONFIG_NAME}: differs from the config recorded for served version {state.head} "
+                    "(interrupted publish/rollback, or edited by hand); re-publish or roll back to repair"
+                )
     return problems
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """What a model's live config.pbtxt serves: the head, the served set, and kept newer versions."""
+
+    head: int
+    served: tuple[int, ...]
+    newer_kept: tuple[int, ...]
+
+    @property
+    def pinned(self) -> bool:
+        """True when newer versions exist that are not served (after a rollback or a lower publish)."""
+        return bool(self.newer_kept)
+
+
+def serving_state(model_dir: Path) -> ServingState:
+    """Read the head and served versions from the live config (the newest version for legacy configs)."""
+    versions = sorted(_fs.version_dirs(model_dir))
+    config = model_dir / _fs.CONFIG_NAME
+    text = config.read_text(encoding="utf-8", errors="replace") if config.is_file() else None
+    head = serving.head_of(text)
+    if head not in versions:
+        head = versions[-1] if versions else 0
+    served = serving.pinned_versions(text) or (head,)
+    return ServingState(head, served, tuple(v for v in versions if v > head))

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from deployer.errors import RepositoryError
-from deployer.repository import _fs
+from deployer.repository import _fs, serving
 from deployer.repository._types import (
     FileAction,
     FileActionKind,
@@ -197,43 +197,24 @@ def _plan_model(repo: Path, art: ModelArtifact, force: bool, cache: _HashCache) 
         raise RepositoryError(f"{model_dir} exists and is not a directory", hint="move it away")
     existing = _fs.version_dirs(model_dir)
     numbers = tuple(sorted(existing))
-    if art.version is None:
-        newest = numbers[-1] if numbers else None
-        if newest is not None and _matches(existing[newest], content):
-            version, status = newest, "unchanged"
-        else:
-            version, status = (newest or 0) + 1, "new"
-    else:
-        version = art.version
-        if version not in existing:
-            status = "new"
-            if numbers and version < numbers[-1]:
-                LOGGER.warning("model %r: version %d < newest %d", art.name, version, numbers[-1])
-        elif _matches(existing[version], content):
-            status = "unchanged"
-        elif force:
-            status = "replace"
-        else:
-            raise RepositoryError(
-                f"model {art.name!r}: version {version} already exists with different content",
-                hint="leave the version unset to publish a new one, or force=True / --force to replace it",
-                details=f"existing versions: {list(numbers)}",
-            )
-    after = sorted(set(numbers) | {version}, reverse=True)
-    prune = tuple(sorted(after[art.keep_versions :])) if art.keep_versions is not None else ()
-    if version in prune:
-        raise RepositoryError(
-            f"model {art.name!r}: version {version} would be pruned at once by keep_versions={art.keep_versions}",
-            hint=f"newer versions exist ({[v for v in numbers if v > version]}); raise keep_versions or the version",
-        )
     config_path = model_dir / _fs.CONFIG_NAME
-    current_config = _read_bytes_sha(config_path)
+    live_now = _read_text(config_path)
+    head = serving.head_of(live_now)
+    if head not in existing:
+        head = numbers[-1] if numbers else None
+    version, status = _choose_version(art, existing, numbers, head, content, force)
+    after = sorted(set(numbers) | {version}, reverse=True)
+    served = serving.served_versions(serving.policy_of(art.config_text), after, version)
+    prune = _prune(after, served, art.keep_versions)
+    live = serving.live_config(art.config_text, served, version)
+    live_sha = _fs.sha256_bytes(live.encode())
+    current_config = None if live_now is None else _fs.sha256_bytes(live_now.encode())
     config_action: FileActionKind = (
-        "create" if current_config is None else "unchanged" if current_config == config_sha else "update"
+        "create" if current_config is None else "unchanged" if current_config == live_sha else "update"
     )
     actions = _file_actions(model_dir, version, status, entries, existing.get(version))
-    config_size = len(art.config_text.encode())
-    actions.append(FileAction(config_action, config_path, "config", config_size, config_sha))
+    config_size = len(live.encode())
+    actions.append(FileAction(config_action, config_path, "config", config_size, live_sha))
     actions.extend(FileAction("delete", existing[v], "version") for v in prune)
     return ModelPlan(
         artifact=art,
@@ -247,7 +228,55 @@ def _plan_model(repo: Path, art: ModelArtifact, force: bool, cache: _HashCache) 
         actions=tuple(actions),
         new_model=not model_dir.exists(),
         entries=entries,
+        served=served,
+        live_config_text=live,
+        newer_kept=tuple(v for v in sorted(after) if v > version and v not in prune),
     )
+
+
+def _choose_version(
+    art: ModelArtifact, existing: Mapping[int, Path], numbers: tuple[int, ...], head: int | None, content: str,
+    force: bool,
+) -> tuple[int, str]:
+    """Auto: reuse the head or a kept newer version holding this very content, else newest + 1."""
+    if art.version is None:
+        candidates = [head] if head is not None else []
+        candidates += [v for v in sorted(numbers, reverse=True) if head is None or v > head]
+        for v in candidates:
+            if v is not None and _matches(existing[v], content):
+                return v, "unchanged"
+        return (numbers[-1] if numbers else 0) + 1, "new"
+    version = art.version
+    if version not in existing:
+        if numbers and version < numbers[-1]:
+            LOGGER.info("model %r: version %d < newest %d; newer versions are kept but not served",
+                        art.name, version, numbers[-1])
+        return version, "new"
+    if _matches(existing[version], content):
+        return version, "unchanged"
+    if force:
+        return version, "replace"
+    raise RepositoryError(
+        f"model {art.name!r}: version {version} already exists with different content",
+        hint="leave the version unset to publish a new one, or force=True / --force to replace it",
+        details=f"existing versions: {list(numbers)}",
+    )
+
+
+def _prune(after: list[int], served: tuple[int, ...], keep: int | None) -> tuple[int, ...]:
+    """keep_versions N: the N newest stay, and so does every served version (a pin is never pruned)."""
+    if keep is None:
+        return ()
+    return tuple(sorted(v for v in after[keep:] if v not in served))
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RepositoryError(f"cannot read {path}: {exc}", hint="fix or remove the file") from exc
 
 
 def _file_actions(

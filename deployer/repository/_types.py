@@ -92,6 +92,9 @@ class ModelPlan:
     actions: tuple[FileAction, ...]
     new_model: bool
     entries: tuple[_Entry, ...] = field(repr=False, default=())
+    served: tuple[int, ...] = ()  # versions the live config.pbtxt serves after the publish
+    live_config_text: str = ""  # the live config.pbtxt to write: the version's config, pinned to `served`
+    newer_kept: tuple[int, ...] = ()  # versions above `version`, kept but not served (a pin, as after rollback)
 
     @property
     def changed(self) -> bool:
@@ -107,6 +110,8 @@ class ModelPlan:
             parts.append(f"config.pbtxt {self.config_action}")
         if self.prune:
             parts.append(f"prune {list(self.prune)}")
+        if self.newer_kept:
+            parts.append(f"pinned: newer versions {list(self.newer_kept)} kept, not served")
         return "; ".join(parts)
 
 
@@ -165,13 +170,19 @@ class PublishResult:
 
 @dataclass(frozen=True)
 class RollbackResult:
-    """The outcome of `rollback`: `version` is now the newest version and its config is in place."""
+    """The outcome of `rollback`: `version` is served (pinned) with its own config; nothing else changed.
+
+    `kept` are the newer versions still in the repository (not served); `removed` the newer versions
+    deleted because `prune=True` was asked for.
+    """
 
     repository: Path
     model: str
     version: int
-    removed: tuple[int, ...]  # versions newer than `version`, now deleted
+    removed: tuple[int, ...]
     config_restored: bool
+    kept: tuple[int, ...] = ()
+    served: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

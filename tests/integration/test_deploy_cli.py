@@ -161,27 +161,76 @@ def test_deploy_through_container_runtimes(
         client.close()
 
 
-def test_rollback_reloads_the_running_server(tmp_path: Path, find_free_ports: Callable[..., list[int]]) -> None:
+def _retrain(path: Path) -> None:
+    """Scale every float initializer: same interface, other answers (a 'retrained' model)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path))
+    for init in m.graph.initializer:
+        w = numpy_helper.to_array(init)
+        if w.dtype == np.float32:
+            init.CopyFrom(numpy_helper.from_array((w * 1.5 + 0.25).astype(np.float32), init.name))
+    onnx.save(m, str(path))
+
+
+def _tree(root: Path) -> dict[str, bytes | None]:
+    return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def test_rollback_pins_the_old_version_in_the_running_server_and_keeps_the_new_one(
+    tmp_path: Path, find_free_ports: Callable[..., list[int]]
+) -> None:
+    import numpy as np
+    import onnxruntime as ort
     import tritonclient.http as httpclient
 
     ports = find_free_ports(3)
     spec = write_spec(tmp_path, ports)
     assert run("publish", str(spec)).returncode == 0
+    v1_model = tmp_path / "v1.onnx"
+    shutil.copy(tmp_path / "classifier.onnx", v1_model)
+    _retrain(tmp_path / "classifier.onnx")
     text = spec.read_text()
     spec.write_text(text.replace("max_queue_delay_microseconds: 5000", "max_queue_delay_microseconds: 7000"))
     published = run("publish", str(spec))
     assert "classifier: version 2 new" in published.stdout, published.stdout
+    v2_files = _tree(tmp_path / "repo" / "classifier" / "2")
+    x = np.random.default_rng(0).standard_normal((1, 16)).astype(np.float32)
+
+    def expected(model: Path) -> np.ndarray:
+        sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        return np.asarray(sess.run(None, {sess.get_inputs()[0].name: x})[0])
+
+    want_v1, want_v2 = expected(v1_model), expected(tmp_path / "classifier.onnx")
+    assert not np.allclose(want_v1, want_v2, atol=1e-3), "the retrained model must answer differently"
     assert run("up", str(spec)).returncode == 0
     client = httpclient.InferenceServerClient(f"127.0.0.1:{ports[0]}")
+
+    def served() -> np.ndarray:
+        inp = httpclient.InferInput(client.get_model_metadata("classifier")["inputs"][0]["name"], list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        return np.asarray(client.infer("classifier", [inp]).as_numpy(
+            client.get_model_metadata("classifier")["outputs"][0]["name"]))
+
     try:
         delay = client.get_model_config("classifier")["dynamic_batching"]["max_queue_delay_microseconds"]
         assert delay == 7000
+        np.testing.assert_allclose(served(), want_v2, rtol=1e-4, atol=1e-5)
         rb = run("rollback", str(spec), "classifier")
         assert rb.returncode == 0, rb.stdout + rb.stderr
-        assert "reloaded in the running server" in rb.stdout
+        assert "reloaded in the running server" in rb.stdout and "newer versions [2] are kept" in rb.stdout
         assert client.is_model_ready("classifier", "1") and not client.is_model_ready("classifier", "2")
         delay = client.get_model_config("classifier")["dynamic_batching"]["max_queue_delay_microseconds"]
         assert delay == 5000
+        np.testing.assert_allclose(served(), want_v1, rtol=1e-4, atol=1e-5)
+        assert _tree(tmp_path / "repo" / "classifier" / "2") == v2_files
+        # the kept version serves again, without a publish
+        rb = run("rollback", str(spec), "classifier", "--to", "2")
+        assert rb.returncode == 0, rb.stdout + rb.stderr
+        assert client.is_model_ready("classifier", "2") and not client.is_model_ready("classifier", "1")
+        np.testing.assert_allclose(served(), want_v2, rtol=1e-4, atol=1e-5)
     finally:
         client.close()
         run("down", str(spec))

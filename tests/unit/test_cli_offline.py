@@ -29,6 +29,11 @@ def run(*args: str | Path, cwd: Path, code: int = 0, env: dict[str, str] | None 
     return proc
 
 
+def flat(text: str) -> str:
+    """Undo rich's line wrapping."""
+    return " ".join(text.split())
+
+
 def tree(root: Path) -> dict[str, bytes | None]:
     return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
 
@@ -59,8 +64,11 @@ def test_offline_lifecycle(tmp_path: Path) -> None:
 
     assert "relu: version 1 new" in run("publish", spec.name, cwd=tmp_path).stdout
     assert (repo / "relu" / "1" / "model.onnx").read_bytes() == (tmp_path / "relu.onnx").read_bytes()
-    assert text_format.Parse((repo / "relu" / "config.pbtxt").read_text(encoding="utf-8"),
-                             model_config_pb2.ModelConfig()) == expected
+    live = text_format.Parse((repo / "relu" / "config.pbtxt").read_text(encoding="utf-8"),
+                             model_config_pb2.ModelConfig())
+    assert list(live.version_policy.specific.versions) == [1]  # publish pins the served version
+    live.ClearField("version_policy")
+    assert live == expected
     before = tree(repo)
     assert "relu: version 1 unchanged" in run("publish", spec.name, cwd=tmp_path).stdout
     assert tree(repo) == before
@@ -72,10 +80,17 @@ def test_offline_lifecycle(tmp_path: Path) -> None:
     onnx.save(m, str(tmp_path / "relu.onnx"))
     assert "relu: version 2 new" in run("publish", spec.name, cwd=tmp_path).stdout
     assert (repo / "relu" / "2").is_dir()
-    out = run("rollback", spec.name, "relu", cwd=tmp_path).stdout
-    assert "version 1" in out and "removed [2]" in out
-    assert not (repo / "relu" / "2").exists() and (repo / "relu" / "1" / "model.onnx").is_file()
+    v2 = tree(repo / "relu" / "2")
+    out = flat(run("rollback", spec.name, "relu", cwd=tmp_path).stdout)
+    assert "version 1 is served" in out and "newer versions [2] are kept" in out
+    assert tree(repo / "relu" / "2") == v2 and (repo / "relu" / "1" / "model.onnx").is_file()
+    assert "repository serves [1]; pinned: newer versions [2] kept" in flat(
+        run("status", spec.name, cwd=tmp_path, code=1).stdout)
     run("rollback", spec.name, "relu", cwd=tmp_path, code=2)  # nothing older than 1
+    out = flat(run("rollback", spec.name, "relu", "--to", "2", cwd=tmp_path).stdout)
+    assert "version 2 is served" in out
+    out = flat(run("rollback", spec.name, "relu", "--to", "1", "--prune", cwd=tmp_path).stdout)
+    assert "removed newer versions [2]" in out and not (repo / "relu" / "2").exists()
 
 
 def test_bad_input_exits_2_without_traceback(tmp_path: Path) -> None:
@@ -163,8 +178,9 @@ def test_rollback_loads_the_spec_like_every_command(tmp_path: Path) -> None:
     assert "first: version 2 new" in run("publish", spec.name, cwd=tmp_path, env=env).stdout
     repo = home / "repos" / "main"
     out = run("rollback", spec.name, "first", cwd=tmp_path, env=env).stdout
-    assert "first: version 1 is now the newest (removed [2])" in out
-    assert not (repo / "first" / "2").exists() and (repo / "second" / "2").is_dir()
+    assert "first: version 1 is served (serves [1])" in out
+    assert "serves [1]" in (repo / "first" / "config.pbtxt").read_text(encoding="utf-8")
+    assert (repo / "first" / "2").is_dir() and (repo / "second" / "2").is_dir()
 
     # an unknown model lists the models only: no hidden entries (staging, lock), no stray dirs
     (repo / ".hidden").mkdir()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from deployer.errors import RepositoryError
+from deployer.render import parse_pbtxt
 from deployer.repository import (
     LOCK_NAME,
     MANIFEST_NAME,
@@ -21,6 +22,7 @@ from deployer.repository import (
     staging_root,
     verify_repository,
 )
+from deployer.repository.serving import pinned_versions
 
 
 def _config(name: str, extra: str = "") -> str:
@@ -59,6 +61,20 @@ def _versions(repo: Path, model: str = "m") -> list[int]:
     return [v.number for v in list_versions(repo, model)]
 
 
+def _serves(repo: Path, model: str = "m") -> tuple[int, ...] | None:
+    """The versions the live config.pbtxt pins (what Triton serves)."""
+    return pinned_versions((repo / model / "config.pbtxt").read_text())
+
+
+def _live_is(repo: Path, config_text: str, model: str = "m") -> bool:
+    """The live config is `config_text` (a version's own config) apart from the served-version pin."""
+    live = parse_pbtxt((repo / model / "config.pbtxt").read_text())
+    live.ClearField("version_policy")
+    own = parse_pbtxt(config_text)
+    own.ClearField("version_policy")
+    return live == own
+
+
 def test_first_publish_creates_model_version_1_with_manifest(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     art = _art(manifest={"spec_sha256": "abc", "build": {"trt": "10.3"}})
@@ -72,7 +88,7 @@ def test_first_publish_creates_model_version_1_with_manifest(tmp_path: Path) -> 
     result = apply_publish(plan)
     assert [(m.name, m.version, m.status, m.config_written) for m in result.models] == [("m", 1, "new", True)]
     assert (repo / "m" / "1" / "model.onnx").read_bytes() == b"weights-1"
-    assert (repo / "m" / "config.pbtxt").read_text() == art.config_text
+    assert _live_is(repo, art.config_text) and _serves(repo) == (1,)
     manifest = json.loads((repo / "m" / "1" / MANIFEST_NAME).read_text())
     assert manifest["version"] == 1
     assert manifest["config_text"] == art.config_text
@@ -109,16 +125,18 @@ def test_config_only_change_is_a_new_version_recording_its_config(tmp_path: Path
     assert _publish(repo, new) == {"m": 2}
     infos = list_versions(repo, "m")
     assert [i.manifest["config_text"] for i in infos if i.manifest] == [_art().config_text, new.config_text]
-    assert (repo / "m" / "config.pbtxt").read_text() == new.config_text
+    assert _live_is(repo, new.config_text) and _serves(repo) == (2,)
 
 
-def test_content_only_change_leaves_config_unchanged(tmp_path: Path) -> None:
+def test_content_only_change_switches_only_the_served_version(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     _publish(repo, _art(payload=b"a"))
     plan = plan_publish(repo, [_art(payload=b"b")])
-    assert plan.models[0].config_action == "unchanged"
-    mtime = (repo / "m" / "config.pbtxt").stat().st_mtime_ns
+    assert plan.models[0].config_action == "update"  # the pin moves to version 2
     apply_publish(plan)
+    assert _live_is(repo, _art().config_text) and _serves(repo) == (2,)
+    mtime = (repo / "m" / "config.pbtxt").stat().st_mtime_ns
+    apply_publish(plan_publish(repo, [_art(payload=b"b")]))
     assert (repo / "m" / "config.pbtxt").stat().st_mtime_ns == mtime
 
 
@@ -148,8 +166,9 @@ def test_explicit_version_conflict_and_force(tmp_path: Path) -> None:
     assert [r.action for r in plan.rows() if r.path.endswith("model.onnx")] == ["update"]
     apply_publish(plan)
     assert (repo / "m" / "5" / "model.onnx").read_bytes() == b"b"
-    assert _versions(repo) == [5]
+    assert _versions(repo) == [5] and _serves(repo) == (5,)
     assert verify_repository(repo) == []
+    assert not any(staging_root(repo.resolve()).iterdir())
     assert _publish(repo, _art(payload=b"c")) == {"m": 6}
 
 
@@ -176,30 +195,96 @@ def test_prune_keeps_newest_n(tmp_path: Path) -> None:
     assert _versions(repo) == [4]
 
 
-def test_explicit_old_version_pruned_at_once_is_an_error(tmp_path: Path) -> None:
+def test_an_explicit_lower_version_is_served_and_never_pruned(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     _publish(repo, _art(version=7))
-    with pytest.raises(RepositoryError, match="pruned at once"):
-        plan_publish(repo, [_art(payload=b"z", version=3, keep_versions=1)])
+    plan = plan_publish(repo, [_art(payload=b"z", version=3, keep_versions=1)])
+    assert plan.models[0].prune == () and plan.models[0].newer_kept == (7,)
+    assert "newer versions [7] kept" in plan.models[0].summary
+    apply_publish(plan)
+    assert _versions(repo) == [3, 7] and _serves(repo) == (3,)
 
 
-def test_rollback_default_and_to(tmp_path: Path) -> None:
+def test_rollback_keeps_every_version_and_pins_the_chosen_one(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     configs = []
     for i in range(4):
-        art = _art(payload=bytes([i]), config_extra=f"# rev {i}\n")
+        extra = f"# rev {i}\ndynamic_batching {{ max_queue_delay_microseconds: {i} }}\n"
+        art = _art(payload=bytes([i]), config_extra=extra)
         configs.append(art.config_text)
         _publish(repo, art)
+    versions_before = {v: _snapshot(repo / "m" / str(v)) for v in (1, 2, 3, 4)}
     result = rollback(repo, "m")
-    assert (result.version, result.removed, result.config_restored) == (3, (4,), True)
-    assert _versions(repo) == [1, 2, 3]
-    assert (repo / "m" / "config.pbtxt").read_text() == configs[2]
+    assert (result.version, result.removed, result.kept, result.config_restored) == (3, (), (4,), True)
+    assert _versions(repo) == [1, 2, 3, 4] and _serves(repo) == (3,)
+    assert _live_is(repo, configs[2])
+    result = rollback(repo, "m")  # the default goes below the served version, not below the newest
+    assert (result.version, result.kept) == (2, (3, 4))
     result = rollback(repo, "m", to=1)
-    assert (result.version, result.removed) == (1, (2, 3))
-    assert (repo / "m" / "config.pbtxt").read_text() == configs[0]
+    assert (result.version, result.removed, result.kept) == (1, (), (2, 3, 4))
+    assert _live_is(repo, configs[0]) and _serves(repo) == (1,)
+    assert {v: _snapshot(repo / "m" / str(v)) for v in (1, 2, 3, 4)} == versions_before
     assert verify_repository(repo) == []
-    # the next publish continues from the newest remaining version
-    assert _publish(repo, _art(payload=b"new")) == {"m": 2}
+    plan = plan_publish(repo, [_art(payload=b"new")])
+    assert "pinned" not in plan.models[0].summary
+    # a publish of new content takes the next number above every kept version and unpins
+    assert _publish(repo, _art(payload=b"new")) == {"m": 5}
+    assert _serves(repo) == (5,)
+
+
+def test_publish_after_rollback_reuses_a_kept_version_with_the_same_content(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    for i in range(3):
+        _publish(repo, _art(payload=bytes([i])))
+    rollback(repo, "m", to=1)
+    plan = plan_publish(repo, [_art(payload=bytes([2]))])
+    assert (plan.models[0].status, plan.models[0].version) == ("unchanged", 3)
+    assert _publish(repo, _art(payload=bytes([2]))) == {"m": 3}
+    assert _versions(repo) == [1, 2, 3] and _serves(repo) == (3,)
+
+
+def test_rollback_prune_deletes_exactly_the_newer_versions(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    for i in range(4):
+        _publish(repo, _art(payload=bytes([i])))
+    kept = {v: _snapshot(repo / "m" / str(v)) for v in (1, 2)}
+    result = rollback(repo, "m", to=2, prune=True)
+    assert (result.version, result.removed, result.kept) == (2, (3, 4), ())
+    assert _versions(repo) == [1, 2] and _serves(repo) == (2,)
+    assert {v: _snapshot(repo / "m" / str(v)) for v in (1, 2)} == kept
+    assert not any(staging_root(repo.resolve()).iterdir())
+    assert _publish(repo, _art(payload=b"next")) == {"m": 3}
+
+
+def test_pruning_never_deletes_the_pinned_version(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    for i in range(4):
+        _publish(repo, _art(payload=bytes([i])))
+    rollback(repo, "m", to=1)
+    plan = plan_publish(repo, [_art(payload=bytes([0]), keep_versions=2)])
+    assert (plan.models[0].status, plan.models[0].version) == ("unchanged", 1)
+    apply_publish(plan)
+    assert _versions(repo) == [1, 3, 4] and _serves(repo) == (1,)
+
+
+def test_latest_n_serves_the_n_versions_up_to_the_pin(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    extra = "version_policy { latest { num_versions: 2 } }\n"
+    for i in range(4):
+        _publish(repo, _art(payload=bytes([i]), config_extra=extra))
+    assert _serves(repo) == (3, 4)
+    rollback(repo, "m", to=2)
+    assert _serves(repo) == (1, 2)
+
+
+def test_rollback_refuses_a_spec_that_pins_versions_itself(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    extra = "version_policy { specific { versions: [1] } }\n"
+    _publish(repo, _art(payload=b"a", config_extra=extra))
+    _publish(repo, _art(payload=b"b", config_extra=extra))
+    assert _serves(repo) == (1,)
+    with pytest.raises(RepositoryError, match="names its served versions itself"):
+        rollback(repo, "m", to=1)
 
 
 def test_rollback_errors_list_what_exists_and_change_nothing(tmp_path: Path) -> None:
@@ -218,14 +303,14 @@ def test_rollback_errors_list_what_exists_and_change_nothing(tmp_path: Path) -> 
     with pytest.raises(RepositoryError, match="not complete"):
         rollback(repo, "m", to=1)
     assert _snapshot(repo) == before
-    rollback(repo, "m", to=2)  # rolling back to the newest only re-asserts its config
-    assert _versions(repo) == [1, 2]
+    rollback(repo, "m", to=2)  # rolling back to the served version only re-asserts its config
+    assert _versions(repo) == [1, 2] and _serves(repo) == (2,)
 
 
 def test_rollback_without_previous_version(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     _publish(repo, _art())
-    with pytest.raises(RepositoryError, match="no previous version"):
+    with pytest.raises(RepositoryError, match="no version below the served version 1"):
         rollback(repo, "m")
 
 
@@ -372,7 +457,7 @@ def test_plan_rows_are_relative_and_described(tmp_path: Path) -> None:
     assert [(r.model, r.version, r.action, r.path, r.detail) for r in rows] == [
         ("m", 2, "create", "m/2/model.onnx", "2 bytes"),
         ("m", 2, "create", f"m/2/{MANIFEST_NAME}", "manifest"),
-        ("m", 2, "unchanged", "m/config.pbtxt", "config.pbtxt (written last)"),
+        ("m", 2, "update", "m/config.pbtxt", "config.pbtxt (written last)"),
         ("m", 2, "delete", "m/1", "prune old version"),
     ]
 
