@@ -67,7 +67,7 @@ def run_once(spec: Path) -> Timing:
 
     Publish reuses the rendered configs (what `deployer publish` does in one process: render once).
     """
-    from deployer import pipeline
+    from deployer import artifacts as pipeline
     from deployer.repository import apply_publish, plan_publish
     from deployer.spec import load_deployment
 

@@ -2,9 +2,11 @@
 
 Library entry points (imported lazily so `import deployer` stays cheap):
 
+- `Pipeline.load(spec)`: the whole pipeline over one spec, stage by stage (see deployer.pipeline).
 - `load_deployment(spec, fallback=None)`: validate a spec into a `Deployment` (raises SpecError).
 - `init_spec(model.onnx, ...)`: scaffold a spec.
-- `render_all(dep)`, `plan(dep)`, `publish(dep)`: config.pbtxt and the versioned repository.
+- `build(dep)`, `render_all(dep)`, `plan(dep)`, `publish(dep)`, `rollback(dep, model)`: engines,
+  config.pbtxt and the versioned repository.
 - `deploy(dep, ...)`, `up(dep)`, `down(dep)`, `status(dep)`, `smoke(dep)`: serving and proof.
 """
 
@@ -19,14 +21,17 @@ _EXPORTS = {
     "load_deployment": "deployer.spec",
     "Deployment": "deployer.spec",
     "init_spec": "deployer.init",
+    "Pipeline": "deployer.pipeline",
+    "build": "deployer.pipeline",
     "render_all": "deployer.pipeline",
     "plan": "deployer.pipeline",
     "publish": "deployer.pipeline",
-    "deploy": "deployer.serve",
-    "up": "deployer.serve",
-    "down": "deployer.serve",
-    "status": "deployer.serve",
-    "smoke": "deployer.serve",
+    "rollback": "deployer.pipeline",
+    "deploy": "deployer.pipeline",
+    "up": "deployer.pipeline",
+    "down": "deployer.pipeline",
+    "status": "deployer.pipeline",
+    "smoke": "deployer.pipeline",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -84,12 +84,18 @@ def _main(
                         force=True)
 
 
-def _load(spec: Path, fallback: str | None = None) -> Any:
-    from deployer.spec import load_deployment
+def _pipeline(spec: Path, fallback: str | None = None, *, runtime: str | None = None,
+              builder: str | None = None) -> Any:
+    """The library's Pipeline for the spec: every command below is one call on it."""
+    from deployer.pipeline import Pipeline
 
     if fallback not in (None, "onnxruntime"):
         raise UserError(f"--fallback takes 'onnxruntime', not {fallback!r}")
-    return load_deployment(spec, fallback=fallback)
+    if runtime not in (None, "local", "docker", "compose"):
+        raise UserError(f"--runtime takes local, docker or compose, not {runtime!r}")
+    if builder not in (None, "local", "container"):
+        raise UserError(f"--builder takes local or container, not {builder!r}")
+    return Pipeline.load(spec, fallback=fallback, runtime=runtime, builder=builder)
 
 
 # --------------------------------------------------------------------------- offline stages
@@ -99,7 +105,7 @@ def _load(spec: Path, fallback: str | None = None) -> Any:
 @_handle_errors
 def validate(spec: SpecArg, fallback: FallbackOpt = None) -> None:
     """Check a spec completely: schema, Triton's load-time rules, consistency with the model files."""
-    dep = _load(spec, fallback)
+    dep = _pipeline(spec, fallback).deployment
     for m in dep.models:
         note = f" (served by {m.backend})" if m.backend != m.requested_backend else ""
         out.print(f"ok  {m.name}: {m.requested_backend}{note}, max_batch_size {m.max_batch_size}, "
@@ -144,15 +150,12 @@ def render(
     fallback: FallbackOpt = None,
 ) -> None:
     """Render every model's config.pbtxt (proven equal to the spec through Triton's protobuf schema)."""
-    from deployer.pipeline import render_all, write_rendered
-
-    dep = _load(spec, fallback)
-    rendered = render_all(dep)
+    p = _pipeline(spec, fallback)
     if output is not None:
-        for path in write_rendered(rendered, output):
+        for path in p.write_rendered(output):
             out.print(f"wrote {path}", markup=False)
         return
-    for name, text in rendered.items():
+    for name, text in p.render().items():
         out.print(f"# ---- {name}/config.pbtxt", markup=False)
         out.print(text, end="", markup=False)
 
@@ -162,11 +165,10 @@ def render(
 def plan(spec: SpecArg, force: Annotated[bool, typer.Option(help="Plan overwriting explicit versions.")] = False,
          fallback: FallbackOpt = None) -> None:
     """Show what `publish` would create, update or delete. Writes nothing."""
-    from deployer import pipeline
-
-    dep = _load(spec, fallback)
-    the_plan = pipeline.plan(dep, force=force, engines=_planned_engines(dep))
-    table = Table("model", "version", "action", "path", "detail", title=f"plan for {dep.repository}")
+    p = _pipeline(spec, fallback)
+    result = p.plan(force=force)
+    the_plan = result.plan
+    table = Table("model", "version", "action", "path", "detail", title=f"plan for {p.deployment.repository}")
     for row in the_plan.rows():
         table.add_row(row.model, str(row.version), row.action, row.path, row.detail)
     out.print(table)
@@ -174,14 +176,9 @@ def plan(spec: SpecArg, force: Annotated[bool, typer.Option(help="Plan overwriti
         if mp.newer_kept:
             out.print(f"{mp.artifact.name}: serves {list(mp.served)}; newer versions {list(mp.newer_kept)} are kept, "
                       "not served (pinned)")
-    out.print("no changes" if not the_plan.changed else "run `deployer publish` to apply")
-
-
-def _planned_engines(dep: Any) -> dict[str, Path]:
-    """Engines `deployer build` produced for this spec (none needed without tensorrt models)."""
-    from deployer.engines_glue import built_engines
-
-    return built_engines(dep)[0]
+    for name in result.unbuilt:
+        out.print(f"{name}: no TensorRT engine yet; `deployer build` (or publish) builds it, then it is planned")
+    out.print("no changes" if not (the_plan.changed or result.unbuilt) else "run `deployer publish` to apply")
 
 
 @app.command()
@@ -192,17 +189,12 @@ def build(
     builder: Annotated[Optional[str], typer.Option(help="local (in-process TensorRT) or container (NGC image).")] = None,  # noqa: UP045, E501
 ) -> None:
     """Build TensorRT engines for the spec's tensorrt models (engine cache: unchanged models are not rebuilt)."""
-    from deployer.engines_glue import build_engines_for
-
-    dep = _load(spec, fallback)
-    if not any(m.backend == "tensorrt" for m in dep.models):
+    result = _pipeline(spec, fallback, builder=builder).build()
+    if not result.engines:
         out.print("no model needs a TensorRT engine" + (" (served through onnxruntime)" if fallback else ""))
         return
-    if builder not in (None, "local", "container"):
-        raise UserError(f"--builder takes local or container, not {builder!r}")
-    engines, infos = build_engines_for(dep, builder=builder)
-    for name, path in engines.items():
-        info = infos[name]
+    for name, path in result.engines.items():
+        info = result.infos[name]
         hit = " (engine cache)" if info.get("cache_hit") else ""
         out.print(f"{name}: {path}{hit} — TensorRT {info.get('trt_version')}, {info.get('precision')}")
 
@@ -217,13 +209,7 @@ LockTimeoutOpt = Annotated[
 def publish(spec: SpecArg, force: Annotated[bool, typer.Option(help="Overwrite explicit versions.")] = False,
             fallback: FallbackOpt = None, lock_timeout: LockTimeoutOpt = 120.0) -> None:
     """Publish every model to the repository atomically (new versions only for changed content)."""
-    from deployer import pipeline
-
-    dep = _load(spec, fallback)
-    from deployer.engines_glue import built_engines
-
-    engines, infos = built_engines(dep)
-    result = pipeline.publish(dep, force=force, engines=engines, build_info=infos, lock_timeout_s=lock_timeout)
+    result = _pipeline(spec, fallback).publish(force=force, lock_timeout_s=lock_timeout)
     for m, mp in zip(result.models, result.plan.models, strict=True):
         pruned = f", pruned {list(m.pruned)}" if m.pruned else ""
         kept = f"; newer versions {list(mp.newer_kept)} kept, not served" if mp.newer_kept else ""
@@ -240,19 +226,16 @@ def rollback(
     lock_timeout: LockTimeoutOpt = 120.0,
 ) -> None:
     """Serve an earlier version again (pinned in config.pbtxt, with its own config); deletes nothing unless --prune."""
-    from deployer.repository import rollback as do_rollback
-
-    dep = _load(spec, "onnxruntime")  # the repository as every command resolves it; no TensorRT needed
-    result = do_rollback(dep.repository, model, to, prune=prune, lock_timeout_s=lock_timeout)
+    # the repository as every command resolves it; no TensorRT needed to roll back
+    outcome = _pipeline(spec, "onnxruntime").rollback(model, to, prune=prune, lock_timeout_s=lock_timeout)
+    result = outcome.result
     out.print(f"{model}: version {result.version} is served (serves {list(result.served)})")
     if result.kept:
         out.print(f"{model}: newer versions {list(result.kept)} are kept, not served; `deployer publish` of new "
                   "content serves a new version, `rollback --to N` serves a kept one, `--prune` deletes them")
     if result.removed:
         out.print(f"{model}: removed newer versions {list(result.removed)}")
-    from deployer.serve import reload_model
-
-    if reload_model(spec, model):
+    if outcome.reloaded:
         out.print(f"{model}: reloaded in the running server (explicit model control)")
 
 
@@ -266,21 +249,11 @@ JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Write the smoke
 JunitOpt = Annotated[Optional[Path], typer.Option("--junit", help="Write the smoke report as JUnit XML.")]  # noqa: UP045
 
 
-def _runtime(value: str | None) -> Any:
-    if value not in (None, "local", "docker", "compose"):
-        raise UserError(f"--runtime takes local, docker or compose, not {value!r}")
-    return value
-
-
 @app.command()
 @_handle_errors
 def up(spec: SpecArg, runtime: RuntimeOpt = None, fallback: FallbackOpt = None) -> None:
     """Start Triton on the published repository and load every model (explicit model control)."""
-    from deployer import serve
-
-    dep = _load(spec, fallback)
-    state = serve.up(dep, runtime=_runtime(runtime))
-    _print_state(state)
+    _print_state(_pipeline(spec, fallback, runtime=runtime).up())
 
 
 def _print_state(state: Any) -> None:
@@ -296,10 +269,7 @@ def _print_state(state: Any) -> None:
 @_handle_errors
 def down(spec: SpecArg) -> None:
     """Stop the server started for this spec (whatever runtime started it)."""
-    from deployer import serve
-
-    dep = _load(spec, "onnxruntime")
-    state = serve.down(dep)
+    state = _pipeline(spec, "onnxruntime").down()
     out.print("no server was running for this spec" if state is None else f"stopped ({state.runtime})")
 
 
@@ -307,11 +277,9 @@ def down(spec: SpecArg) -> None:
 @_handle_errors
 def status(spec: SpecArg) -> None:
     """Is the server up and ready; the state of each model. Exit 1 when not running or not ready."""
-    from deployer import serve
-
-    dep = _load(spec, "onnxruntime")
-    _print_repository(dep)
-    st = serve.status(dep)
+    p = _pipeline(spec, "onnxruntime")
+    _print_repository(p.repository_status())
+    st = p.status()
     if st.state is None:
         out.print("not running")
         raise typer.Exit(int(ExitCode.CHECKS_FAILED))
@@ -325,18 +293,14 @@ def status(spec: SpecArg) -> None:
         raise typer.Exit(int(ExitCode.CHECKS_FAILED))
 
 
-def _print_repository(dep: Any) -> None:
+def _print_repository(states: dict[str, Any]) -> None:
     """Per model, what the repository serves and which newer versions a pin keeps unserved."""
-    from deployer.repository import serving_state
-
-    for m in dep.models:
-        model_dir = dep.repository / m.name
-        if not model_dir.is_dir():
-            out.print(f"{m.name}: not published")
+    for name, st in states.items():
+        if st is None:
+            out.print(f"{name}: not published")
             continue
-        st = serving_state(model_dir)
         pin = f"; pinned: newer versions {list(st.newer_kept)} kept, not served" if st.pinned else ""
-        out.print(f"{m.name}: repository serves {list(st.served)}{pin}")
+        out.print(f"{name}: repository serves {list(st.served)}{pin}")
 
 
 def _report(report: Any, json_path: Path | None, junit_path: Path | None) -> None:
@@ -356,10 +320,7 @@ def _report(report: Any, json_path: Path | None, junit_path: Path | None) -> Non
 @_handle_errors
 def smoke(spec: SpecArg, json_path: JsonOpt = None, junit_path: JunitOpt = None, fallback: FallbackOpt = None) -> None:
     """Prove the running deployment: readiness, served config, inference vs ONNX Runtime, batching, latency."""
-    from deployer import serve
-
-    dep = _load(spec, fallback)
-    _report(serve.smoke(dep), json_path, junit_path)
+    _report(_pipeline(spec, fallback).smoke(), json_path, junit_path)
 
 
 @app.command()
@@ -373,23 +334,14 @@ def deploy(
     junit_path: JunitOpt = None,
 ) -> None:
     """validate -> build engines -> publish -> up -> smoke -> down, with one report and exit code."""
-    from deployer import serve
-
-    dep = _load(spec, fallback)
-    result = serve.deploy(dep, keep=keep, runtime=_runtime(runtime), build=_engine_builder(),
-                          on_stage=lambda name: err.print(f"[dim]» {escape(name)}[/]"))
+    result = _pipeline(spec, fallback, runtime=runtime).deploy(
+        keep=keep, on_stage=lambda name: err.print(f"[dim]» {escape(name)}[/]"))
     out.print(f"published: {', '.join(result.published)}")
     timings = "  ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
     out.print(f"stages: {timings}")
     if keep and result.state is not None:
         _print_state(result.state)
     _report(result.report, json_path, junit_path)
-
-
-def _engine_builder() -> Any:
-    from deployer.engines_glue import build_engines_for
-
-    return build_engines_for
 
 
 @app.command()
@@ -399,38 +351,14 @@ def compose(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="File to write (default: print).")] = None,  # noqa: UP045
 ) -> None:
     """Render a compose.yaml for the spec's server (GPU reservation, healthcheck, read-only repository)."""
-    from dataclasses import replace
-
-    from deployer import serve
-    from deployer.server.compose import render_compose
-
-    dep = _load(spec, "onnxruntime")
-    settings = serve.server_settings(dep, runtime="compose")
-    base = (output.absolute().parent if output else Path.cwd())
-    # Paths relative to the compose file keep it usable on any machine that checks the repo out.
-    settings = replace(settings, repository=_relative(settings.repository, base),
-                       state_dir=_relative(settings.state_dir, base))
-    text = render_compose(settings, project=compose_project(dep), load_models=True)
+    p = _pipeline(spec, "onnxruntime")
     if output is None:
-        out.print(text, end="", markup=False)
+        out.print(p.compose_file(), end="", markup=False)
         return
     from deployer._files import atomic_write
 
-    atomic_write(output, text.encode("utf-8"))
+    atomic_write(output, p.compose_file_at(output.absolute().parent).encode("utf-8"))
     out.print(f"wrote {output}; start it with `docker compose -f {output} up -d` (or docker-compose)")
-
-
-def compose_project(dep: Any) -> str:
-    """A stable compose project name for a spec: `deployer-<spec dir>`."""
-    import re
-
-    return "deployer-" + (re.sub(r"[^a-z0-9_-]", "-", dep.spec_path.parent.name.lower()) or "spec")
-
-
-def _relative(path: Path, base: Path) -> Path:
-    import os
-
-    return Path(os.path.relpath(path.absolute(), base))
 
 
 @image_app.command("build-cpu")

@@ -8,8 +8,9 @@ with DEPLOYER_CACHE_DIR).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from deployer.errors import UserError
@@ -37,8 +38,6 @@ def target_trt_version(dep: Deployment) -> str | None:
 def build_request(dep: Deployment, m: ResolvedModel) -> Any:
     """The BuildRequest of one tensorrt model (pure)."""
     from deployer.engines.request import BuilderFlags, BuildRequest, CalibrationSettings, InputShapes, Profile
-    from deployer.serve import state_dir
-
     assert m.source is not None
     engine = m.spec.engine
     calib = None
@@ -56,7 +55,7 @@ def build_request(dep: Deployment, m: ResolvedModel) -> Any:
         onnx_path=m.source,
         profiles=profiles,
         max_batch_size=m.max_batch_size,
-        output_path=state_dir(dep) / "engines" / m.name / "model.plan",
+        output_path=engine_path(dep, m),
         cache_dir=cache_dir(),
         precision=m.precision,  # type: ignore[arg-type]
         calibration=calib,
@@ -71,29 +70,30 @@ def build_request(dep: Deployment, m: ResolvedModel) -> Any:
 
 
 def build_engines_for(
-    dep: Deployment, *, builder: str | None = None
+    dep: Deployment, *, builder: str | None = None, only: Collection[str] | None = None,
+    trt_module: ModuleType | None = None,
 ) -> tuple[Mapping[str, Path], Mapping[str, Mapping[str, Any]]]:
     """Build (or take from the cache) every engine the spec needs; returns engine paths and manifests.
 
     `builder` overrides each model's `engine.builder`: "local" builds in-process with the installed
     TensorRT; "container" builds inside the NGC TensorRT image of the target Triton release (GPU, docker
     SDK), so the engine's TensorRT version matches the server's by construction, and leaves
-    `model.plan.reproduce.sh` with the exact command. Raises MissingDependency (exit 3) on machines
-    without TensorRT/GPU/Docker, naming the options (including `--fallback onnxruntime`).
+    `model.plan.reproduce.sh` with the exact command. `only` limits the build to those models. Raises
+    MissingDependency (exit 3) on machines without TensorRT/GPU/Docker, naming the options (including
+    `--fallback onnxruntime`). `trt_module` replaces `import tensorrt` (tests pass the fake).
     """
     from deployer.engines.builder import build_engines
     from deployer.engines.manifest import build_info_to_dict
-    from deployer.serve import needs_engine
 
     local: list[Any] = []
     container: list[Any] = []
     for m in dep.models:
-        if needs_engine(m):
+        if needs_engine(m) and (only is None or m.name in only):
             choice = builder or (m.spec.engine.builder if m.spec.engine else "local")
             (container if choice == "container" else local).append(build_request(dep, m))
     engines: dict[str, Path] = {}
     infos: dict[str, Mapping[str, Any]] = {}
-    for r in build_engines(local):
+    for r in build_engines(local, trt_module=trt_module):
         engines[r.request.model_name] = r.info.engine_path
         infos[r.request.model_name] = {**build_info_to_dict(r.info), "cache_hit": r.cache_hit}
     for req in container:
@@ -115,30 +115,42 @@ def _container_build(dep: Deployment, request: Any) -> Any:
     return run_container_build(plan)
 
 
-def built_engines(dep: Deployment) -> tuple[dict[str, Path], dict[str, Mapping[str, Any]]]:
-    """Engines that `deployer build` left for this spec, checked against the target TensorRT version.
+def needs_engine(m: ResolvedModel) -> bool:
+    """A tensorrt model built from ONNX (not a prebuilt plan, not served through the fallback)."""
+    return m.backend == "tensorrt" and m.source is not None and m.source.suffix == ".onnx"
 
-    Raises UserError when a tensorrt model has no built engine yet, BuildError when an engine was built
-    with another TensorRT version than the target's (Triton could not deserialize it).
+
+def engine_path(dep: Deployment, m: ResolvedModel) -> Path:
+    """Where `build` leaves a model's engine: `.deployer/<spec>/engines/<model>/model.plan`."""
+    from deployer.paths import state_dir
+
+    return state_dir(dep) / "engines" / m.name / "model.plan"
+
+
+def built_engines(dep: Deployment) -> tuple[dict[str, Path], dict[str, Mapping[str, Any]], tuple[str, ...]]:
+    """Engines that a build left for this spec, checked against the target TensorRT version.
+
+    Returns the engines found, their build manifests, and the tensorrt models that have none yet.
+    Raises BuildError when an engine was built with another TensorRT version than the target's
+    (Triton could not deserialize it).
     """
     from deployer.engines.manifest import build_info_to_dict, read_manifest
     from deployer.engines.versions import check_engine_matches_target
-    from deployer.serve import needs_engine, state_dir
 
     engines: dict[str, Path] = {}
     infos: dict[str, Mapping[str, Any]] = {}
+    missing: list[str] = []
     target = target_trt_version(dep)
     for m in dep.models:
         if not needs_engine(m):
             continue
-        path = state_dir(dep) / "engines" / m.name / "model.plan"
+        path = engine_path(dep, m)
         if not path.is_file():
-            raise UserError(f"model {m.name!r} has no TensorRT engine yet ({path})",
-                            hint="run `deployer build SPEC` on a machine with TensorRT and a GPU, or use "
-                                 "`--fallback onnxruntime` to serve the ONNX model instead")
+            missing.append(m.name)
+            continue
         info = read_manifest(path)
         if target:
             check_engine_matches_target(info, target)
         engines[m.name] = path
         infos[m.name] = build_info_to_dict(info)
-    return engines, infos
+    return engines, infos, tuple(missing)

@@ -7,35 +7,23 @@ this module maps a validated spec onto their inputs (pure) and sequences the sta
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from deployer.errors import DeployerError, EnvironmentProblem, UserError
+from deployer.errors import EnvironmentProblem, UserError
+from deployer.paths import state_dir, state_dir_for
 from deployer.server.base import RuntimeName, ServerSettings, ServerState, ServerStatus
-from deployer.spec import Deployment, ResolvedModel
+from deployer.spec import Deployment
 
 log = logging.getLogger(__name__)
 
 NGC_IMAGE = "nvcr.io/nvidia/tritonserver:{release}-py3"
 
 
-def state_dir(dep: Deployment) -> Path:
-    """Where a spec's server state, logs and private backend dir live: `.deployer/<spec-stem>/` beside it."""
-    return state_dir_for(dep.spec_path)
-
-
-def state_dir_for(spec_path: Path) -> Path:
-    """`state_dir` from the spec's path alone (for commands that must work on an invalid spec)."""
-    spec_path = spec_path.resolve()
-    return spec_path.parent / ".deployer" / spec_path.stem
-
-
 def server_settings(dep: Deployment, *, runtime: RuntimeName | None = None) -> ServerSettings:
     """ServerSettings for the spec (pure)."""
-    from deployer.pipeline import load_order
+    from deployer.artifacts import load_order
 
     s = dep.spec.server
     cache_bytes = s.response_cache_mb * 1024 * 1024 if any(m.spec.response_cache for m in dep.models) else 0
@@ -221,85 +209,3 @@ def smoke(dep: Deployment, *, state: ServerState | None = None,
         raise EnvironmentProblem("no running server recorded for this spec",
                                  hint="run `deployer up SPEC` first, or `deployer deploy SPEC`")
     return run_smoke(state, smoke_models(dep), smoke_options(dep), progress=progress)
-
-
-# --------------------------------------------------------------------------- deploy
-
-
-@dataclass
-class DeployResult:
-    """What `deploy` did, with timings (seconds) per stage."""
-
-    report: Any = None
-    published: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    state: ServerState | None = None
-    kept: bool = False
-
-
-def needs_engine(m: ResolvedModel) -> bool:
-    """A tensorrt model built from ONNX (not a prebuilt plan, not served through the fallback)."""
-    return m.backend == "tensorrt" and m.source is not None and m.source.suffix == ".onnx"
-
-
-def deploy(
-    dep: Deployment,
-    *,
-    keep: bool = False,
-    runtime: RuntimeName | None = None,
-    build: Callable[[Deployment], tuple[Mapping[str, Path], Mapping[str, Mapping[str, Any]]]] | None = None,
-    progress: Callable[[str, Any], None] | None = None,
-    on_stage: Callable[[str], None] | None = None,
-) -> DeployResult:
-    """validate (done by loading) -> build engines -> publish -> up -> smoke -> down (unless `keep`).
-
-    The server is always stopped when anything after `up` fails, Ctrl-C included.
-    """
-    from deployer import pipeline
-
-    result = DeployResult()
-
-    def stage(name: str) -> float:
-        if on_stage:
-            on_stage(name)
-        return time.perf_counter()
-
-    engines: Mapping[str, Path] = {}
-    build_info: Mapping[str, Mapping[str, Any]] = {}
-    if any(needs_engine(m) for m in dep.models):
-        t = stage("build")
-        if build is None:
-            raise UserError("this spec has tensorrt models but no engine builder was given")
-        engines, build_info = build(dep)
-        result.timings["build"] = time.perf_counter() - t
-    t = stage("publish")
-    published = pipeline.publish(dep, engines=engines, build_info=build_info)
-    result.published = [f"{m.name}:{m.version}:{m.status}" for m in published.models]
-    result.timings["publish"] = time.perf_counter() - t
-    t = stage("up")
-    state = up(dep, runtime=runtime)
-    result.state = state
-    result.timings["up"] = time.perf_counter() - t
-    stopped = False
-    try:
-        t = stage("smoke")
-        result.report = smoke(dep, state=state, progress=progress)
-        result.timings["smoke"] = time.perf_counter() - t
-    except BaseException:
-        _safe_down(state)
-        stopped = True
-        raise
-    finally:
-        if not keep and not stopped:
-            t = stage("down")
-            _safe_down(state)
-            result.timings["down"] = time.perf_counter() - t
-    result.kept = keep
-    return result
-
-
-def _safe_down(state: ServerState) -> None:
-    try:
-        get_runtime(state.runtime).down(state)
-    except DeployerError as exc:  # report, but never mask the original outcome
-        log.error("stopping the server failed: %s", exc.render())

@@ -119,8 +119,12 @@ def project_name(state_dir: Path) -> str:
     The hash (of the path as given; runtimes pass absolute paths) keeps two checkouts with the same
     directory name apart; the name keeps it readable. A relative path gives a machine-independent name.
     """
-    # the state dir is usually `<project>/.deployer`: name the project, not the hidden dir
-    base = state_dir.parent.name if state_dir.name.startswith(".") else state_dir.name
+    # the state dir is `<project>/.deployer/<spec stem>`: name the project dir (and the spec, unless it is
+    # the default `deployer.yaml`), not the hidden dir
+    if state_dir.parent.name.startswith("."):
+        base = state_dir.parent.parent.name + ("" if state_dir.name == "deployer" else f"-{state_dir.name}")
+    else:
+        base = state_dir.parent.name if state_dir.name.startswith(".") else state_dir.name
     slug = re.sub(r"[^a-z0-9]+", "-", base.lower()).strip("-")[:40] or "project"
     digest = hashlib.sha256(str(state_dir).encode()).hexdigest()[:8]
     return f"deployer-{slug}-{digest}"

@@ -1,4 +1,4 @@
-"""`pipeline.write_rendered`: all configs or none, typed errors naming the path."""
+"""`artifacts.write_rendered`: all configs or none, typed errors naming the path."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from deployer.artifacts import write_rendered
 from deployer.errors import EnvironmentProblem, ExitCode, UserError
-from deployer.pipeline import write_rendered
 
 RENDERED = {"first": 'name: "first"\n', "second": 'name: "second"\n'}
 
