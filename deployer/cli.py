@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from deployer import __version__
-from deployer.errors import DeployerError, ExitCode, UserError
+from deployer.errors import DeployerError, ExitCode
 
 app = typer.Typer(
     name="deployer",
@@ -86,15 +86,9 @@ def _main(
 
 def _pipeline(spec: Path, fallback: str | None = None, *, runtime: str | None = None,
               builder: str | None = None) -> Any:
-    """The library's Pipeline for the spec: every command below is one call on it."""
+    """The library's Pipeline for the spec (it checks the options): every command below is one call on it."""
     from deployer.pipeline import Pipeline
 
-    if fallback not in (None, "onnxruntime"):
-        raise UserError(f"--fallback takes 'onnxruntime', not {fallback!r}")
-    if runtime not in (None, "local", "docker", "compose"):
-        raise UserError(f"--runtime takes local, docker or compose, not {runtime!r}")
-    if builder not in (None, "local", "container"):
-        raise UserError(f"--builder takes local or container, not {builder!r}")
     return Pipeline.load(spec, fallback=fallback, runtime=runtime, builder=builder)
 
 

@@ -91,37 +91,6 @@ def scaffold(
     gRPC and metrics ports follow the HTTP port (+1, +2). Metadata from the ONNX file (producer, file
     and tensor names, symbolic dim names in the batch reason) only ever appears quoted or escaped.
     """
-    text, intended = _scaffold_text(info, name=name, source=source, backend=backend, max_batch_size=max_batch_size,
-                                    batching=batching, reason=reason, shapes=shapes, http_port=http_port)
-    _prove(text, intended)
-    return text
-
-
-def _prove(text: str, intended: dict[str, Any]) -> None:
-    """Parse the text back with a safe YAML loader; anything but the intended data is a bug, not a spec."""
-    from ruamel.yaml import YAML
-
-    parsed = YAML(typ="safe", pure=True).load(text)
-    if parsed != intended:
-        raise DeployerError(
-            "internal error: the scaffolded spec does not parse back to the intended data",
-            details=f"intended: {intended!r}\nparsed:   {parsed!r}",
-            hint="please report this with the ONNX file's metadata",
-        )
-
-
-def _scaffold_text(
-    info: OnnxInfo,
-    *,
-    name: str,
-    source: str,
-    backend: str,
-    max_batch_size: int,
-    batching: bool,
-    reason: str,
-    shapes: dict[str, ShapeRange],
-    http_port: int,
-) -> tuple[str, dict[str, Any]]:
     if backend not in ("onnxruntime", "tensorrt"):
         raise UserError(f"init supports backend onnxruntime or tensorrt, not {backend!r}")
     mbs = max_batch_size if batching else 0
@@ -179,7 +148,22 @@ def _scaffold_text(
         lines.append("    shapes:  # min/opt/max full shapes, probed: ONNX Runtime ran the model at each")
         for k, r in recorded.items():
             lines.append(f"      {_q(k)}: {{min: {_list(r.min)}, opt: {_list(r.opt)}, max: {_list(r.max)}}}")
-    return "\n".join(lines) + "\n", intended
+    text = "\n".join(lines) + "\n"
+    _prove(text, intended)
+    return text
+
+
+def _prove(text: str, intended: dict[str, Any]) -> None:
+    """Parse the text back with a safe YAML loader; anything but the intended data is a bug, not a spec."""
+    from ruamel.yaml import YAML
+
+    parsed = YAML(typ="safe", pure=True).load(text)
+    if parsed != intended:
+        raise DeployerError(
+            "internal error: the scaffolded spec does not parse back to the intended data",
+            details=f"intended: {intended!r}\nparsed:   {parsed!r}",
+            hint="please report this with the ONNX file's metadata",
+        )
 
 
 def _tensors(info: OnnxInfo, key: str, batching: bool, model: dict[str, Any]) -> list[str]:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 from deployer.errors import DeployerError
 from deployer.repository import DEFAULT_LOCK_TIMEOUT_S, PublishPlan, PublishResult, RollbackResult
@@ -91,13 +91,13 @@ class Pipeline:
         from deployer.errors import UserError
         from deployer.spec import load_deployment
 
-        if fallback not in (None, "onnxruntime"):
-            raise UserError(f"fallback takes 'onnxruntime', not {fallback!r}")
-        if runtime not in (None, "local", "docker", "compose"):
-            raise UserError(f"runtime takes local, docker or compose, not {runtime!r}")
-        if builder not in (None, "local", "container"):
-            raise UserError(f"builder takes local or container, not {builder!r}")
-        return cls(load_deployment(spec, fallback=fallback), runtime=runtime, builder=builder)  # type: ignore[arg-type]
+        for option, value, allowed in (("fallback", fallback, ("onnxruntime",)),
+                                       ("runtime", runtime, ("local", "docker", "compose")),
+                                       ("builder", builder, ("local", "container"))):
+            if value is not None and value not in allowed:
+                raise UserError(f"{option} (--{option}) takes {' or '.join(allowed)}, not {value!r}")
+        return cls(load_deployment(spec, fallback=fallback), runtime=cast("RuntimeName | None", runtime),
+                   builder=builder)
 
     # ------------------------------------------------------------------ offline stages
 
