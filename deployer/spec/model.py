@@ -69,8 +69,10 @@ class ResolvedModel:
     precision: str
     keep_versions: int | None
     config: Mapping[str, Any]  # ModelConfig in proto-JSON form (proto field names)
-    spec: ModelSpec
+    spec: ModelSpec  # with its config_overrides folded in (deployer.spec.overrides)
     onnx: OnnxInfo | None = None
+    # Spec path -> config_overrides path of values that came from the overrides, so issues point there.
+    relocations: Mapping[tuple[str | int, ...], tuple[str | int, ...]] = field(default_factory=dict)
 
     @property
     def platform(self) -> str | None:

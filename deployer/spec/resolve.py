@@ -11,8 +11,9 @@ from typing import Any
 from deployer.dtypes import config_dtype, normalize_dtype
 from deployer.errors import ModelFileError, SpecIssue
 from deployer.onnxinfo import OnnxInfo, read_onnx
-from deployer.spec.loader import PathT, RawSpec, deep_merge, make_issue
+from deployer.spec.loader import PathT, RawSpec, make_issue
 from deployer.spec.model import Deployment, ResolvedModel, Shapes, Tensor
+from deployer.spec.overrides import Relocations, apply_leftovers, derived_key_problems, lift_overrides, relocate
 from deployer.spec.schema import (
     InputSpec,
     ModelSpec,
@@ -34,9 +35,11 @@ class _Ctx:
         self.raw = raw
         self.prefix: PathT = ("models", index)
         self.issues: list[SpecIssue] = []
+        self.relocations: Relocations = {}  # values lifted from config_overrides are reported there
 
     def add(self, path: PathT, message: str, hint: str = "", *, value: Any = None, has_value: bool = False,
             of_key: bool = False) -> None:
+        path = relocate(self.relocations, path)
         self.issues.append(
             make_issue(self.raw, self.prefix + path, message, hint, value=value, has_value=has_value, of_key=of_key)
         )
@@ -48,6 +51,13 @@ def resolve_model(
     """Resolve models[index]; returns the model (None when unusable) and the issues found."""
     m = spec.models[index]
     ctx = _Ctx(raw, index)
+    leftovers: tuple[tuple[PathT, Any], ...] = ()
+    if m.config_overrides:
+        # The overrides are folded into the typed model first, so every check below applies to them too.
+        lifted = lift_overrides(raw, index, m)
+        if lifted.spec is None:
+            return None, lifted.issues
+        m, ctx.relocations, leftovers = lifted.spec, lifted.relocations, lifted.leftovers
     requested = _backend(ctx, m)
     if requested is None:
         return None, ctx.issues
@@ -76,6 +86,8 @@ def resolve_model(
     if inputs is None or outputs is None:
         return None, ctx.issues
     profiles = _profiles(ctx, m, inputs, mbs)
+    if not _config_dtypes(ctx, m):
+        return None, ctx.issues
     precision = m.precision or "fp32"
     keep = m.keep_versions
     if keep is None:
@@ -97,11 +109,12 @@ def resolve_model(
         config={},
         spec=m,
         onnx=info,
+        relocations=ctx.relocations,
     )
     config = build_config(model)
-    if m.config_overrides:
-        config = deep_merge(config, m.config_overrides)
-    return _replace_config(model, config), ctx.issues
+    for path, message, hint, value in derived_key_problems(m.config_overrides or {}, model.default_filename, config):
+        ctx.add(path, message, hint, value=value, has_value=True)
+    return _replace_config(model, apply_leftovers(config, leftovers)), ctx.issues
 
 
 def _replace_config(model: ResolvedModel, config: Mapping[str, Any]) -> ResolvedModel:
@@ -124,6 +137,31 @@ def _backend(ctx: _Ctx, m: ModelSpec) -> str | None:
         return None
     ctx.add(("backend",), "no backend and no source", "set source: path/to/model.onnx (or ensemble: steps)")
     return None
+
+
+def _config_dtypes(ctx: _Ctx, m: ModelSpec) -> bool:
+    """Data types the config spells as TYPE_* (inputs and outputs are checked in `_tensors`)."""
+    found: list[tuple[PathT, str]] = [
+        (("model_warmup", k, "inputs", name, "dtype"), wi.dtype)
+        for k, w in enumerate(m.model_warmup or []) for name, wi in w.inputs.items()
+    ]
+    sb = m.sequence_batching
+    for k, ci in enumerate(sb.control_input if sb else []):
+        found.extend((("sequence_batching", "control_input", k, "control", n, "data_type"), c.data_type)
+                     for n, c in enumerate(ci.control) if c.data_type is not None)
+    for k, st in enumerate(sb.state if sb else []):
+        found.append((("sequence_batching", "state", k, "data_type"), st.data_type))
+        found.extend((("sequence_batching", "state", k, "initial_state", n, "data_type"), i.data_type)
+                     for n, i in enumerate(st.initial_state))
+    ok = True
+    for path, dtype in found:
+        try:
+            normalize_dtype(dtype)
+        except ValueError as exc:
+            ctx.add(path, str(exc).split(";")[0], "use FP32, FP16, INT64, INT32, BOOL, STRING, ... (TYPE_ prefix "
+                    "optional)", value=dtype, has_value=True)
+            ok = False
+    return ok
 
 
 def _source(ctx: _Ctx, m: ModelSpec, backend: str, base_dir: Path) -> Path | None:

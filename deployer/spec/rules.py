@@ -16,9 +16,12 @@ from deployer.dtypes import normalize_dtype, supported_by_backend
 from deployer.errors import SpecIssue
 from deployer.spec.loader import PathT, RawSpec, make_issue
 from deployer.spec.model import ResolvedModel, Tensor
-from deployer.spec.schema import EnsembleStep
+from deployer.spec.overrides import relocate
+from deployer.spec.rules_ensemble import ensemble, ensemble_cycles
+from deployer.spec.schema import INT64_MAX
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+# Used with fullmatch: `$` would also match before a final newline, and "m\n" would become a directory.
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 _CORRID_TYPES = {"INT32", "INT64", "UINT32", "UINT64", "STRING"}
 
 
@@ -34,6 +37,8 @@ class Checker:
     def add(self, m: ResolvedModel | int, path: PathT, message: str, hint: str = "", *, value: Any = None,
             has_value: bool = False, of_key: bool = False) -> None:
         index = m if isinstance(m, int) else m.index
+        if not isinstance(m, int):
+            path = relocate(m.relocations, path)  # the value came from config_overrides: point there
         self.issues.append(make_issue(self.raw, ("models", index, *path), message, hint, value=value,
                                       has_value=has_value, of_key=of_key))
 
@@ -48,7 +53,8 @@ class Checker:
             if m.onnx is not None:
                 _onnx(self, m)
             if m.backend == "ensemble" and m.spec.ensemble is not None:
-                _ensemble(self, m)
+                ensemble(self, m)
+        ensemble_cycles(self)
         return self.issues
 
 
@@ -89,7 +95,7 @@ def check_names(raw: RawSpec, names: Sequence[str]) -> list[SpecIssue]:
     seen: dict[str, int] = {}
     for i, name in enumerate(names):
         path: PathT = ("models", i, "name")
-        if not _NAME_RE.match(name) or len(name) > 200:
+        if not _NAME_RE.fullmatch(name) or len(name) > 200:
             issues.append(make_issue(raw, path, "invalid model name: it becomes a directory name and a URL segment",
                                      "use letters, digits, '_', '-' and '.', not starting with '.'",
                                      value=name, has_value=True))
@@ -339,6 +345,9 @@ def _versions(c: Checker, m: ResolvedModel) -> None:
     if m.version is not None and m.version < 1:
         c.add(m, ("version",), "version must be >= 1 (Triton ignores 0 and zero-padded names)",
               "use auto or a number >= 1", value=m.version, has_value=True)
+    elif m.version is not None and m.version > INT64_MAX:
+        c.add(m, ("version",), f"version must be <= {INT64_MAX}: Triton reads version directory names as int64",
+              "use auto or a smaller number", value=m.version, has_value=True)
     if vp is None:
         return
     given = [k for k in ("latest", "all", "specific") if getattr(vp, k) not in (None, False)]
@@ -346,9 +355,9 @@ def _versions(c: Checker, m: ResolvedModel) -> None:
         c.add(m, ("version_policy",), "give exactly one of latest, all, specific", "remove the others", value=given,
               has_value=True)
     if vp.specific is not None:
-        if not vp.specific or any(v < 1 for v in vp.specific):
-            c.add(m, ("version_policy", "specific"), "list one or more versions >= 1", "e.g. specific: [1]",
-                  value=vp.specific, has_value=True)
+        if not vp.specific or any(not 1 <= v <= INT64_MAX for v in vp.specific):
+            c.add(m, ("version_policy", "specific"), f"list one or more versions in 1..{INT64_MAX}",
+                  "e.g. specific: [1]", value=vp.specific, has_value=True)
         elif m.version is not None and m.version not in vp.specific:
             c.add(m, ("version",), f"version {m.version} would not be served by version_policy.specific "
                   f"{vp.specific}", "add it to specific", value=m.version, has_value=True)
@@ -454,69 +463,4 @@ def _onnx(c: Checker, m: ResolvedModel) -> None:
                 if mt.name not in configured and not from_onnx_inputs:
                     c.add(m, (key,), f"the ONNX model's input {mt.name!r} is not configured",
                           f"add {{name: {mt.name}, dtype: {mt.dtype}, ...}} to inputs")
-
-
-def _ensemble_dtypes(c: Checker, m: ResolvedModel, p: PathT, step: EnsembleStep, sub: ResolvedModel) -> None:
-    """Triton checks that the ensemble's own tensors and the composing model's agree in type."""
-    ens_types = {t.name: t.dtype for t in (*m.inputs, *m.outputs)}
-    sub_types = {t.name: t.dtype for t in (*sub.inputs, *sub.outputs)}
-    for side, mapping in (("inputs", step.inputs), ("outputs", step.outputs)):
-        for name, tensor in mapping.items():
-            if name in sub_types and tensor in ens_types and sub_types[name] != ens_types[tensor]:
-                c.add(m, (*p, side, name), f"{step.model}'s {name!r} is {sub_types[name]} but the ensemble's "
-                      f"{tensor!r} is {ens_types[tensor]}", "make the dtypes agree", value=tensor, has_value=True)
-
-
-def _ensemble(c: Checker, m: ResolvedModel) -> None:
-    ens = m.spec.ensemble
-    assert ens is not None
-    inputs = {t.name for t in m.inputs}
-    outputs = {t.name for t in m.outputs}
-    produced: dict[str, int] = {}
-    consumed: set[str] = set()
-    for k, step in enumerate(ens.steps):
-        p: PathT = ("ensemble", "steps", k)
-        for out_tensor in step.outputs.values():
-            if out_tensor in produced:
-                c.add(m, (*p, "outputs"), f"ensemble tensor {out_tensor!r} is produced twice "
-                      f"(also by step {produced[out_tensor]})", "give each step output its own tensor name",
-                      value=out_tensor, has_value=True)
-            produced[out_tensor] = k
-        consumed.update(step.inputs.values())
-        sub = c.by_name.get(step.model)
-        if sub is None:
-            continue
-        if sub.max_batch_size and m.max_batch_size > sub.max_batch_size:
-            c.add(m, ("max_batch_size",), f"ensemble max_batch_size must be <= {step.model}'s "
-                  f"({sub.max_batch_size})", "lower the ensemble's max_batch_size", value=m.max_batch_size,
-                  has_value=True)
-        sub_in = {t.name for t in sub.inputs}
-        sub_out = {t.name for t in sub.outputs}
-        _ensemble_dtypes(c, m, p, step, sub)
-        for name in step.inputs:
-            if name not in sub_in:
-                c.add(m, (*p, "inputs", name), f"{step.model} has no input {name!r}",
-                      f"its inputs are: {', '.join(sorted(sub_in))}", of_key=True)
-        for name in sub_in - set(step.inputs):
-            c.add(m, (*p, "inputs"), f"{step.model}'s input {name!r} is not mapped", "map every input once")
-        for name in step.outputs:
-            if name not in sub_out:
-                c.add(m, (*p, "outputs", name), f"{step.model} has no output {name!r}",
-                      f"its outputs are: {', '.join(sorted(sub_out))}", of_key=True)
-    for k, step in enumerate(ens.steps):
-        for tensor in step.inputs.values():
-            if tensor not in inputs and tensor not in produced:
-                c.add(m, ("ensemble", "steps", k, "inputs"), f"tensor {tensor!r} is neither an ensemble input "
-                      "nor produced by a step", "check the wiring", value=tensor, has_value=True)
-    for name in inputs - consumed:
-        c.add(m, ("inputs",), f"ensemble input {name!r} is not used by any step", "remove it or map it in a step",
-              value=name, has_value=True)
-    for name in outputs - set(produced):
-        c.add(m, ("outputs",), f"ensemble output {name!r} is not produced by any step",
-              "map a step output to it or remove it", value=name, has_value=True)
-    for tensor, k in produced.items():
-        if tensor not in outputs and tensor not in consumed:
-            c.add(m, ("ensemble", "steps", k, "outputs"), f"intermediate tensor {tensor!r} is never used",
-                  "consume it in a step or make it an output", value=tensor, has_value=True)
-
 

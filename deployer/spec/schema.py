@@ -7,16 +7,50 @@ Every field's description is the reference documentation (`deployer schema`, doc
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+from ruamel.yaml.scalarbool import ScalarBoolean
 
-Dim = Annotated[int, Field(description="A dimension: >= 1, or -1 for variable size.")]
-Shape = list[int]
+# Strict scalars: lax pydantic turns `true`, "16" and 16.0 into max_batch_size 1/16/16 and "yes" into a
+# bool without a word. A float field still takes an int (strict float accepts int). No field has a use
+# for .inf/.nan: an infinite timeout hangs, a NaN passes no bound check (and proto JSON cannot carry it).
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict(), AllowInfNan(False)]
+Bool = Annotated[bool, Strict()]
+
+# Upper bounds of the ModelConfig proto fields the values end up in: above them Triton's own schema
+# (the last-net protobuf check) would refuse the config with a message that cannot point at the key.
+INT32_MAX = 2**31 - 1
+UINT32_MAX = 2**32 - 1
+INT64_MAX = 2**63 - 1
+UINT64_MAX = 2**64 - 1
+Int32 = Annotated[Int, Field(ge=-(2**31), le=INT32_MAX)]
+Int64 = Annotated[Int, Field(ge=-(2**63), le=INT64_MAX)]
+GpuId = Annotated[Int, Field(ge=0, le=INT32_MAX)]  # a device ordinal: -1 or any negative is no GPU
+Shape = list[Int64]
+
+
+def _yaml_bool(value: Any) -> Any:
+    # ruamel loads an anchored boolean (`&on true`, and its aliases) as ScalarBoolean, an int subclass: a
+    # strict bool would refuse what the user wrote as `true`, and a strict int or float would take it for 1.
+    if isinstance(value, list):
+        return [_yaml_bool(v) for v in value]
+    return bool(value) if isinstance(value, ScalarBoolean) else value
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_yaml_bools(cls, data: Any) -> Any:
+        # Here rather than in the Int/Bool types: a validator inside a type hides its ge/le bounds from
+        # the JSON Schema (`deployer schema`). Nested models run this themselves.
+        if isinstance(data, Mapping):
+            return {k: _yaml_bool(v) for k, v in data.items()}
+        return data
 
 
 # --------------------------------------------------------------------------- tensors
@@ -33,8 +67,8 @@ class ShapeRange(_Strict):
 class Tolerance(_Strict):
     """Output comparison tolerance against the ONNX Runtime reference: |a-b| <= atol + rtol*|b|."""
 
-    atol: float | None = Field(default=None, ge=0, description="Absolute tolerance. Default by precision.")
-    rtol: float | None = Field(default=None, ge=0, description="Relative tolerance. Default by precision.")
+    atol: Float | None = Field(default=None, ge=0, description="Absolute tolerance. Default by precision.")
+    rtol: Float | None = Field(default=None, ge=0, description="Relative tolerance. Default by precision.")
 
 
 class InputSpec(_Strict):
@@ -42,22 +76,22 @@ class InputSpec(_Strict):
 
     name: str = Field(description="Tensor name, exactly as in the model.")
     dtype: str = Field(description="Data type: FP32, FP16, INT64, STRING/BYTES, BOOL ... (TYPE_ prefix optional).")
-    dims: list[int] = Field(
+    dims: list[Int64] = Field(
         description="Shape without the batch dimension when max_batch_size > 0; -1 = variable size."
     )
-    reshape: list[int] | None = Field(
+    reshape: list[Int64] | None = Field(
         default=None, description="Shape the model receives, when it differs from dims ([] = scalar)."
     )
     format: Literal["NONE", "NCHW", "NHWC"] | None = Field(
         default=None, description="Image layout hint (NCHW/NHWC need exactly 3 dims)."
     )
-    optional: bool = Field(default=False, description="The input may be omitted from requests.")
-    is_shape_tensor: bool = Field(default=False, description="TensorRT shape tensor (tensorrt only).")
-    allow_ragged_batch: bool = Field(default=False, description="Batch requests of different shapes.")
-    value_range: tuple[float, float] | None = Field(
+    optional: Bool = Field(default=False, description="The input may be omitted from requests.")
+    is_shape_tensor: Bool = Field(default=False, description="TensorRT shape tensor (tensorrt only).")
+    allow_ragged_batch: Bool = Field(default=False, description="Batch requests of different shapes.")
+    value_range: tuple[Float, Float] | None = Field(
         default=None, description="Smoke tests draw synthetic values from [low, high]."
     )
-    value: float | int | str | bool | None = Field(
+    value: Float | Int | str | Bool | None = Field(
         default=None, description="Smoke tests send this fixed value for every element."
     )
 
@@ -67,10 +101,10 @@ class OutputSpec(_Strict):
 
     name: str = Field(description="Tensor name, exactly as in the model.")
     dtype: str = Field(description="Data type, as for inputs.")
-    dims: list[int] = Field(description="Shape without the batch dimension when max_batch_size > 0.")
-    reshape: list[int] | None = Field(default=None, description="Shape the model produces, when it differs.")
+    dims: list[Int64] = Field(description="Shape without the batch dimension when max_batch_size > 0.")
+    reshape: list[Int64] | None = Field(default=None, description="Shape the model produces, when it differs.")
     label_filename: str | None = Field(default=None, description="Classification labels file in the model dir.")
-    is_shape_tensor: bool = Field(default=False, description="TensorRT shape tensor (tensorrt only).")
+    is_shape_tensor: Bool = Field(default=False, description="TensorRT shape tensor (tensorrt only).")
     tolerance: Tolerance | None = Field(default=None, description="Comparison tolerance in smoke tests.")
 
 
@@ -81,25 +115,27 @@ class QueuePolicy(_Strict):
     """Triton `ModelQueuePolicy`."""
 
     timeout_action: Literal["REJECT", "DELAY"] = Field(default="REJECT", description="On timeout.")
-    default_timeout_microseconds: int = Field(default=0, ge=0, description="0 = no timeout.")
-    allow_timeout_override: bool = Field(default=False, description="Requests may set a shorter timeout.")
-    max_queue_size: int = Field(default=0, ge=0, description="0 = unbounded.")
+    default_timeout_microseconds: Int = Field(default=0, ge=0, le=UINT64_MAX, description="0 = no timeout.")
+    allow_timeout_override: Bool = Field(default=False, description="Requests may set a shorter timeout.")
+    max_queue_size: Int = Field(default=0, ge=0, le=UINT32_MAX, description="0 = unbounded.")
 
 
 class DynamicBatching(_Strict):
     """Triton `dynamic_batching`: server-side batching of independent requests."""
 
-    preferred_batch_size: list[int] = Field(
+    preferred_batch_size: list[Int32] = Field(
         default_factory=list, description="Batch sizes to form preferentially; each <= max_batch_size."
     )
-    max_queue_delay_microseconds: int = Field(
-        default=0, ge=0, description="How long a request may wait for a batch to fill."
+    max_queue_delay_microseconds: Int = Field(
+        default=0, ge=0, le=UINT64_MAX, description="How long a request may wait for a batch to fill."
     )
-    preserve_ordering: bool = Field(default=False, description="Responses in request order.")
-    priority_levels: int = Field(default=0, ge=0, description="Number of priority levels (0 = off).")
-    default_priority_level: int = Field(default=0, ge=0, description="Priority of requests that set none.")
+    preserve_ordering: Bool = Field(default=False, description="Responses in request order.")
+    priority_levels: Int = Field(default=0, ge=0, le=UINT64_MAX, description="Number of priority levels (0 = off).")
+    default_priority_level: Int = Field(
+        default=0, ge=0, le=UINT64_MAX, description="Priority of requests that set none."
+    )
     default_queue_policy: QueuePolicy | None = Field(default=None, description="Queue policy.")
-    priority_queue_policy: dict[int, QueuePolicy] = Field(
+    priority_queue_policy: dict[Int, QueuePolicy] = Field(
         default_factory=dict, description="Queue policy per priority level (1..priority_levels)."
     )
 
@@ -110,9 +146,9 @@ class SequenceControl(_Strict):
     kind: Literal[
         "CONTROL_SEQUENCE_START", "CONTROL_SEQUENCE_READY", "CONTROL_SEQUENCE_END", "CONTROL_SEQUENCE_CORRID"
     ]
-    int32_false_true: list[int] = Field(default_factory=list)
-    fp32_false_true: list[float] = Field(default_factory=list)
-    bool_false_true: list[bool] = Field(default_factory=list)
+    int32_false_true: list[Int32] = Field(default_factory=list)
+    fp32_false_true: list[Float] = Field(default_factory=list)
+    bool_false_true: list[Bool] = Field(default_factory=list)
     data_type: str | None = Field(default=None, description="For CONTROL_SEQUENCE_CORRID.")
 
 
@@ -128,8 +164,8 @@ class SequenceInitialState(_Strict):
 
     name: str
     data_type: str
-    dims: list[int]
-    zero_data: bool | None = None
+    dims: list[Int64]
+    zero_data: Bool | None = None
     data_file: str | None = None
 
 
@@ -139,26 +175,26 @@ class SequenceState(_Strict):
     input_name: str
     output_name: str
     data_type: str
-    dims: list[int]
+    dims: list[Int64]
     initial_state: list[SequenceInitialState] = Field(default_factory=list)
-    use_same_buffer_for_input_output: bool = False
-    use_growable_memory: bool = False
+    use_same_buffer_for_input_output: Bool = False
+    use_growable_memory: Bool = False
 
 
 class SequenceDirect(_Strict):
     """Direct strategy: each sequence pinned to a batch slot."""
 
-    max_queue_delay_microseconds: int = Field(default=0, ge=0)
-    minimum_slot_utilization: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_queue_delay_microseconds: Int = Field(default=0, ge=0, le=UINT64_MAX)
+    minimum_slot_utilization: Float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 class SequenceOldest(_Strict):
     """Oldest strategy: dynamic batching across the oldest sequences."""
 
-    max_candidate_sequences: int = Field(default=0, ge=0)
-    preferred_batch_size: list[int] = Field(default_factory=list)
-    max_queue_delay_microseconds: int = Field(default=0, ge=0)
-    preserve_ordering: bool = False
+    max_candidate_sequences: Int = Field(default=0, ge=0, le=INT32_MAX)
+    preferred_batch_size: list[Int32] = Field(default_factory=list)
+    max_queue_delay_microseconds: Int = Field(default=0, ge=0, le=UINT64_MAX)
+    preserve_ordering: Bool = False
 
 
 class SequenceBatching(_Strict):
@@ -166,17 +202,17 @@ class SequenceBatching(_Strict):
 
     direct: SequenceDirect | None = None
     oldest: SequenceOldest | None = None
-    max_sequence_idle_microseconds: int = Field(default=0, ge=0, description="0 = Triton's 1 s default.")
+    max_sequence_idle_microseconds: Int = Field(default=0, ge=0, le=UINT64_MAX, description="0 = Triton's 1 s default.")
     control_input: list[SequenceControlInput] = Field(default_factory=list)
     state: list[SequenceState] = Field(default_factory=list)
-    iterative_sequence: bool = False
+    iterative_sequence: Bool = False
 
 
 class EnsembleStep(_Strict):
     """One step of an ensemble: a composing model and its tensor wiring."""
 
     model: str = Field(description="Name of the composing model (a model in this spec or already served).")
-    version: int = Field(default=-1, description="-1 = latest.")
+    version: Int = Field(default=-1, description="-1 = latest, else a version >= 1.")
     inputs: dict[str, str] = Field(description="Composing model input -> ensemble tensor.")
     outputs: dict[str, str] = Field(description="Composing model output -> ensemble tensor.")
 
@@ -185,7 +221,7 @@ class Ensemble(_Strict):
     """Triton `ensemble_scheduling`."""
 
     steps: list[EnsembleStep] = Field(min_length=1)
-    max_inflight_requests: int = Field(default=0, ge=0, description="0 = unlimited.")
+    max_inflight_requests: Int = Field(default=0, ge=0, le=UINT32_MAX, description="0 = unlimited.")
 
 
 class InstanceGroup(_Strict):
@@ -193,10 +229,10 @@ class InstanceGroup(_Strict):
 
     name: str | None = None
     kind: Literal["AUTO", "CPU", "GPU", "MODEL"] = Field(default="AUTO", description="Device kind.")
-    count: int = Field(default=1, ge=1, description="Instances (per GPU for kind GPU).")
-    gpus: list[int] = Field(default_factory=list, description="GPU ids (kind GPU only).")
+    count: Int = Field(default=1, ge=1, le=INT32_MAX, description="Instances (per GPU for kind GPU).")
+    gpus: list[GpuId] = Field(default_factory=list, description="GPU ids >= 0 (kind GPU only).")
     profile: list[str] = Field(default_factory=list, description="TensorRT optimization profiles to use.")
-    passive: bool = False
+    passive: Bool = False
     host_policy: str | None = None
 
     @field_validator("kind", mode="before")
@@ -211,9 +247,9 @@ class WarmupInput(_Strict):
     """One input of a warmup request."""
 
     dtype: str
-    dims: list[int]
-    zero_data: bool | None = None
-    random_data: bool | None = None
+    dims: list[Int64]
+    zero_data: Bool | None = None
+    random_data: Bool | None = None
     input_data_file: str | None = None
 
 
@@ -221,23 +257,23 @@ class Warmup(_Strict):
     """Triton `model_warmup`: requests run before the model is reported ready."""
 
     name: str
-    batch_size: int = Field(default=1, ge=1)
+    batch_size: Int = Field(default=1, ge=1, le=UINT32_MAX)
     inputs: dict[str, WarmupInput]
-    count: int = Field(default=1, ge=1)
+    count: Int = Field(default=1, ge=1, le=UINT32_MAX)
 
 
 class VersionPolicy(_Strict):
     """Which versions Triton serves. Give exactly one of latest / all / specific."""
 
-    latest: int | None = Field(default=None, ge=1, description="Serve the newest N versions.")
-    all: bool | None = Field(default=None, description="Serve every version.")
-    specific: list[int] | None = Field(default=None, description="Serve exactly these versions.")
+    latest: Int | None = Field(default=None, ge=1, le=UINT32_MAX, description="Serve the newest N versions.")
+    all: Bool | None = Field(default=None, description="Serve every version.")
+    specific: list[Int] | None = Field(default=None, description="Serve exactly these versions.")
 
 
 class GraphOptimization(_Strict):
     """ONNX Runtime / TF graph optimization level."""
 
-    level: int = 0
+    level: Int32 = 0
 
 
 class ExecutionAccelerator(_Strict):
@@ -257,9 +293,9 @@ class ExecutionAccelerators(_Strict):
 class CudaOptimization(_Strict):
     """TensorRT-backend CUDA options."""
 
-    graphs: bool = False
-    busy_wait_events: bool = False
-    output_copy_stream: bool = False
+    graphs: Bool = False
+    busy_wait_events: Bool = False
+    output_copy_stream: Bool = False
 
 
 class Optimization(_Strict):
@@ -269,10 +305,10 @@ class Optimization(_Strict):
     priority: Literal["PRIORITY_DEFAULT", "PRIORITY_MAX", "PRIORITY_MIN"] | None = None
     cuda: CudaOptimization | None = None
     execution_accelerators: ExecutionAccelerators | None = None
-    input_pinned_memory: bool | None = None
-    output_pinned_memory: bool | None = None
-    gather_kernel_buffer_threshold: int | None = Field(default=None, ge=0)
-    eager_batching: bool | None = None
+    input_pinned_memory: Bool | None = None
+    output_pinned_memory: Bool | None = None
+    gather_kernel_buffer_threshold: Int | None = Field(default=None, ge=0, le=UINT32_MAX)
+    eager_batching: Bool | None = None
 
 
 # --------------------------------------------------------------------------- engines
@@ -282,17 +318,17 @@ class Calibration(_Strict):
     """INT8 calibration data for TensorRT <= 10 (implicit quantization)."""
 
     data: list[str] = Field(min_length=1, description=".npy/.npz files with representative inputs.")
-    batch_size: int = Field(default=8, ge=1)
-    max_batches: int | None = Field(default=None, ge=1, description="Stop after this many batches.")
+    batch_size: Int = Field(default=8, ge=1)
+    max_batches: Int | None = Field(default=None, ge=1, description="Stop after this many batches.")
 
 
 class EngineOptions(_Strict):
     """TensorRT build options (backend: tensorrt)."""
 
-    workspace_mb: int | None = Field(default=None, ge=1, description="Builder workspace pool limit.")
-    version_compatible: bool = False
+    workspace_mb: Int | None = Field(default=None, ge=1, description="Builder workspace pool limit.")
+    version_compatible: Bool = False
     hardware_compatibility: Literal["none", "ampere_plus", "same_compute_capability"] = "none"
-    refit: bool = False
+    refit: Bool = False
     builder: Literal["local", "container"] = Field(
         default="local", description="Build in-process, or inside the NGC image that matches the target."
     )
@@ -304,9 +340,9 @@ class EngineOptions(_Strict):
 class ModelSmoke(_Strict):
     """Per-model smoke-test settings."""
 
-    skip: bool = Field(default=False, description="Do not smoke-test this model.")
+    skip: Bool = Field(default=False, description="Do not smoke-test this model.")
     golden: str | None = Field(default=None, description=".npz with inputs and expected outputs.")
-    compare: bool = Field(default=True, description="Compare outputs with ONNX Runtime.")
+    compare: Bool = Field(default=True, description="Compare outputs with ONNX Runtime.")
 
 
 # --------------------------------------------------------------------------- models
@@ -319,22 +355,22 @@ class _ModelKnobs(_Strict):
     """Fields allowed both in `defaults` and in each model."""
 
     backend: Backend | None = Field(default=None, description="Serving backend. Default: from the source file.")
-    max_batch_size: int | None = Field(
-        default=None, ge=0, description="0 = no Triton batching. Default: 8 if the model batches, else 0."
+    max_batch_size: Int | None = Field(
+        default=None, ge=0, le=INT32_MAX, description="0 = no Triton batching. Default: 8 if the model batches, else 0."
     )
     precision: Precision | None = Field(default=None, description="TensorRT precision. Default fp32.")
     dynamic_batching: DynamicBatching | None = None
     sequence_batching: SequenceBatching | None = None
     instance_group: list[InstanceGroup] | None = None
     model_warmup: list[Warmup] | None = None
-    response_cache: bool | None = Field(default=None, description="Cache responses (needs server cache).")
+    response_cache: Bool | None = Field(default=None, description="Cache responses (needs server cache).")
     version_policy: VersionPolicy | None = None
-    keep_versions: int | None = Field(
+    keep_versions: Int | None = Field(
         default=None, ge=1, description="Versions kept on disk after publish (default 3, at least latest N)."
     )
     parameters: dict[str, str] | None = Field(default=None, description="Backend parameters (string values).")
     optimization: Optimization | None = None
-    decoupled: bool | None = Field(default=None, description="Decoupled transaction policy (0..N responses).")
+    decoupled: Bool | None = Field(default=None, description="Decoupled transaction policy (0..N responses).")
     engine: EngineOptions | None = None
     smoke: ModelSmoke | None = None
 
@@ -346,7 +382,7 @@ class ModelSpec(_ModelKnobs):
     source: str | None = Field(
         default=None, description="Model file, relative to the spec: .onnx (onnxruntime/tensorrt) or .py."
     )
-    version: int | Literal["auto"] = Field(default="auto", description="Version number, or auto-increment.")
+    version: Int | Literal["auto"] = Field(default="auto", description="Version number, or auto-increment.")
     inputs: list[InputSpec] | None = Field(default=None, description="Default: read from the ONNX file.")
     outputs: list[OutputSpec] | None = Field(default=None, description="Default: read from the ONNX file.")
     shapes: dict[str, ShapeRange] | None = Field(
@@ -359,7 +395,8 @@ class ModelSpec(_ModelKnobs):
     ensemble: Ensemble | None = None
     config_overrides: dict[str, Any] | None = Field(
         default=None,
-        description="Raw ModelConfig fields (proto JSON names) merged last, for knobs the spec does not model.",
+        description="ModelConfig fields (proto-JSON form) merged last, for knobs the spec does not model. A knob "
+        "it does model is checked like its typed key; name, backend and platform cannot change what the model is.",
     )
 
 
@@ -373,6 +410,8 @@ class ModelDefaults(_ModelKnobs):
 class Target(_Strict):
     """What the deployment must run on."""
 
+    # pydantic matches `pattern` with the Rust regex engine, where `$` is the end of the text (Python's `$`
+    # would also match before a final newline); the JSON Schema's ECMAScript engine reads it the same way.
     triton: str = Field(default="24.10", pattern=r"^\d{2}\.\d{2}$", description="Triton release (NGC YY.MM).")
     tensorrt: str | None = Field(default=None, description="TensorRT version the engines must match.")
 
@@ -382,36 +421,36 @@ class ServerSpec(_Strict):
 
     runtime: Literal["local", "docker", "compose"] = Field(default="local", description="Runtime.")
     host: str = Field(default="127.0.0.1", description="Address ports bind to.")
-    http_port: int = Field(default=8000, ge=1, le=65535)
-    grpc_port: int = Field(default=8001, ge=1, le=65535)
-    metrics_port: int = Field(default=8002, ge=1, le=65535)
-    startup_timeout: float = Field(default=120.0, gt=0, description="Seconds to wait for readiness.")
+    http_port: Int = Field(default=8000, ge=1, le=65535)
+    grpc_port: Int = Field(default=8001, ge=1, le=65535)
+    metrics_port: Int = Field(default=8002, ge=1, le=65535)
+    startup_timeout: Float = Field(default=120.0, gt=0, description="Seconds to wait for readiness.")
     tritonserver: str | None = Field(default=None, description="local: path of a tritonserver binary.")
     image: str | None = Field(default=None, description="docker/compose image. Default: NGC image of target.")
-    gpus: Literal["all", "none"] | list[int] = Field(default="none", description="GPUs for containers.")
+    gpus: Literal["all", "none"] | list[GpuId] = Field(default="none", description="GPUs for containers (ids >= 0).")
     shm_size: str = Field(default="1g", description="Container shared memory.")
-    log_verbose: int = Field(default=0, ge=0)
-    response_cache_mb: int = Field(default=64, ge=1, description="Cache size when a model enables it.")
+    log_verbose: Int = Field(default=0, ge=0)
+    response_cache_mb: Int = Field(default=64, ge=1, description="Cache size when a model enables it.")
     args: list[str] = Field(default_factory=list, description="Extra tritonserver flags (whitelisted).")
 
 
 class Sla(_Strict):
     """Service-level gates checked by the smoke latency test."""
 
-    p99_ms: float | None = Field(default=None, gt=0)
-    p50_ms: float | None = Field(default=None, gt=0)
-    min_throughput: float | None = Field(default=None, gt=0, description="Inferences per second.")
+    p99_ms: Float | None = Field(default=None, gt=0)
+    p50_ms: Float | None = Field(default=None, gt=0)
+    min_throughput: Float | None = Field(default=None, gt=0, description="Inferences per second.")
 
 
 class SmokeSpec(_Strict):
     """Smoke-test settings."""
 
     protocols: list[Literal["http", "grpc"]] = Field(default=["http", "grpc"], description="Protocols to test.")
-    concurrency: int = Field(default=16, ge=1)
-    duration: float = Field(default=2.0, gt=0, description="Seconds of load for latency/throughput.")
-    batching_requests: int = Field(default=64, ge=2, description="Concurrent requests for the batching proof.")
-    timeout: float = Field(default=60.0, gt=0)
-    seed: int = 0
+    concurrency: Int = Field(default=16, ge=1)
+    duration: Float = Field(default=2.0, gt=0, description="Seconds of load for latency/throughput.")
+    batching_requests: Int = Field(default=64, ge=2, description="Concurrent requests for the batching proof.")
+    timeout: Float = Field(default=60.0, gt=0)
+    seed: Int = 0
     sla: Sla | None = None
 
 
