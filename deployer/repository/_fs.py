@@ -31,7 +31,8 @@ _CHUNK = 1 << 20
 # Triton parses version dir names with std::stoll: leading blanks, a sign and digits are enough for a
 # name such as "2_backup" or " 3" to count as a version. Any such name that is not canonical is a hazard.
 _STOLL_PREFIX = re.compile(r"^\s*[+-]?\d")
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")  # fullmatch: `$` would accept a final "\n"
+MAX_VERSION = 2**63 - 1  # Triton parses version dir names as int64
 
 
 def version_number(name: str) -> int | None:
@@ -48,7 +49,7 @@ def looks_like_version(name: str) -> bool:
 
 def check_model_name(name: str) -> None:
     """Reject names that are not a single, visible directory name."""
-    if not _MODEL_NAME.match(name) or name in {".", ".."}:
+    if not _MODEL_NAME.fullmatch(name) or name in {".", ".."}:
         raise RepositoryError(
             f"invalid model name {name!r}",
             hint="use letters, digits, '_', '-' or '.', not starting with '.' or '-' "

@@ -159,10 +159,10 @@ def hash_cache(plan: PublishPlan) -> dict[tuple[str, int, int], str]:
 
 
 def _check_artifact(art: ModelArtifact) -> None:
-    if art.version is not None and (isinstance(art.version, bool) or art.version < 1):
+    if art.version is not None and (isinstance(art.version, bool) or not 1 <= art.version <= _fs.MAX_VERSION):
         raise RepositoryError(
             f"model {art.name!r}: version {art.version!r} is not allowed",
-            hint="use an integer >= 1 (Triton ignores names with leading zeros; avoid 0) or leave it unset",
+            hint="use an integer in 1..2**63-1 (Triton reads versions as int64; avoid 0) or leave it unset",
         )
     if art.keep_versions is not None and art.keep_versions < 1:
         raise RepositoryError(f"model {art.name!r}: keep_versions={art.keep_versions} must be >= 1 or unset")
@@ -245,7 +245,11 @@ def _choose_version(
         for v in candidates:
             if v is not None and _matches(existing[v], content):
                 return v, "unchanged"
-        return (numbers[-1] if numbers else 0) + 1, "new"
+        nxt = (numbers[-1] if numbers else 0) + 1
+        if nxt > _fs.MAX_VERSION:
+            raise RepositoryError(f"model {art.name!r}: the next version would exceed Triton's int64 limit",
+                                  hint="publish an explicit lower version, or prune the highest one")
+        return nxt, "new"
     version = art.version
     if version not in existing:
         if numbers and version < numbers[-1]:

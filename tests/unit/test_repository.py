@@ -172,7 +172,7 @@ def test_explicit_version_conflict_and_force(tmp_path: Path) -> None:
     assert _publish(repo, _art(payload=b"c")) == {"m": 6}
 
 
-@pytest.mark.parametrize("bad", [0, -1, True])
+@pytest.mark.parametrize("bad", [0, -1, True, 2**63, 10**300])
 def test_invalid_explicit_version(tmp_path: Path, bad: int) -> None:
     with pytest.raises(RepositoryError, match="not allowed"):
         plan_publish(tmp_path / "repo", [_art(version=bad)])
@@ -488,3 +488,16 @@ def test_plan_summary(tmp_path: Path) -> None:
         "m: new version 2; config.pbtxt update; prune [1]",
         "n: new version 1; config.pbtxt create",
     ]
+
+
+def test_auto_version_never_passes_int64(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    assert _publish(repo, _art(version=2**63 - 1)) == {"m": 2**63 - 1}
+    with pytest.raises(RepositoryError, match="int64"):
+        plan_publish(repo, [_art(payload=b"next")])
+
+
+@pytest.mark.parametrize("name", ["m\n", "m\nx", "\nm", "m/x", "..", ".hidden"])
+def test_model_names_that_are_not_one_visible_dir_name_are_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(RepositoryError, match="invalid model name"):
+        plan_publish(tmp_path / "repo", [ModelArtifact(name, 'name: "m"\n', (ArtifactFile("a", data=b"a"),))])
