@@ -9,7 +9,7 @@ import copy
 import difflib
 import types
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from deployer.errors import SpecError, SpecIssue
+from deployer.spec import yamlsafe
 from deployer.spec.schema import ModelDefaults, ModelSpec, Spec
 
 PathT = tuple[str | int, ...]
@@ -44,39 +45,9 @@ def format_path(path: Iterable[str | int]) -> str:
 
 
 def read_yaml(path: Path) -> RawSpec:
-    """Parse YAML keeping positions. Syntax errors and duplicate keys become located SpecErrors."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import MarkedYAMLError
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError([SpecIssue("", "spec file not found", "check the path", file=str(path))]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError([SpecIssue("", f"cannot read spec: {exc}", file=str(path))]) from None
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
-    try:
-        data = yaml.load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
-        if exc.problem_mark and exc.context_mark and exc.context_mark.line != exc.problem_mark.line:
-            # e.g. an unclosed '[' is detected lines later: say where the construct started too.
-            problem += f" (the construct started at line {exc.context_mark.line + 1}, column " \
-                       f"{exc.context_mark.column + 1})"
-        raise SpecError(
-            [
-                SpecIssue(
-                    "",
-                    f"invalid YAML: {problem}",
-                    "fix the YAML syntax (indentation, quotes, duplicate keys)",
-                    file=str(path),
-                    line=(mark.line + 1) if mark else 0,
-                    column=(mark.column + 1) if mark else 0,
-                )
-            ]
-        ) from None
+    """Parse YAML keeping positions. Syntax errors, duplicate keys, undecodable bytes and input past the
+    size/depth/alias limits (see deployer.spec.yamlsafe) become located SpecErrors."""
+    data = yamlsafe.parse(yamlsafe.read_text(path), str(path))
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -226,12 +197,16 @@ def _unwrap(tp: Any) -> Any:
 
 
 def issues_from_validation(
-    raw: RawSpec, error: ValidationError, root: type[BaseModel], prefix: PathT = ()
+    raw: RawSpec, error: ValidationError, root: type[BaseModel], prefix: PathT = (), *,
+    skip: Callable[[PathT], bool] | None = None,
 ) -> list[SpecIssue]:
-    """Translate pydantic errors into located SpecIssues with hints."""
+    """Translate pydantic errors into located SpecIssues with hints; errors whose location `skip` accepts
+    are dropped before the (per error) location and did-you-mean work."""
     issues: list[SpecIssue] = []
     for err in error.errors(include_url=False):
         loc: PathT = tuple(p for p in err["loc"] if not (isinstance(p, str) and _is_union_tag(p)))
+        if skip is not None and skip(loc):
+            continue
         path = prefix + loc
         kind = err["type"]
         if kind == "extra_forbidden":
@@ -309,6 +284,10 @@ def defaults_for(model: Mapping[str, Any], defaults: Mapping[str, Any]) -> Mappi
     return defaults
 
 
+def _reported_above(loc: PathT) -> bool:
+    return loc[:1] == ("defaults",) or (loc[:1] == ("models",) and len(loc) > 1 and isinstance(loc[1], int))
+
+
 def validate_schema(raw: RawSpec) -> tuple[Spec | None, list[SpecIssue]]:
     """Strict schema validation of the whole spec, with `defaults` merged into every model."""
     data = raw.data
@@ -337,9 +316,8 @@ def validate_schema(raw: RawSpec) -> tuple[Spec | None, list[SpecIssue]]:
         spec = Spec.model_validate(merged)
     except ValidationError as exc:
         spec = None
-        for issue in issues_from_validation(raw, exc, Spec):
-            # Model and defaults errors were already reported above with better locations.
-            if not (issue.path.startswith("models[") or issue.path.startswith("defaults")):
-                issues.append(issue)
+        # Model and defaults errors were already reported above with better locations (skipped before
+        # locating them: a spec with thousands of bad keys would pay that twice).
+        issues.extend(issues_from_validation(raw, exc, Spec, skip=_reported_above))
     issues.sort(key=lambda i: (i.line or 10**9, i.column))
     return (spec if not issues else None), issues
