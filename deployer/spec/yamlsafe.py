@@ -70,7 +70,7 @@ _BOMS = (
 )
 _ASCII = frozenset(b"\t\n\r" + bytes(range(0x20, 0x7F)))
 _CONTROL_NAMES = {0x00: "NUL", 0x07: "BEL", 0x08: "backspace", 0x0B: "vertical tab", 0x0C: "form feed",
-                  0x1B: "ESC", 0x7F: "DEL", 0xFEFF: "BOM"}
+                  0x1B: "ESC", 0x7F: "DEL"}
 
 
 def _error(file: str, message: str, hint: str = "", line: int = 0, column: int = 0) -> SpecError:
