@@ -67,8 +67,8 @@ def run_once(spec: Path) -> Timing:
 
     Publish reuses the rendered configs (what `deployer publish` does in one process: render once).
     """
-    from deployer import artifacts as pipeline
     from deployer.repository import apply_publish, plan_publish
+    from deployer.repository import from_spec as pipeline
     from deployer.spec import load_deployment
 
     c0 = time.process_time()

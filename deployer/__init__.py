@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_deployment": "deployer.spec",
     "Deployment": "deployer.spec",
-    "init_spec": "deployer.init",
+    "init_spec": "deployer.spec.init",
     "Pipeline": "deployer.pipeline",
     "build": "deployer.pipeline",
     "render_all": "deployer.pipeline",

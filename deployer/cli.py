@@ -66,7 +66,8 @@ def _handle_errors(fn: F) -> F:
 
 def _version(value: bool) -> None:
     if value:
-        out.print(f"deployer {__version__}")
+        # the command, its version and the distribution to `pip install` (PyPI's `deployer` is another project)
+        out.print(f"deployer {__version__} (triton-deployer)")
         raise typer.Exit(0)
 
 
@@ -127,7 +128,7 @@ def init(
     http_port: Annotated[int, typer.Option(help="Server HTTP port; gRPC and metrics use the next two.")] = 8000,
 ) -> None:
     """Scaffold a commented, deployable spec from an ONNX file."""
-    from deployer.init import init_spec
+    from deployer.spec.init import init_spec
 
     result = init_spec(model, output=output, name=name, backend=backend, max_batch_size=max_batch_size,
                        force=force, http_port=http_port)

@@ -103,7 +103,7 @@ class Pipeline:
 
     def build(self) -> BuildResult:
         """Build every engine the spec needs, through the engine cache (unchanged models are not rebuilt)."""
-        from deployer.engines_glue import build_engines_for, needs_engine
+        from deployer.engines.from_spec import build_engines_for, needs_engine
 
         if not any(needs_engine(m) for m in self.deployment.models):
             return BuildResult()
@@ -112,7 +112,7 @@ class Pipeline:
 
     def engines(self, *, build_missing: bool = True) -> BuildResult:
         """The engines the last build left; missing ones are built first (unless `build_missing=False`)."""
-        from deployer.engines_glue import build_engines_for, built_engines
+        from deployer.engines.from_spec import build_engines_for, built_engines
 
         engines, infos, missing = built_engines(self.deployment)
         if missing and build_missing:
@@ -123,27 +123,27 @@ class Pipeline:
 
     def render(self) -> dict[str, str]:
         """config.pbtxt text per model, each proven equal to the spec's configuration."""
-        from deployer.artifacts import render_all
+        from deployer.repository.from_spec import render_all
 
         return render_all(self.deployment)
 
     def write_rendered(self, output: Path) -> list[Path]:
         """Render and write `<output>/<model>/config.pbtxt`, all or nothing; returns the files."""
-        from deployer.artifacts import render_all, write_rendered
+        from deployer.repository.from_spec import render_all, write_rendered
 
         return write_rendered(render_all(self.deployment), output)
 
     def plan(self, *, force: bool = False) -> PlanResult:
         """What publishing would change (writes nothing, builds nothing)."""
-        from deployer.artifacts import plan
-        from deployer.engines_glue import built_engines
+        from deployer.engines.from_spec import built_engines
+        from deployer.repository.from_spec import plan
 
         engines, _infos, missing = built_engines(self.deployment)
         return PlanResult(plan(self.deployment, force=force, engines=engines, skip=missing), missing)
 
     def publish(self, *, force: bool = False, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> PublishResult:
         """Build missing engines (engine cache), render and publish every model atomically."""
-        from deployer.artifacts import publish
+        from deployer.repository.from_spec import publish
 
         built = self.engines()
         return publish(self.deployment, force=force, engines=built.engines, build_info=built.infos,
@@ -223,8 +223,8 @@ class Pipeline:
 
         The server is always stopped when anything after `up` fails, Ctrl-C included.
         """
-        from deployer.artifacts import publish
-        from deployer.engines_glue import needs_engine
+        from deployer.engines.from_spec import needs_engine
+        from deployer.repository.from_spec import publish
         from deployer.serve import get_runtime, up
 
         result = DeployResult()

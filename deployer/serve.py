@@ -23,7 +23,7 @@ NGC_IMAGE = "nvcr.io/nvidia/tritonserver:{release}-py3"
 
 def server_settings(dep: Deployment, *, runtime: RuntimeName | None = None) -> ServerSettings:
     """ServerSettings for the spec (pure)."""
-    from deployer.artifacts import load_order
+    from deployer.repository.from_spec import load_order
 
     s = dep.spec.server
     cache_bytes = s.response_cache_mb * 1024 * 1024 if any(m.spec.response_cache for m in dep.models) else 0

@@ -15,11 +15,12 @@ manifest keys (spec hash, source sha256, build info).
 
 from __future__ import annotations
 
-from deployer.repository._apply import apply_publish, rollback
-from deployer.repository._fs import CONFIG_NAME, MANIFEST_NAME, staging_root
-from deployer.repository._inspect import ServingState, list_versions, serving_state, verify_repository
-from deployer.repository._plan import plan_publish
-from deployer.repository._types import (
+from deployer.repository.apply import apply_publish, rollback
+from deployer.repository.fs import CONFIG_NAME, MANIFEST_NAME, staging_root
+from deployer.repository.inspect import ServingState, list_versions, serving_state, verify_repository
+from deployer.repository.lock import DEFAULT_LOCK_TIMEOUT_S, LOCK_NAME, RepositoryLocked
+from deployer.repository.plan import plan_publish
+from deployer.repository.records import (
     ArtifactFile,
     FileAction,
     FileActionKind,
@@ -32,7 +33,6 @@ from deployer.repository._types import (
     RollbackResult,
     VersionInfo,
 )
-from deployer.repository.lock import DEFAULT_LOCK_TIMEOUT_S, LOCK_NAME, RepositoryLocked
 
 __all__ = [
     "CONFIG_NAME",

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from deployer.errors import EnvironmentProblem, RepositoryError
-from deployer.repository._fs import refuse_symlink
+from deployer.repository.fs import refuse_symlink
 
 LOGGER = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deployer.onnxinfo import OnnxInfo
+from deployer.onnx.info import OnnxInfo
 from deployer.spec.schema import ModelSpec, Spec
 
 PLATFORMS: dict[str, str | None] = {

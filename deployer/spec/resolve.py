@@ -10,7 +10,7 @@ from typing import Any
 
 from deployer.dtypes import config_dtype, normalize_dtype
 from deployer.errors import ModelFileError, SpecIssue
-from deployer.onnxinfo import OnnxInfo, read_onnx
+from deployer.onnx.info import OnnxInfo, read_onnx
 from deployer.spec.loader import PathT, RawSpec, make_issue
 from deployer.spec.model import Deployment, ResolvedModel, Shapes, Tensor
 from deployer.spec.overrides import Relocations, apply_leftovers, derived_key_problems, lift_overrides, relocate

@@ -11,8 +11,8 @@ from onnx import TensorProto, helper
 
 from deployer import pipeline
 from deployer.errors import ModelFileError, UserError
-from deployer.init import init_spec, model_name_from
 from deployer.spec import load_deployment
+from deployer.spec.init import init_spec, model_name_from
 
 MODELS = Path(__file__).resolve().parents[1] / "data" / "specs" / "models"
 
@@ -181,8 +181,8 @@ def _hostile_model(tmp_path: Path, payload: str, file_name: str = "hostile.onnx"
 def test_onnx_metadata_cannot_add_keys_to_the_scaffold(tmp_path: Path, payload: str) -> None:
     from ruamel.yaml import YAML
 
-    from deployer.init import scaffold
-    from deployer.onnxinfo import ShapeRange, batch_dimension, read_onnx
+    from deployer.onnx.info import ShapeRange, batch_dimension, read_onnx
+    from deployer.spec.init import scaffold
 
     info = read_onnx(_hostile_model(tmp_path, payload))
     decision = batch_dimension(info)

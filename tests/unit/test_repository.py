@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from deployer.config.render import parse_pbtxt
 from deployer.errors import RepositoryError
-from deployer.render import parse_pbtxt
 from deployer.repository import (
     LOCK_NAME,
     MANIFEST_NAME,

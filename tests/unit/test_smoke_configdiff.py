@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from deployer.config.diff import diff_config, model_metadata_diffs
 from deployer.errors import UserError
-from deployer.smoke.configdiff import diff_config, model_metadata_diffs
 
 OURS: dict[str, Any] = {
     "name": "m",

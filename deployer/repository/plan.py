@@ -9,8 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from deployer.errors import RepositoryError
-from deployer.repository import _fs, serving
-from deployer.repository._types import (
+from deployer.repository import fs, serving
+from deployer.repository.records import (
     FileAction,
     FileActionKind,
     ModelArtifact,
@@ -72,7 +72,7 @@ def _plan(repo: Path, artifacts: Sequence[ModelArtifact], force: bool, cache: _H
         raise RepositoryError(f"repository path {repo} exists and is not a directory")
     seen: set[str] = set()
     for art in artifacts:
-        _fs.check_model_name(art.name)
+        fs.check_model_name(art.name)
         if art.name in seen:
             raise RepositoryError(f"model {art.name!r} appears twice in one publish")
         seen.add(art.name)
@@ -89,18 +89,18 @@ def fingerprint(repo: Path, names: Sequence[str]) -> str:
             state[name] = None
             continue
         versions = {}
-        for number, vdir in sorted(_fs.version_dirs(model_dir).items()):
+        for number, vdir in sorted(fs.version_dirs(model_dir).items()):
             try:
-                versions[str(number)] = _fs.sha256_bytes((vdir / _fs.MANIFEST_NAME).read_bytes())
+                versions[str(number)] = fs.sha256_bytes((vdir / fs.MANIFEST_NAME).read_bytes())
             except OSError:
-                versions[str(number)] = "no-manifest:" + ",".join(sorted(_fs.disk_files(vdir)))
-        state[name] = {"versions": versions, "config": _read_bytes_sha(model_dir / _fs.CONFIG_NAME)}
-    return _fs.sha256_bytes(json.dumps(state, sort_keys=True).encode())
+                versions[str(number)] = "no-manifest:" + ",".join(sorted(fs.disk_files(vdir)))
+        state[name] = {"versions": versions, "config": _read_bytes_sha(model_dir / fs.CONFIG_NAME)}
+    return fs.sha256_bytes(json.dumps(state, sort_keys=True).encode())
 
 
 def _read_bytes_sha(path: Path) -> str | None:
     try:
-        return _fs.sha256_bytes(path.read_bytes())
+        return fs.sha256_bytes(path.read_bytes())
     except OSError:
         return None
 
@@ -109,16 +109,16 @@ def expand_entries(art: ModelArtifact, cache: _HashCache) -> tuple[_Entry, ...]:
     """Every file of the artifact (directory sources expanded), hashed, sorted by relpath."""
     entries: dict[str, _Entry] = {}
     for item in art.files:
-        rel = _fs.check_relpath(item.relpath)
+        rel = fs.check_relpath(item.relpath)
         if (item.source is None) == (item.data is None):
             raise RepositoryError(f"model {art.name!r}: artifact file {rel!r} needs one of source or data")
         if item.data is not None:
-            _add(entries, art.name, _Entry(rel, None, item.data, _fs.sha256_bytes(item.data), len(item.data)))
+            _add(entries, art.name, _Entry(rel, None, item.data, fs.sha256_bytes(item.data), len(item.data)))
             continue
         assert item.source is not None
         src = Path(item.source)
         if src.is_dir():
-            files = _fs.disk_files(src, source=True)
+            files = fs.disk_files(src, source=True)
             if not files:
                 raise RepositoryError(f"model {art.name!r}: source directory {src} for {rel!r} has no files")
             for sub, path in files.items():
@@ -148,7 +148,7 @@ def _hash_entry(rel: str, path: Path, cache: _HashCache) -> _Entry:
     key = (str(path), st.st_size, st.st_mtime_ns)
     sha = cache.get(key)
     if sha is None:
-        sha, _size = _fs.sha256_file(path)
+        sha, _size = fs.sha256_file(path)
     return _Entry(rel, path, None, sha, st.st_size, st.st_mtime_ns)
 
 
@@ -159,7 +159,7 @@ def hash_cache(plan: PublishPlan) -> dict[tuple[str, int, int], str]:
 
 
 def _check_artifact(art: ModelArtifact) -> None:
-    if art.version is not None and (isinstance(art.version, bool) or not 1 <= art.version <= _fs.MAX_VERSION):
+    if art.version is not None and (isinstance(art.version, bool) or not 1 <= art.version <= fs.MAX_VERSION):
         raise RepositoryError(
             f"model {art.name!r}: version {art.version!r} is not allowed",
             hint="use an integer in 1..2**63-1 (Triton reads versions as int64; avoid 0) or leave it unset",
@@ -177,10 +177,10 @@ def _check_artifact(art: ModelArtifact) -> None:
 
 def _matches(vdir: Path, content: str) -> bool:
     """True if an existing version holds exactly `content` (manifest says so AND the disk agrees)."""
-    manifest = _fs.read_manifest(vdir)
+    manifest = fs.read_manifest(vdir)
     if manifest is None or manifest.get("content_sha256") != content:
         return False
-    problems = _fs.manifest_problems(vdir, manifest)
+    problems = fs.manifest_problems(vdir, manifest)
     if problems:
         LOGGER.warning("%s: manifest matches but the disk does not (%s); publishing anew", vdir, problems[0])
     return not problems
@@ -189,15 +189,15 @@ def _matches(vdir: Path, content: str) -> bool:
 def _plan_model(repo: Path, art: ModelArtifact, force: bool, cache: _HashCache) -> ModelPlan:
     _check_artifact(art)
     entries = expand_entries(art, cache)
-    config_sha = _fs.sha256_bytes(art.config_text.encode())
-    content = _fs.content_sha256({e.relpath: e.sha256 for e in entries}, config_sha)
+    config_sha = fs.sha256_bytes(art.config_text.encode())
+    content = fs.content_sha256({e.relpath: e.sha256 for e in entries}, config_sha)
     model_dir = repo / art.name
-    _fs.refuse_symlink(model_dir, "model directory")
+    fs.refuse_symlink(model_dir, "model directory")
     if model_dir.exists() and not model_dir.is_dir():
         raise RepositoryError(f"{model_dir} exists and is not a directory", hint="move it away")
-    existing = _fs.version_dirs(model_dir)
+    existing = fs.version_dirs(model_dir)
     numbers = tuple(sorted(existing))
-    config_path = model_dir / _fs.CONFIG_NAME
+    config_path = model_dir / fs.CONFIG_NAME
     live_now = _read_text(config_path)
     head = serving.head_of(live_now)
     if head not in existing:
@@ -207,8 +207,8 @@ def _plan_model(repo: Path, art: ModelArtifact, force: bool, cache: _HashCache) 
     served = serving.served_versions(serving.policy_of(art.config_text), after, version)
     prune = _prune(after, served, art.keep_versions)
     live = serving.live_config(art.config_text, served, version)
-    live_sha = _fs.sha256_bytes(live.encode())
-    current_config = None if live_now is None else _fs.sha256_bytes(live_now.encode())
+    live_sha = fs.sha256_bytes(live.encode())
+    current_config = None if live_now is None else fs.sha256_bytes(live_now.encode())
     config_action: FileActionKind = (
         "create" if current_config is None else "unchanged" if current_config == live_sha else "update"
     )
@@ -246,7 +246,7 @@ def _choose_version(
             if v is not None and _matches(existing[v], content):
                 return v, "unchanged"
         nxt = (numbers[-1] if numbers else 0) + 1
-        if nxt > _fs.MAX_VERSION:
+        if nxt > fs.MAX_VERSION:
             raise RepositoryError(f"model {art.name!r}: the next version would exceed Triton's int64 limit",
                                   hint="publish an explicit lower version, or prune the highest one")
         return nxt, "new"
@@ -287,7 +287,7 @@ def _file_actions(
     model_dir: Path, version: int, status: str, entries: tuple[_Entry, ...], old_dir: Path | None
 ) -> list[FileAction]:
     vdir = model_dir / str(version)
-    manifest_path = vdir / _fs.MANIFEST_NAME
+    manifest_path = vdir / fs.MANIFEST_NAME
     if status == "new":
         acts = [FileAction("create", vdir / e.relpath, "file", e.size, e.sha256) for e in entries]
         return [*acts, FileAction("create", manifest_path, "manifest")]
@@ -296,10 +296,10 @@ def _file_actions(
         return [*acts, FileAction("unchanged", manifest_path, "manifest")]
     # replace: compare with what the old version holds
     assert old_dir is not None
-    old_manifest = _fs.read_manifest(old_dir) or {}
+    old_manifest = fs.read_manifest(old_dir) or {}
     old_files = old_manifest.get("files") if isinstance(old_manifest.get("files"), dict) else {}
     assert isinstance(old_files, dict)
-    on_disk = _fs.disk_files(old_dir)
+    on_disk = fs.disk_files(old_dir)
     acts = []
     for e in entries:
         meta = old_files.get(e.relpath)
@@ -310,6 +310,6 @@ def _file_actions(
         acts.append(FileAction(kind, vdir / e.relpath, "file", e.size, e.sha256))
     new_rels = {e.relpath for e in entries}
     acts.extend(FileAction("delete", vdir / rel, "file") for rel in sorted(set(on_disk) - new_rels))
-    had_manifest = (old_dir / _fs.MANIFEST_NAME).exists()
+    had_manifest = (old_dir / fs.MANIFEST_NAME).exists()
     acts.append(FileAction("update" if had_manifest else "create", manifest_path, "manifest"))
     return acts

@@ -299,11 +299,11 @@ def _finalize(value: Any) -> Any:
 
 def default_template_dir() -> Path:
     """`deployer/templates` inside a wheel (force-included), else the checkout's top-level `templates/`."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "templates"
+    package = Path(__file__).resolve().parents[1]  # deployer/
+    packaged = package / "templates"
     if (packaged / DEFAULT_TEMPLATE).is_file():
         return packaged
-    return here.parent / "templates"
+    return package.parent / "templates"
 
 
 @functools.lru_cache(maxsize=16)

@@ -16,7 +16,7 @@ import numpy as np
 
 from deployer.dtypes import numpy_dtype
 from deployer.errors import ModelFileError
-from deployer.onnxinfo import DYNAMIC, Array, OnnxInfo, ShapeRange, TensorInfo, resolve_model_file
+from deployer.onnx.info import DYNAMIC, Array, OnnxInfo, ShapeRange, TensorInfo, resolve_model_file
 
 __all__ = ["probe_shapes", "run_reference", "synthetic_input"]
 

@@ -2,7 +2,7 @@
 
 `read_onnx` parses the graph only (external tensor data is never loaded). `batch_dimension` applies
 Triton's ONNX Runtime backend batching rule. Running the model (shape probing, reference outputs,
-synthetic inputs) lives in `deployer.onnxprobe`.
+synthetic inputs) lives in `deployer.onnx.probe`.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from deployer import __version__
+from deployer.config.render import render_config
 from deployer.errors import EnvironmentProblem, UserError
-from deployer.render import render_config
 from deployer.repository import (
     DEFAULT_LOCK_TIMEOUT_S,
     ArtifactFile,

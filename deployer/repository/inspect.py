@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deployer.errors import RepositoryError
-from deployer.repository import _fs, serving
-from deployer.repository._types import VersionInfo
+from deployer.repository import fs, serving
 from deployer.repository.lock import lock_is_free
+from deployer.repository.records import VersionInfo
 
 
 def list_versions(repository: Path, model: str, *, verify_hashes: bool = True) -> list[VersionInfo]:
@@ -29,9 +29,9 @@ def list_versions(repository: Path, model: str, *, verify_hashes: bool = True) -
         models = sorted(p.name for p in repo.iterdir() if p.is_dir()) if repo.is_dir() else []
         raise RepositoryError(f"model {model!r} not found in {repo}", details=f"models: {models}")
     out = []
-    for number, vdir in sorted(_fs.version_dirs(model_dir).items()):
-        manifest = _fs.read_manifest(vdir)
-        problems = tuple(_fs.manifest_problems(vdir, manifest, hashes=verify_hashes))
+    for number, vdir in sorted(fs.version_dirs(model_dir).items()):
+        manifest = fs.read_manifest(vdir)
+        problems = tuple(fs.manifest_problems(vdir, manifest, hashes=verify_hashes))
         out.append(VersionInfo(number, vdir, manifest, not problems, problems))
     return out
 
@@ -54,7 +54,7 @@ def verify_repository(repository: Path, *, verify_hashes: bool = True) -> list[s
             problems.append(f"{name}: hidden directory in the repository; Triton would load it as a model")
             continue
         problems.extend(f"{name}/{msg}" for msg in _model_problems(model_dir, verify_hashes))
-    staging = _fs.staging_root(repo.resolve())
+    staging = fs.staging_root(repo.resolve())
     if staging.is_dir() and any(staging.iterdir()) and lock_is_free(repo):
         problems.append(f"{staging}: stale staging left by an interrupted run (the next publish removes it)")
     return problems
@@ -62,34 +62,34 @@ def verify_repository(repository: Path, *, verify_hashes: bool = True) -> list[s
 
 def _model_problems(model_dir: Path, verify_hashes: bool) -> list[str]:
     problems: list[str] = []
-    config = model_dir / _fs.CONFIG_NAME
+    config = model_dir / fs.CONFIG_NAME
     config_bytes = config.read_bytes() if config.is_file() else None
     if config_bytes is None:
-        problems.append(f"{_fs.CONFIG_NAME}: missing")
-    for tmp in _fs.stale_config_temps(model_dir):
+        problems.append(f"{fs.CONFIG_NAME}: missing")
+    for tmp in fs.stale_config_temps(model_dir):
         problems.append(f"{tmp.name}: stale temporary config file from an interrupted run")
     for child in sorted(model_dir.iterdir()):
-        if not child.is_dir() or _fs.version_number(child.name) is not None:
+        if not child.is_dir() or fs.version_number(child.name) is not None:
             continue
-        if _fs.looks_like_version(child.name):
+        if fs.looks_like_version(child.name):
             problems.append(
                 f"{child.name}: Triton parses this directory name as a version (stoll); rename or remove it"
             )
-        elif child.name not in _fs.TRITON_SPECIAL_SUBDIRS:
+        elif child.name not in fs.TRITON_SPECIAL_SUBDIRS:
             problems.append(f"{child.name}: unexpected directory (not a version)")
-    versions = sorted(_fs.version_dirs(model_dir).items())
+    versions = sorted(fs.version_dirs(model_dir).items())
     if not versions:
         problems.append("no version directory")
     for number, vdir in versions:
         if number == 0:
             problems.append("0: version 0 is accepted by Triton but easy to misread; use versions >= 1")
-        manifest = _fs.read_manifest(vdir)
-        found = _fs.manifest_problems(vdir, manifest, hashes=verify_hashes)
+        manifest = fs.read_manifest(vdir)
+        found = fs.manifest_problems(vdir, manifest, hashes=verify_hashes)
         problems.extend(f"{number}: {msg}" for msg in found)
     if versions and config_bytes is not None:
         state = serving_state(model_dir)
         vdir = dict(versions)[state.head]
-        manifest = _fs.read_manifest(vdir)
+        manifest = fs.read_manifest(vdir)
         recorded = manifest.get("config_text") if manifest else None
         if isinstance(recorded, str):
             try:
@@ -99,7 +99,7 @@ def _model_problems(model_dir: Path, verify_hashes: bool) -> list[str]:
                 want = None
             if want is None or want.encode() != config_bytes:
                 problems.append(
-                    f"{_fs.CONFIG_NAME}: differs from the config recorded for served version {state.head} "
+                    f"{fs.CONFIG_NAME}: differs from the config recorded for served version {state.head} "
                     "(interrupted publish/rollback, or edited by hand); re-publish or roll back to repair"
                 )
     return problems
@@ -121,8 +121,8 @@ class ServingState:
 
 def serving_state(model_dir: Path) -> ServingState:
     """Read the head and served versions from the live config (the newest version for legacy configs)."""
-    versions = sorted(_fs.version_dirs(model_dir))
-    config = model_dir / _fs.CONFIG_NAME
+    versions = sorted(fs.version_dirs(model_dir))
+    config = model_dir / fs.CONFIG_NAME
     text = config.read_text(encoding="utf-8", errors="replace") if config.is_file() else None
     head = serving.head_of(text)
     if head not in versions:

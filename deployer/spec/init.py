@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from deployer.errors import DeployerError, UserError
-from deployer.onnxinfo import OnnxInfo, ShapeRange, batch_dimension, read_onnx
-from deployer.onnxprobe import probe_shapes
+from deployer.onnx.info import OnnxInfo, ShapeRange, batch_dimension, read_onnx
+from deployer.onnx.probe import probe_shapes
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import deployer
 from deployer.errors import EnvironmentProblem, RepositoryError
-from deployer.repository import _fs, serving
-from deployer.repository._plan import _plan, fingerprint, hash_cache
-from deployer.repository._types import ModelPlan, PublishedModel, PublishPlan, PublishResult, RollbackResult
+from deployer.repository import fs, serving
 from deployer.repository.lock import DEFAULT_LOCK_TIMEOUT_S, repository_lock
+from deployer.repository.plan import _plan, fingerprint, hash_cache
+from deployer.repository.records import ModelPlan, PublishedModel, PublishPlan, PublishResult, RollbackResult
 
 LOGGER = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def apply_publish(plan: PublishPlan, *, lock_timeout_s: float = DEFAULT_LOCK_TIM
                                  hint="pick a writable location for `repository:`") from None
     names = [m.artifact.name for m in plan.models]
     with repository_lock(repo, lock_timeout_s):
-        _fs.clean_stale(repo, [repo / n for n in names])
+        fs.clean_stale(repo, [repo / n for n in names])
         replanned = False
         if fingerprint(repo, names) != plan.fingerprint:
             LOGGER.info("repository %s changed since planning; planning again under the lock", repo)
@@ -69,14 +69,14 @@ def apply_publish(plan: PublishPlan, *, lock_timeout_s: float = DEFAULT_LOCK_TIM
             done = [_result(m, config_written=False) for m in plan.models]
             return PublishResult(repo, tuple(done), replanned, plan)
         for d in sorted({m.model_dir if not m.new_model else repo for m in plan.models if m.changed}):
-            _fs.probe_writable(d)
-        op = _fs.new_operation_dir(repo)
+            fs.probe_writable(d)
+        op = fs.new_operation_dir(repo)
         try:
             staged = {m.artifact.name: _stage(m, op) for m in plan.models if m.status != "unchanged"}
             for m in plan.models:
                 done.append(_commit(m, staged.get(m.artifact.name), op))
         finally:
-            _fs.remove_tree(op)
+            fs.remove_tree(op)
     return PublishResult(repo, tuple(done), replanned, plan)
 
 
@@ -88,14 +88,14 @@ def _manifest(m: ModelPlan, files: Mapping[str, Mapping[str, Any]]) -> dict[str,
     text = m.artifact.config_text
     return {
         **dict(m.artifact.manifest),
-        "format": _fs.MANIFEST_FORMAT,
+        "format": fs.MANIFEST_FORMAT,
         "tool": "deployer",
         "tool_version": deployer.__version__,
         "model": m.artifact.name,
         "version": m.version,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "files": dict(files),
-        "config_sha256": _fs.sha256_bytes(text.encode()),
+        "config_sha256": fs.sha256_bytes(text.encode()),
         "config_text": text,
         "content_sha256": m.content_sha256,
     }
@@ -109,14 +109,14 @@ def _stage(m: ModelPlan, op: Path) -> Path:
         if m.status == "replace":  # every other version that stays, hard-linked: the swap must keep them
             for v in m.existing_versions:
                 if v != m.version and v not in m.prune:
-                    _fs.link_tree(m.model_dir / str(v), root / str(v))
+                    fs.link_tree(m.model_dir / str(v), root / str(v))
         _stage_version(m, root / str(m.version))
-        _fs.write_bytes_durable(root / _fs.CONFIG_NAME, m.live_config_text.encode())
-        _fs.fsync_dir(root)
+        fs.write_bytes_durable(root / fs.CONFIG_NAME, m.live_config_text.encode())
+        fs.fsync_dir(root)
     else:
         root = op / f"version-{m.artifact.name}-{m.version}"
         _stage_version(m, root)
-    _fs.fsync_dir(op)
+    fs.fsync_dir(op)
     return root
 
 
@@ -130,12 +130,12 @@ def _stage_version(m: ModelPlan, vdir: Path) -> None:
             dst.parent.mkdir(parents=True, exist_ok=True)
             made_dirs.add(dst.parent)
         if e.data is not None:
-            _fs.write_bytes_durable(dst, e.data)
+            fs.write_bytes_durable(dst, e.data)
             sha, size = e.sha256, e.size
         else:
             assert e.source is not None
             LOGGER.debug("copying %s -> %s", e.source, dst)
-            sha, size = _fs.copy_file_durable(e.source, dst)
+            sha, size = fs.copy_file_durable(e.source, dst)
         if sha != e.sha256:
             raise RepositoryError(
                 f"model {m.artifact.name!r}: source {e.source} changed after planning (sha256 differs)",
@@ -144,9 +144,9 @@ def _stage_version(m: ModelPlan, vdir: Path) -> None:
         files[e.relpath] = {"sha256": sha, "size": size}
     # The manifest goes in last: a version dir with a valid manifest is a complete one.
     manifest = json.dumps(_manifest(m, files), indent=2, sort_keys=True) + "\n"
-    _fs.write_bytes_durable(vdir / _fs.MANIFEST_NAME, manifest.encode())
+    fs.write_bytes_durable(vdir / fs.MANIFEST_NAME, manifest.encode())
     for d in sorted(made_dirs, key=lambda p: len(p.parts), reverse=True):
-        _fs.fsync_dir(d)
+        fs.fsync_dir(d)
 
 
 def _commit(m: ModelPlan, staged: Path | None, op: Path) -> PublishedModel:
@@ -154,28 +154,28 @@ def _commit(m: ModelPlan, staged: Path | None, op: Path) -> PublishedModel:
     config_written = False
     if staged is not None and m.new_model:
         staged.rename(model_dir)  # the whole model appears at once, config included
-        _fs.fsync_dir(model_dir.parent)
+        fs.fsync_dir(model_dir.parent)
         config_written = True
         LOGGER.info("published new model %s version %d", name, m.version)
     elif staged is not None and m.status == "replace":
-        _fs.exchange(staged, model_dir)  # versions, config and prune change in one step
-        _fs.fsync_dir(model_dir.parent)
+        fs.exchange(staged, model_dir)  # versions, config and prune change in one step
+        fs.fsync_dir(model_dir.parent)
         config_written = True
         LOGGER.info("replaced %s version %d (model directory swapped atomically)", name, m.version)
     elif staged is not None:
         staged.rename(model_dir / str(m.version))  # not served yet: the live config pins the old versions
-        _fs.fsync_dir(model_dir)
+        fs.fsync_dir(model_dir)
         LOGGER.info("published %s version %d (%s)", name, m.version, m.status)
     if not config_written and m.config_action != "unchanged":
-        _fs.replace_config_atomic(model_dir, m.live_config_text)  # the switch: served version + its config
+        fs.replace_config_atomic(model_dir, m.live_config_text)  # the switch: served version + its config
         config_written = True
-        LOGGER.info("wrote %s (serves %s)", model_dir / _fs.CONFIG_NAME, list(m.served))
+        LOGGER.info("wrote %s (serves %s)", model_dir / fs.CONFIG_NAME, list(m.served))
     if m.status != "replace":
         for v in m.prune:
             (model_dir / str(v)).rename(op / f"pruned-{name}-{v}")
             LOGGER.info("pruned %s version %d (keep_versions=%s)", name, v, m.artifact.keep_versions)
         if m.prune:
-            _fs.fsync_dir(model_dir)
+            fs.fsync_dir(model_dir)
     if m.newer_kept:
         LOGGER.info("%s: version %d is served; newer versions %s are kept, not served", name, m.version,
                     list(m.newer_kept))
@@ -215,23 +215,23 @@ def rollback(
             version, `to` is incomplete, or the spec pins versions itself (version_policy.specific).
         EnvironmentProblem: locked too long, or the model directory is not writable.
     """
-    _fs.check_model_name(model)
+    fs.check_model_name(model)
     repo = Path(repository).expanduser().resolve()
     model_dir = repo / model
-    _fs.refuse_symlink(model_dir, "model directory")
+    fs.refuse_symlink(model_dir, "model directory")
     if not model_dir.is_dir():
         entries = repo.iterdir() if repo.is_dir() else ()
         models = sorted(  # model dirs only: not hidden entries (staging, lock), not stray dirs
             p.name
             for p in entries
             if not p.name.startswith(".") and not p.is_symlink()
-            and ((p / _fs.CONFIG_NAME).is_file() or _fs.version_dirs(p))
+            and ((p / fs.CONFIG_NAME).is_file() or fs.version_dirs(p))
         )
         raise RepositoryError(f"model {model!r} not found in {repo}", details=f"models: {models}")
     with repository_lock(repo, lock_timeout_s):
-        _fs.clean_stale(repo, [model_dir])
-        versions = sorted(_fs.version_dirs(model_dir))
-        config_path = model_dir / _fs.CONFIG_NAME
+        fs.clean_stale(repo, [model_dir])
+        versions = sorted(fs.version_dirs(model_dir))
+        config_path = model_dir / fs.CONFIG_NAME
         live_now = config_path.read_text(encoding="utf-8") if config_path.is_file() else None
         head = serving.head_of(live_now)
         if head not in versions:
@@ -251,8 +251,8 @@ def rollback(
                 hint="pick one of the listed versions",
             )
         target = model_dir / str(to)
-        manifest = _fs.read_manifest(target)
-        problems = _fs.manifest_problems(target, manifest)
+        manifest = fs.read_manifest(target)
+        problems = fs.manifest_problems(target, manifest)
         if problems or manifest is None:
             raise RepositoryError(
                 f"model {model!r} version {to} is not complete; refusing to roll back to it",
@@ -271,18 +271,18 @@ def rollback(
         restored = live_now != live
         newer = tuple(v for v in versions if v > to)
         if restored or (prune and newer):
-            _fs.probe_writable(model_dir)
+            fs.probe_writable(model_dir)
         if restored:
-            _fs.replace_config_atomic(model_dir, live)  # the switch: one atomic replace
+            fs.replace_config_atomic(model_dir, live)  # the switch: one atomic replace
         removed: tuple[int, ...] = ()
         if prune and newer:
-            op = _fs.new_operation_dir(repo)
+            op = fs.new_operation_dir(repo)
             try:
                 for v in sorted(newer, reverse=True):
                     (model_dir / str(v)).rename(op / f"rolledback-{model}-{v}-{time.time_ns()}")
-                _fs.fsync_dir(model_dir)
+                fs.fsync_dir(model_dir)
             finally:
-                _fs.remove_tree(op)
+                fs.remove_tree(op)
             removed = newer
     kept = () if prune else newer
     LOGGER.info("rolled back %s to version %d (serves %s; kept %s; removed %s)", model, to, list(served),

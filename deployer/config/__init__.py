@@ -1,0 +1,1 @@
+"""Triton model configs: render config.pbtxt from templates and prove it (render), compare with a served one (diff)."""

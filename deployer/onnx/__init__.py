@@ -1,0 +1,1 @@
+"""ONNX models: reading the graph (info), running it with ONNX Runtime (probe)."""
