@@ -77,10 +77,15 @@ class SpecIssue:
 class SpecError(UserError, ValueError):
     """A spec (or a model it points to) is invalid; carries every issue found, not just the first."""
 
+    MAX_SHOWN: ClassVar[int] = 200  # a generated spec with 10,000 bad keys must not print 10,000 lines
+
     def __init__(self, issues: Sequence[SpecIssue]) -> None:
         self.issues = tuple(issues)
         n = len(self.issues)
-        super().__init__(f"{n} problem{'s' if n != 1 else ''} in spec:\n" + "\n".join(i.format() for i in self.issues))
+        shown = [i.format() for i in self.issues[: self.MAX_SHOWN]]
+        if n > self.MAX_SHOWN:
+            shown.append(f"... and {n - self.MAX_SHOWN} more (fix these first; all {n} are in SpecError.issues)")
+        super().__init__(f"{n} problem{'s' if n != 1 else ''} in spec:\n" + "\n".join(shown))
 
     def render(self) -> str:
         return self.message

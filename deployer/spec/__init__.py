@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from pathlib import Path
@@ -55,7 +54,7 @@ def load_deployment(path: Path | str, *, fallback: str | None = None) -> Deploym
     return Deployment(
         spec_path=raw.path.resolve(),
         spec=spec,
-        spec_sha256=hashlib.sha256(raw.path.read_bytes()).hexdigest(),
+        spec_sha256=raw.sha256,
         repository=repo if repo.is_absolute() else base / repo,
         template_dir=template_dir,
         models=tuple(models),

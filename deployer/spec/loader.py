@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import hashlib
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -29,6 +30,7 @@ class RawSpec:
 
     path: Path
     data: Any
+    sha256: str = ""  # of the text that was parsed (read once, bounded): the spec's identity in manifests
 
 
 def format_path(path: Iterable[str | int]) -> str:
@@ -47,7 +49,8 @@ def format_path(path: Iterable[str | int]) -> str:
 def read_yaml(path: Path) -> RawSpec:
     """Parse YAML keeping positions. Syntax errors, duplicate keys, undecodable bytes and input past the
     size/depth/alias limits (see deployer.spec.yamlsafe) become located SpecErrors."""
-    data = yamlsafe.parse(yamlsafe.read_text(path), str(path))
+    text = yamlsafe.read_text(path)
+    data = yamlsafe.parse(text, str(path))
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -55,7 +58,7 @@ def read_yaml(path: Path) -> RawSpec:
             [SpecIssue("", f"the spec must be a mapping, got {type(data).__name__}", "start with `models:`",
                        file=str(path), line=1, column=1)]
         )
-    return RawSpec(path=path, data=data)
+    return RawSpec(path=path, data=data, sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
 
 
 # --------------------------------------------------------------------------- locations
@@ -85,6 +88,9 @@ def _walk(root: Any, path: PathT, *, of_key: bool) -> tuple[int, int] | None:
         pos = (int(start.line) + 1, int(start.col) + 1)
     for i, part in enumerate(path):
         last = i == len(path) - 1
+        if isinstance(node, Mapping) and part not in node and isinstance(part, str):
+            # pydantic names a non-string YAML key (`null:`, `? [a, b]`) by str(key): find that key
+            part = next((k for k in node if not isinstance(k, str) and str(k) == part), part)
         if isinstance(node, Mapping) and part in node:
             pos = _position(node, part, of_key=of_key and last) or pos
             node = node[part]
@@ -216,6 +222,10 @@ def issues_from_validation(
             close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'?" if close else (f"known keys: {', '.join(known)}" if known else "")
             issues.append(make_issue(raw, path, f"unknown key '{key}'", hint, of_key=True))
+        elif kind == "invalid_key":
+            issues.append(make_issue(raw, path, err["msg"][0].lower() + err["msg"][1:],
+                                     "quote the key or remove it (null, lists and mappings cannot be keys)",
+                                     of_key=True))
         elif kind == "missing":
             issues.append(make_issue(raw, path, "required key is missing", f"add '{loc[-1]}'"))
         else:

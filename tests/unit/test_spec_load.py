@@ -288,3 +288,16 @@ def test_sequence_control_inputs_are_not_request_inputs(tmp_path: Path) -> None:
               control_input: [{name: b, control: [{kind: CONTROL_SEQUENCE_START, fp32_false_true: [0, 1]}]}]
     """))
     assert [t.name for t in load_deployment(spec).models[0].inputs] == ["a"]
+
+
+def test_a_spec_with_thousands_of_issues_prints_a_bounded_message(tmp_path: Path) -> None:
+    from deployer.errors import SpecError
+    from deployer.spec import load_deployment
+
+    bad = "".join(f"bogus_{i}: 1\n" for i in range(1000))
+    (tmp_path / "s.yaml").write_text(bad + "models: [{name: m, source: x.onnx}]\n")
+    with pytest.raises(SpecError) as exc:
+        load_deployment(tmp_path / "s.yaml")
+    assert len(exc.value.issues) >= 1000
+    lines = exc.value.render().splitlines()
+    assert len(lines) <= SpecError.MAX_SHOWN + 2 and "more (fix these first" in lines[-1]
