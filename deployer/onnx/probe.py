@@ -1,9 +1,8 @@
-"""Run ONNX models on ONNX Runtime (CPU): synthetic inputs, reference outputs, and `probe_shapes`,
-which picks min/opt/max shapes the model really accepts (used by `deployer init`)."""
+"""`probe_shapes`: min/opt/max shapes an ONNX model really accepts on ONNX Runtime (CPU), for `deployer
+init`; `run_reference`: every output of a model for some inputs."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import time
@@ -14,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from deployer.dtypes import numpy_dtype
 from deployer.errors import ModelFileError
-from deployer.onnx.info import DYNAMIC, Array, OnnxInfo, ShapeRange, TensorInfo, resolve_model_file
+from deployer.onnx.info import DYNAMIC, Array, OnnxInfo, ShapeRange, TensorInfo
+from deployer.onnx.runtime import ort_model, random_tensor
 
-__all__ = ["probe_shapes", "run_reference", "synthetic_input"]
+__all__ = ["probe_shapes", "run_reference"]
 
 log = logging.getLogger(__name__)
 
@@ -32,68 +31,9 @@ _MAX_ELEMENTS = 1 << 22  # per input at batch 1: keeps one probe run well under 
 _IMAGE_WORDS = ("height", "width", "_h", "_w")
 
 
-def synthetic_input(
-    dtype: str,
-    shape: Sequence[int],
-    rng: np.random.Generator,
-    low: float | None = None,
-    high: float | None = None,
-) -> Array:
-    """Random data of a canonical dtype and shape. Integers default to [0, 100) so that token ids
-    and embedding indices stay in range; floats to [0, 1); STRING gives short byte strings."""
-    dt = numpy_dtype(dtype)
-    size = tuple(int(d) for d in shape)
-    if dtype == "STRING":
-        words = rng.integers(0, 1000, size=size)
-        out: Array = np.empty(size, dtype=object)
-        out.flat[:] = [f"w{i}".encode() for i in words.flat]
-        return out
-    if dt == np.bool_:
-        return rng.random(size) < 0.5
-    if np.issubdtype(dt, np.integer):
-        lo = int(low) if low is not None else 0
-        hi = int(high) if high is not None else 100
-        return rng.integers(lo, hi, size=size).astype(dt)
-    lo_f = 0.0 if low is None else float(low)
-    hi_f = 1.0 if high is None else float(high)
-    return rng.uniform(lo_f, hi_f, size=size).astype(dt)
-
-
-@functools.lru_cache(maxsize=8)
-def _session(file: str, mtime_ns: int, size: int) -> Any:
-    """A CPU ONNX Runtime session; the key includes mtime and size so a rewritten file is reloaded."""
-    del mtime_ns, size  # only part of the cache key
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 4  # fatal only: failed probe runs are expected and reported by us
-    opts.intra_op_num_threads = 2
-    opts.inter_op_num_threads = 1
-    try:
-        return ort.InferenceSession(file, sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise ModelFileError(
-            f"ONNX Runtime cannot load {file}: {exc}",
-            hint="check the opset and custom ops; the model must run on ONNX Runtime's CPU provider",
-        ) from exc
-
-
-def _cached_session(path: Path | str) -> Any:
-    file = resolve_model_file(path)
-    st = file.stat()
-    return _session(str(file.resolve()), st.st_mtime_ns, st.st_size)
-
-
 def run_reference(path: Path | str, feeds: Mapping[str, Array]) -> dict[str, Array]:
     """Run the model on ONNX Runtime (CPU) and return every output by name."""
-    sess = _cached_session(path)
-    names = [o.name for o in sess.get_outputs()]
-    try:
-        values = sess.run(names, dict(feeds))
-    except Exception as exc:
-        shapes = ", ".join(f"{k}{list(np.shape(v))}:{np.asarray(v).dtype}" for k, v in feeds.items())
-        raise ModelFileError(f"ONNX Runtime failed to run {path} on inputs {shapes}: {exc}") from exc
-    return dict(zip(names, values, strict=True))
+    return ort_model(path).run(feeds)
 
 
 # -------------------------------------------------------------------------------------------- probing
@@ -167,7 +107,7 @@ class _Prober:
         fixed: Mapping[str, Array],
         deadline: float,
     ) -> None:
-        self.sess = _cached_session(path)
+        self.model = ort_model(path)
         self.info, self.where, self.batching, self.fixed = info, where, batching, fixed
         self.deadline = deadline
         self.rng = np.random.default_rng(0)
@@ -208,12 +148,12 @@ class _Prober:
                 v = self.fixed[t.name]
                 feeds[t.name] = np.repeat(v, batch, axis=0) if self.batching and v.ndim and batch > 1 else v
             else:
-                feeds[t.name] = synthetic_input(t.dtype, self.shape(t, sizes, batch), self.rng)
+                feeds[t.name] = random_tensor(t.dtype, self.shape(t, sizes, batch), self.rng, name=t.name)
         self.runs += 1
         try:
-            self.sess.run(None, feeds)
-        except Exception as exc:  # ORT raises several types; any failure means "not accepted"
-            self.last_error = str(exc).strip().splitlines()[0][:400]
+            self.model.run(feeds)
+        except ModelFileError as exc:  # any failure means "not accepted"
+            self.last_error = str(exc.__cause__ or exc).strip().splitlines()[0][:400]  # ORT's own words
             return False
         return True
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from deployer.dtypes import numpy_dtype
 from deployer.errors import UserError
+from deployer.onnx.runtime import random_tensor
 from deployer.smoke.targets import ShapeRange, SmokeModel, SmokeTensor
 
 __all__ = [
@@ -28,10 +28,6 @@ __all__ = [
 
 Array = npt.NDArray[np.generic]
 
-# Defaults keep values small and non-negative: safe for log/sqrt-style ops and for index-like ints.
-_FLOAT_RANGE = (0.0, 1.0)
-_INT_RANGE = (0, 15)  # inclusive, like a spec's value_range
-_STRING_RANGE = (0, 99)
 
 
 @dataclass(frozen=True)
@@ -114,58 +110,9 @@ def plan_cases(model: SmokeModel) -> tuple[InferCase, ...]:
 
 
 def synthesize(tensor: SmokeTensor, shape: tuple[int, ...], rng: np.random.Generator) -> Array:
-    """A tensor of `shape` for `tensor`: its fixed value, or uniform values in its range.
-
-    Ranges are inclusive. Floats default to [0, 1), integers to [0, 15], strings to decimal numbers
-    in [0, 99].
-    BF16 values are float32 arrays rounded to bfloat16 precision, so client and reference agree.
-    """
-    dtype = tensor.dtype
-    np_dtype = numpy_dtype(dtype)
-    if tensor.fixed_value is not None:
-        if dtype == "STRING":
-            value = tensor.fixed_value
-            raw = value if isinstance(value, bytes) else str(value).encode()
-            arr: Array = np.empty(shape, dtype=object)
-            arr.fill(raw)
-            return arr
-        return (
-            _bf16_round(np.full(shape, tensor.fixed_value, dtype=np_dtype))
-            if dtype == "BF16"
-            else (np.full(shape, tensor.fixed_value, dtype=np_dtype))
-        )
-    if dtype == "BOOL":
-        return rng.integers(0, 2, size=shape).astype(np.bool_)
-    if dtype == "STRING":
-        lo, hi = tensor.value_range or _STRING_RANGE
-        ints = rng.integers(int(lo), int(hi), size=shape, endpoint=True)
-        out: Array = np.empty(shape, dtype=object)
-        for idx, v in np.ndenumerate(ints):
-            out[idx] = str(int(v)).encode()
-        return out
-    if np.issubdtype(np_dtype, np.integer):
-        info = np.iinfo(np_dtype)  # type: ignore[type-var]
-        lo, hi = tensor.value_range or _INT_RANGE
-        low = max(int(np.ceil(lo)), int(info.min))
-        high = min(int(np.floor(hi)), int(info.max))  # inclusive
-        if high < low:
-            raise UserError(
-                f"input {tensor.name!r}: value_range {tensor.value_range} is empty for {dtype}",
-                hint=f"use a range within [{info.min}, {info.max}]",
-            )
-        kind = np.int64 if low < 0 else np.uint64
-        return rng.integers(low, high, size=shape, dtype=kind, endpoint=True).astype(np_dtype)
-    lo, hi = tensor.value_range or _FLOAT_RANGE
-    values = rng.uniform(float(lo), float(hi), size=shape)
-    if dtype == "BF16":
-        return _bf16_round(values.astype(np.float32))
-    return values.astype(np_dtype)
-
-
-def _bf16_round(values: Array) -> Array:
-    """Truncate float32 values to bfloat16 precision, so converting to bfloat16 later is exact."""
-    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32) & np.uint32(0xFFFF0000)
-    return bits.view(np.float32)
+    """A tensor of `shape` for `tensor`: its fixed value, or uniform values in its range (see
+    `deployer.onnx.runtime.random_tensor`, the one generator `init` and smoke share)."""
+    return random_tensor(tensor.dtype, shape, rng, tensor.value_range, tensor.fixed_value, name=tensor.name)
 
 
 def make_inputs(model: SmokeModel, case: InferCase, seed: int, case_index: int) -> dict[str, Array]:

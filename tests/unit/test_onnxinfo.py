@@ -24,7 +24,8 @@ from deployer.onnx.info import (
     external_data_files,
     read_onnx,
 )
-from deployer.onnx.probe import probe_shapes, run_reference, synthetic_input
+from deployer.onnx.probe import probe_shapes, run_reference
+from deployer.onnx.runtime import random_tensor
 from tests.models import CATALOG, MODEL_KINDS, make_model, third_party_model
 
 Row = tuple[str, str, tuple[int | str, ...]]
@@ -203,17 +204,17 @@ def test_unsupported_dtype_and_non_tensor_io(tmp_path: Path) -> None:
 # -- running -------------------------------------------------------------------------------------------
 
 
-def test_synthetic_input_dtypes_and_ranges() -> None:
+def test_random_tensor_dtypes_and_ranges() -> None:
     rng = np.random.default_rng(1)
-    ids = synthetic_input("INT64", (3, 50), rng)
-    assert ids.dtype == np.int64 and ids.shape == (3, 50) and ids.min() >= 0 and ids.max() < 100
-    x = synthetic_input("FP16", (2, 2), rng, low=-1, high=1)
+    ids = random_tensor("INT64", (3, 50), rng)
+    assert ids.dtype == np.int64 and ids.shape == (3, 50) and ids.min() >= 0 and ids.max() <= 15
+    x = random_tensor("FP16", (2, 2), rng, (-1, 1))
     assert x.dtype == np.float16 and np.all(np.abs(x) <= 1)
-    s = synthetic_input("STRING", (2, 1), rng)
+    s = random_tensor("STRING", (2, 1), rng)
     assert s.dtype == object and all(isinstance(v, bytes) for v in s.flat)
-    assert synthetic_input("BOOL", (4,), rng).dtype == np.bool_
-    assert synthetic_input("BF16", (1,), rng).dtype == np.float32
-    assert synthetic_input("UINT8", (), rng, low=5, high=6) == 5
+    assert random_tensor("BOOL", (4,), rng).dtype == np.bool_
+    assert random_tensor("BF16", (1,), rng).dtype == np.float32
+    assert random_tensor("UINT8", (), rng, (5, 5)) == 5
 
 
 def test_run_reference_matches_numpy(tmp_path: Path) -> None:
@@ -255,7 +256,7 @@ def assert_runs(
                 continue
             if batching and which == "max":
                 shape = (1, *shape[1:])
-            feeds[t.name] = synthetic_input(t.dtype, shape, rng)
+            feeds[t.name] = random_tensor(t.dtype, shape, rng)
         run_reference(path, feeds)
 
 
