@@ -282,11 +282,11 @@ def test_wrong_reference_config_drift_and_sla_fail(deployment: Deployment) -> No
 
 
 def test_golden_file_and_no_reference(deployment: Deployment, tmp_path: Path) -> None:
-    from deployer.smoke.reference import OnnxReference
+    from deployer.onnx.runtime import OrtModel
 
     x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
     assert deployment.mlp.onnx_path is not None
-    y = OnnxReference(deployment.mlp.onnx_path).run({"x": x})["y"]
+    y = OrtModel(deployment.mlp.onnx_path).run({"x": x})["y"]
     good, bad = tmp_path / "good.npz", tmp_path / "bad.npz"
     np.savez(good, **{"inputs/x": x, "outputs/y": y})
     np.savez(bad, **{"inputs/x": x, "outputs/y": y + 0.5})
