@@ -173,12 +173,17 @@ def replace_config_atomic(model_dir: Path, text: str) -> None:
     fsync_dir(model_dir)
 
 
+_PROBE_PREFIX = ".deployer-probe-"
+
+
 def stale_config_temps(model_dir: Path) -> list[Path]:
-    """Temp config files left behind by a killed publish or rollback."""
+    """Temp config files and writability probes left behind by a killed publish or rollback."""
     if not model_dir.is_dir():
         return []
     return sorted(
-        p for p in model_dir.iterdir() if p.name.startswith(_CONFIG_TMP_PREFIX) and p.name.endswith(_CONFIG_TMP_SUFFIX)
+        p for p in model_dir.iterdir()
+        if (p.name.startswith(_CONFIG_TMP_PREFIX) and p.name.endswith(_CONFIG_TMP_SUFFIX))
+        or (p.name.startswith(_PROBE_PREFIX) and p.is_file() and not p.is_symlink())
     )
 
 
@@ -310,8 +315,9 @@ def clean_stale(repository: Path, model_dirs: list[Path]) -> list[Path]:
         for child in root.iterdir():
             remove_tree(child)
             removed.append(child)
-    for model_dir in model_dirs:
-        refuse_symlink(model_dir, "model directory")
+    for model_dir in [repository, *model_dirs]:  # a probe for a new model is made in the repository root
+        if model_dir != repository:
+            refuse_symlink(model_dir, "model directory")
         for tmp in stale_config_temps(model_dir):
             remove_tree(tmp)
             removed.append(tmp)
@@ -375,7 +381,7 @@ def probe_writable(directory: Path) -> None:
     Raises:
         EnvironmentProblem: naming the directory (exit 3).
     """
-    probe = directory / f".deployer-probe-{secrets.token_hex(4)}"
+    probe = directory / f"{_PROBE_PREFIX}{secrets.token_hex(4)}"
     try:
         fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
         os.close(fd)

@@ -54,6 +54,8 @@ def verify_repository(repository: Path, *, verify_hashes: bool = True) -> list[s
             problems.append(f"{name}: hidden directory in the repository; Triton would load it as a model")
             continue
         problems.extend(f"{name}/{msg}" for msg in _model_problems(model_dir, verify_hashes))
+    for tmp in fs.stale_config_temps(repo):
+        problems.append(f"{tmp.name}: stale file from an interrupted run (the next publish removes it)")
     staging = fs.staging_root(repo.resolve())
     if staging.is_dir() and any(staging.iterdir()) and lock_is_free(repo):
         problems.append(f"{staging}: stale staging left by an interrupted run (the next publish removes it)")
@@ -92,9 +94,10 @@ def _model_problems(model_dir: Path, verify_hashes: bool) -> list[str]:
         manifest = fs.read_manifest(vdir)
         recorded = manifest.get("config_text") if manifest else None
         if isinstance(recorded, str):
+            # The served set is whatever the live pin says (a version renamed in by a killed publish is
+            # not served): the live file must be the head's config with exactly that pin.
             try:
-                want = serving.live_config(recorded, serving.served_versions(
-                    serving.policy_of(recorded), [v for v, _ in versions], state.head), state.head)
+                want = serving.live_config(recorded, state.served, state.head)
             except RepositoryError:
                 want = None
             if want is None or want.encode() != config_bytes:
@@ -102,6 +105,9 @@ def _model_problems(model_dir: Path, verify_hashes: bool) -> list[str]:
                     f"{fs.CONFIG_NAME}: differs from the config recorded for served version {state.head} "
                     "(interrupted publish/rollback, or edited by hand); re-publish or roll back to repair"
                 )
+            missing = [v for v in state.served if v not in dict(versions)]
+            if missing:
+                problems.append(f"{fs.CONFIG_NAME}: serves versions {missing} that do not exist")
     return problems
 
 
