@@ -140,7 +140,7 @@ def reload_model(spec_path: Path, model: str) -> bool:
 
 def smoke_models(dep: Deployment) -> list[Any]:
     """Smoke targets for every model the spec does not exclude (pure)."""
-    from deployer.smoke import ShapeRange, Sla, SmokeModel, SmokeOutput, SmokeTensor
+    from deployer.smoke import Sla, SmokeModel, SmokeOutput, SmokeTensor
 
     sla_spec = dep.spec.smoke.sla
     sla = Sla(p50_ms=sla_spec.p50_ms, p99_ms=sla_spec.p99_ms, min_throughput=sla_spec.min_throughput) \
@@ -155,7 +155,7 @@ def smoke_models(dep: Deployment) -> list[Any]:
             r = m.shapes.get(t.name)
             tensors.append(SmokeTensor(
                 name=t.name, dtype=t.dtype, dims=t.dims,
-                shapes=ShapeRange(r.min, r.opt, r.max) if r is not None else None,
+                shapes=r,
                 value_range=t.value_range, fixed_value=t.value, reshape=t.reshape,
             ))
         outputs = [SmokeOutput(name=t.name, dtype=t.dtype, dims=t.dims, atol=t.atol, rtol=t.rtol, reshape=t.reshape)

@@ -19,6 +19,7 @@ import numpy as np
 
 from deployer.dtypes import from_onnx_elem_type
 from deployer.errors import ModelFileError
+from deployer.tensors import ShapeRange
 
 if TYPE_CHECKING:
     import onnx
@@ -118,15 +119,6 @@ class BatchDecision:
 
     batching: bool
     reason: str
-
-
-@dataclass(frozen=True)
-class ShapeRange:
-    """Full shapes (batch dim included when batching) for one input's optimization profile."""
-
-    min: tuple[int, ...]
-    opt: tuple[int, ...]
-    max: tuple[int, ...]
 
 
 # ---------------------------------------------------------------------------------------------- reading

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from deployer.dtypes import normalize_dtype
 from deployer.errors import UserError
+from deployer.tensors import ShapeRange
 
 __all__ = [
     "Protocol",
@@ -33,28 +34,6 @@ def _dtype(name: str, dtype: str) -> str:
         return normalize_dtype(dtype)
     except ValueError as exc:
         raise UserError(f"tensor {name!r}: {exc}") from exc
-
-
-@dataclass(frozen=True)
-class ShapeRange:
-    """Full request shapes to test an input at (batch dim first when `max_batch_size > 0`).
-
-    Typically the TensorRT optimization profile, or the spec's declared range for dynamic dims.
-    """
-
-    min: tuple[int, ...]
-    opt: tuple[int, ...]
-    max: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        if not (len(self.min) == len(self.opt) == len(self.max)):
-            raise UserError(f"shape range ranks differ: min {self.min}, opt {self.opt}, max {self.max}")
-        for lo, mid, hi in zip(self.min, self.opt, self.max, strict=True):
-            if not (1 <= lo <= mid <= hi):
-                raise UserError(
-                    f"shape range must satisfy 1 <= min <= opt <= max per dim: "
-                    f"min {self.min}, opt {self.opt}, max {self.max}"
-                )
 
 
 @dataclass(frozen=True)
@@ -84,6 +63,12 @@ class SmokeTensor:
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", _dtype(self.name, self.dtype))
         object.__setattr__(self, "dims", tuple(int(d) for d in self.dims))
+        r = self.shapes
+        if r is not None and not (r.ordered and all(d >= 1 for d in r.min)):
+            raise UserError(
+                f"input {self.name!r}: shape range must satisfy 1 <= min <= opt <= max per dim: "
+                f"min {r.min}, opt {r.opt}, max {r.max}"
+            )
         if self.value_range is not None and not self.value_range[0] <= self.value_range[1]:
             raise UserError(f"input {self.name!r}: value_range {self.value_range} needs low <= high")
 

@@ -9,11 +9,11 @@ from typing import Any
 
 from deployer.errors import SpecError, SpecIssue
 from deployer.spec.loader import RawSpec, make_issue, read_yaml, validate_schema
-from deployer.spec.model import Deployment, ResolvedModel, Shapes, Tensor
+from deployer.spec.model import Deployment, ResolvedModel, Tensor
 from deployer.spec.resolve import resolve_model, spec_base_dir
 from deployer.spec.rules import Checker, check_names
 
-__all__ = ["Deployment", "ResolvedModel", "Shapes", "Tensor", "load_deployment"]
+__all__ = ["Deployment", "ResolvedModel", "Tensor", "load_deployment"]
 
 log = logging.getLogger(__name__)
 

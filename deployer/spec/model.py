@@ -9,6 +9,7 @@ from typing import Any
 
 from deployer.onnx.info import OnnxInfo
 from deployer.spec.schema import ModelSpec, Spec
+from deployer.tensors import ShapeRange
 
 PLATFORMS: dict[str, str | None] = {
     "onnxruntime": "onnxruntime_onnx",
@@ -44,15 +45,6 @@ class Tensor:
 
 
 @dataclass(frozen=True)
-class Shapes:
-    """min/opt/max full shapes of one input."""
-
-    min: tuple[int, ...]
-    opt: tuple[int, ...]
-    max: tuple[int, ...]
-
-
-@dataclass(frozen=True)
 class ResolvedModel:
     """One model with everything defaulted and checked."""
 
@@ -65,7 +57,7 @@ class ResolvedModel:
     max_batch_size: int
     inputs: tuple[Tensor, ...]
     outputs: tuple[Tensor, ...]
-    profiles: tuple[Mapping[str, Shapes], ...]  # first = the shapes smoke tests use
+    profiles: tuple[Mapping[str, ShapeRange], ...]  # first = the shapes smoke tests use
     precision: str
     keep_versions: int | None
     config: Mapping[str, Any]  # ModelConfig in proto-JSON form (proto field names)
@@ -85,7 +77,7 @@ class ResolvedModel:
         return DEFAULT_FILENAMES[self.backend]
 
     @property
-    def shapes(self) -> Mapping[str, Shapes]:
+    def shapes(self) -> Mapping[str, ShapeRange]:
         """Shapes of the first profile."""
         return self.profiles[0] if self.profiles else {}
 

@@ -8,11 +8,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from deployer import tensors
 from deployer.dtypes import config_dtype, normalize_dtype
 from deployer.errors import ModelFileError, SpecIssue
 from deployer.onnx.info import OnnxInfo, read_onnx
 from deployer.spec.loader import PathT, RawSpec, make_issue
-from deployer.spec.model import Deployment, ResolvedModel, Shapes, Tensor
+from deployer.spec.model import Deployment, ResolvedModel, Tensor
 from deployer.spec.overrides import Relocations, apply_leftovers, derived_key_problems, lift_overrides, relocate
 from deployer.spec.schema import (
     InputSpec,
@@ -248,24 +249,26 @@ def _tensors(
     return tuple(result) if len(result) == len(given) else None
 
 
-def _profiles(ctx: _Ctx, m: ModelSpec, inputs: tuple[Tensor, ...], mbs: int) -> tuple[Mapping[str, Shapes], ...]:
+def _profiles(
+    ctx: _Ctx, m: ModelSpec, inputs: tuple[Tensor, ...], mbs: int
+) -> tuple[Mapping[str, tensors.ShapeRange], ...]:
     if m.profiles:
         given_list: list[tuple[PathT, dict[str, ShapeRange]]] = [(("profiles", k), p) for k, p in enumerate(m.profiles)]
     else:
         given_list = [(("shapes",), m.shapes or {})]
     preferred = m.dynamic_batching.preferred_batch_size if m.dynamic_batching else []
-    profiles: list[Mapping[str, Shapes]] = []
+    profiles: list[Mapping[str, tensors.ShapeRange]] = []
     for path, given in given_list:
         names = {t.name for t in inputs}
         for name in given:
             if name not in names:
                 ctx.add((*path, name), f"no input named '{name}'",
                         f"inputs are: {', '.join(sorted(names))}", of_key=True)
-        profile: dict[str, Shapes] = {}
+        profile: dict[str, tensors.ShapeRange] = {}
         for t in inputs:
             if t.name in given:
                 r = given[t.name]
-                profile[t.name] = Shapes(tuple(r.min), tuple(r.opt), tuple(r.max))
+                profile[t.name] = tensors.ShapeRange(tuple(r.min), tuple(r.opt), tuple(r.max))
                 continue
             if t.is_shape_tensor:
                 continue
@@ -278,9 +281,9 @@ def _profiles(ctx: _Ctx, m: ModelSpec, inputs: tuple[Tensor, ...], mbs: int) -> 
                 continue
             if mbs > 0:
                 opt = max(preferred) if preferred else max(1, math.ceil(mbs / 2))
-                profile[t.name] = Shapes((1, *t.dims), (min(opt, mbs), *t.dims), (mbs, *t.dims))
+                profile[t.name] = tensors.ShapeRange((1, *t.dims), (min(opt, mbs), *t.dims), (mbs, *t.dims))
             else:
-                profile[t.name] = Shapes(t.dims, t.dims, t.dims)
+                profile[t.name] = tensors.ShapeRange(t.dims, t.dims, t.dims)
         profiles.append(profile)
     return tuple(profiles)
 

@@ -119,7 +119,9 @@ def test_contract_validation() -> None:
     with pytest.raises(UserError, match="preferred batch sizes \\[16\\]"):
         _model(preferred_batch_sizes=(16,))
     with pytest.raises(UserError, match="1 <= min <= opt <= max"):
-        ShapeRange((2,), (1,), (3,))
+        SmokeTensor("x", "FP32", (-1,), shapes=ShapeRange((2,), (1,), (3,)))
+    with pytest.raises(ValueError, match="ranks differ"):
+        ShapeRange((2,), (1, 1), (3,))
     with pytest.raises(UserError, match="unknown data type"):
         SmokeTensor("x", "float8", (1,))
     assert SmokeTensor("x", "bytes", (1,)).dtype == "STRING"
