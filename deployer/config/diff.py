@@ -39,19 +39,16 @@ def diff_config(expected: Mapping[str, Any], served: Mapping[str, Any]) -> list[
     `expected` uses proto field names (as rendered); `served` is the `/config` JSON, or gRPC's
     `{"config": {...}}` wrapper. Raises UserError if `expected` is not a valid ModelConfig.
     """
-    from google.protobuf import json_format
-    from tritonclient.grpc import model_config_pb2
+    from deployer.config import pb
 
     if "config" in served and isinstance(served["config"], Mapping) and "name" not in served:
         served = served["config"]
-    exp_msg = model_config_pb2.ModelConfig()
-    srv_msg = model_config_pb2.ModelConfig()
     try:
-        json_format.ParseDict(dict(expected), exp_msg)
-    except json_format.ParseError as exc:
+        exp_msg = pb.from_mapping(expected)
+    except pb.ParseError as exc:
         raise UserError(f"expected config is not a valid ModelConfig: {exc}") from exc
     # A newer server may report fields this client's proto does not know; they are not ours.
-    json_format.ParseDict(dict(served), srv_msg, ignore_unknown_fields=True)
+    srv_msg = pb.from_mapping(served, ignore_unknown_fields=True)
     diffs: list[ConfigDiff] = []
     _walk(expected, exp_msg, srv_msg, "", diffs)
     return diffs

@@ -24,27 +24,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jinja2
-from google.protobuf import json_format, text_encoding, text_format
+from google.protobuf import text_encoding, text_format
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from deployer.config import pb
+from deployer.config.pb import parse_pbtxt
 from deployer.errors import RenderMismatchError, TemplateError, UserError
 
 if TYPE_CHECKING:
-    from types import ModuleType
 
     from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 __all__ = [
     "DEFAULT_TEMPLATE",
-    "config_to_json",
     "default_template_dir",
     "expected_message",
     "parse_pbtxt",
     "render_config",
-    "to_pbtxt_canonical",
 ]
 
 logger = logging.getLogger(__name__)
@@ -65,71 +64,26 @@ _ALWAYS_SHOWN: dict[str, tuple[str, ...]] = {
 # --------------------------------------------------------------------------- schema
 
 
-@functools.cache
-def _pb() -> ModuleType:
-    """Triton's generated schema; imported lazily because `tritonclient.grpc` costs ~0.4 s to import."""
-    from tritonclient.grpc import model_config_pb2
-
-    module: ModuleType = model_config_pb2
-    return module
-
-
 def expected_message(config: Mapping[str, Any] | Message) -> ModelConfig:
     """The `ModelConfig` a config mapping (protobuf-JSON, proto field names) stands for.
 
     Raises UserError for unknown fields, bad enum names or wrong value types.
     """
-    msg = _pb().ModelConfig()
     if isinstance(config, Message):
+        msg = pb.model_config_module().ModelConfig()
         msg.CopyFrom(config)  # raises TypeError for a message of another type: a caller bug
         return msg
     if not isinstance(config, Mapping):
         raise UserError(f"model configuration must be a mapping, got {type(config).__name__}")
     try:
-        json_format.ParseDict(_jsonable(config), msg)
-    except json_format.ParseError as exc:
+        return pb.from_mapping(config)
+    except pb.ParseError as exc:
         name = config.get("name", "?")
         raise UserError(
             f"configuration of model {name!r} is not a valid Triton ModelConfig: {exc}",
             hint="use proto field names (input, data_type, dims, max_batch_size ...) and enum names "
             "such as TYPE_FP32 / KIND_GPU; the schema is the installed tritonclient's model_config.proto",
         ) from exc
-    return msg
-
-
-def _jsonable(value: Any) -> Any:
-    """Mappings -> dicts (int map keys -> str), tuples -> lists: ParseDict accepts only JSON-shaped input."""
-    if isinstance(value, Mapping):
-        return {(str(k) if isinstance(k, int) else k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def parse_pbtxt(text: str) -> ModelConfig:
-    """Parse config.pbtxt text with Triton's schema; raises `text_format.ParseError` on bad text."""
-    msg = _pb().ModelConfig()
-    text_format.Parse(text, msg)
-    return msg
-
-
-def to_pbtxt_canonical(config: Mapping[str, Any] | Message) -> str:
-    """protobuf's own text rendering (short repeated primitives); useful for diffs, not for users."""
-    text: str = text_format.MessageToString(expected_message(config), use_short_repeated_primitives=True)
-    return text
-
-
-def config_to_json(config: Mapping[str, Any] | Message) -> str:
-    """ModelConfig JSON (proto field names) for Triton's load API and comparison with the served config.
-
-    `max_batch_size` is always present, even when 0, for the same reason the template always writes it:
-    proto3 drops zeros and some backends' auto-complete treats a missing value as "unset".
-    """
-    as_dict: dict[str, Any] = json_format.MessageToDict(expected_message(config), preserving_proto_field_name=True)
-    as_dict.setdefault("max_batch_size", 0)
-    import json
-
-    return json.dumps(as_dict, indent=2, sort_keys=False) + "\n"
 
 
 # --------------------------------------------------------------------------- the template's view

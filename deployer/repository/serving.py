@@ -39,7 +39,7 @@ class Policy:
 
 
 def _parse(config_text: str) -> ModelConfig:
-    from deployer.config.render import parse_pbtxt
+    from deployer.config.pb import parse_pbtxt
 
     try:
         return parse_pbtxt(config_text)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
 
 from deployer.errors import SpecError, SpecIssue
 from deployer.spec.loader import RawSpec, make_issue, read_yaml, validate_schema
@@ -63,14 +62,13 @@ def load_deployment(path: Path | str, *, fallback: str | None = None) -> Deploym
 
 def _protobuf_check(raw: RawSpec, models: list[ResolvedModel]) -> list[SpecIssue]:
     """Every config must parse with Triton's own schema (catches bad `config_overrides` keys too)."""
-    from google.protobuf import json_format
-    from tritonclient.grpc import model_config_pb2
+    from deployer.config import pb
 
     issues = []
     for m in models:
         try:
-            json_format.ParseDict(_jsonable(m.config), model_config_pb2.ModelConfig())
-        except json_format.ParseError as exc:
+            pb.from_mapping(m.config)
+        except pb.ParseError as exc:
             first = str(exc).splitlines()[0]
             where: tuple[str, ...] = ("config_overrides",) if m.spec.config_overrides else ()
             field = re.search(r'has no field named "([^"]+)"', first)
@@ -79,14 +77,6 @@ def _protobuf_check(raw: RawSpec, models: list[ResolvedModel]) -> list[SpecIssue
             issues.append(make_issue(raw, ("models", m.index, *where), f"not a valid Triton ModelConfig: {first}",
                                      "use ModelConfig field names from model_config.proto", of_key=bool(field)))
     return issues
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _dedupe(issues: list[SpecIssue]) -> list[SpecIssue]:

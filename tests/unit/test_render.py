@@ -12,19 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf import json_format, text_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deployer.config.render import (
     PbMessage,
-    config_to_json,
     default_template_dir,
     expected_message,
     parse_pbtxt,
     render_config,
-    to_pbtxt_canonical,
 )
 from deployer.errors import RenderMismatchError, TemplateError, UserError
 
@@ -385,22 +382,6 @@ def test_tuples_and_int_map_keys_are_accepted() -> None:
     parsed = parse_pbtxt(render_config(cfg))
     assert list(parsed.input[0].dims) == [3, -1]
     assert parsed.dynamic_batching.priority_queue_policy[1].max_queue_size == 4
-
-
-def test_config_to_json_round_trips_and_keeps_max_batch_size_zero() -> None:
-    for case in CASES:
-        cfg = load_case(case)
-        data = json.loads(config_to_json(cfg))
-        assert "max_batch_size" in data
-        assert json_format.ParseDict(data, expected_message({})) == expected_message(cfg)
-    assert json.loads(config_to_json({"name": "z"})) == {"name": "z", "max_batch_size": 0}
-
-
-def test_canonical_text_parses_back() -> None:
-    cfg = load_case("tensorrt_gpu_profiles")
-    canonical = to_pbtxt_canonical(cfg)
-    assert text_format.Parse(canonical, expected_message({})) == expected_message(cfg)
-    assert "dims: [-1, 768]" in canonical
 
 
 def test_view_field_names_do_not_shadow_dict_methods() -> None:
