@@ -288,14 +288,17 @@ def status(spec: SpecArg) -> None:
         raise typer.Exit(int(ExitCode.CHECKS_FAILED))
 
 
-def _print_repository(states: dict[str, Any]) -> None:
-    """Per model, what the repository serves and which newer versions a pin keeps unserved."""
-    for name, st in states.items():
+def _print_repository(status: Any) -> None:
+    """Per model: the versions held, what the repository serves, and newer versions a pin keeps unserved."""
+    for name, st in status.served.items():
         if st is None:
             out.print(f"{name}: not published")
             continue
+        held = ", ".join(f"{v.number}" + ("" if v.complete else " (incomplete)") for v in status.versions[name])
         pin = f"; pinned: newer versions {list(st.newer_kept)} kept, not served" if st.pinned else ""
-        out.print(f"{name}: repository serves {list(st.served)}{pin}")
+        out.print(f"{name}: versions [{held}]; repository serves {list(st.served)}{pin}")
+    for problem in status.problems:
+        out.print(f"repository problem: {problem}", markup=False)
 
 
 def _report(report: Any, json_path: Path | None, junit_path: Path | None) -> None:

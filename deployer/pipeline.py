@@ -56,6 +56,16 @@ class RollbackOutcome:
     reloaded: bool
 
 
+@dataclass(frozen=True)
+class RepositoryStatus:
+    """What the repository holds for the spec's models: `served[m]` is a ServingState (None: not
+    published), `versions[m]` the VersionInfo of each version dir, `problems` what verify found."""
+
+    served: Mapping[str, Any]
+    versions: Mapping[str, tuple[Any, ...]]
+    problems: tuple[str, ...] = ()
+
+
 @dataclass
 class DeployResult:
     """What `deploy` did, with timings (seconds) per stage."""
@@ -195,15 +205,20 @@ class Pipeline:
 
         return status(self.deployment)
 
-    def repository_status(self) -> dict[str, Any]:
-        """Per model: what the repository serves (ServingState), or None when not published."""
-        from deployer.repository import serving_state
+    def repository_status(self) -> RepositoryStatus:
+        """Per model what the repository serves and holds, and every problem `verify_repository` finds."""
+        from deployer.repository import list_versions, serving_state, verify_repository
 
-        out: dict[str, Any] = {}
+        repo = self.deployment.repository
+        served: dict[str, Any] = {}
+        versions: dict[str, tuple[Any, ...]] = {}
         for m in self.deployment.models:
-            model_dir = self.deployment.repository / m.name
-            out[m.name] = serving_state(model_dir) if model_dir.is_dir() else None
-        return out
+            model_dir = repo / m.name
+            published = model_dir.is_dir()
+            served[m.name] = serving_state(model_dir) if published else None
+            versions[m.name] = tuple(list_versions(repo, m.name, verify_hashes=False)) if published else ()
+        problems = tuple(verify_repository(repo, verify_hashes=False)) if repo.is_dir() else ()
+        return RepositoryStatus(served, versions, problems)
 
     def smoke(self, *, state: ServerState | None = None, progress: Callable[[str, Any], None] | None = None) -> Any:
         """Run the smoke suite against this spec's running server; returns the SmokeReport."""

@@ -84,7 +84,7 @@ def test_offline_lifecycle(tmp_path: Path) -> None:
     out = flat(run("rollback", spec.name, "relu", cwd=tmp_path).stdout)
     assert "version 1 is served" in out and "newer versions [2] are kept" in out
     assert tree(repo / "relu" / "2") == v2 and (repo / "relu" / "1" / "model.onnx").is_file()
-    assert "repository serves [1]; pinned: newer versions [2] kept" in flat(
+    assert "versions [1, 2]; repository serves [1]; pinned: newer versions [2] kept" in flat(
         run("status", spec.name, cwd=tmp_path, code=1).stdout)
     run("rollback", spec.name, "relu", cwd=tmp_path, code=2)  # nothing older than 1
     out = flat(run("rollback", spec.name, "relu", "--to", "2", cwd=tmp_path).stdout)

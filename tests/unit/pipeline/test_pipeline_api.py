@@ -76,8 +76,12 @@ def test_every_offline_stage_through_the_library(project: Path) -> None:
     assert [m.version for m in deployer.publish(p.deployment).models] == [2]
     outcome = p.rollback("relu")
     assert (outcome.result.version, outcome.result.kept, outcome.reloaded) == (1, (2,), False)
-    state = p.repository_status()["relu"]
+    status = p.repository_status()
+    state = status.served["relu"]
     assert state is not None and state.served == (1,) and state.newer_kept == (2,)
+    assert [v.number for v in status.versions["relu"]] == [1, 2] and status.problems == ()
+    (project / "model_repository" / "relu" / "config.pbtxt").write_text("edited by hand\n")
+    assert any("config.pbtxt" in p for p in Pipeline.load(project / "plain.yaml").repository_status().problems)
     assert p.status().running is False and p.down() is None
     assert "services:" in p.compose_file()
 
