@@ -5,14 +5,13 @@ TensorRT itself is imported lazily; everything except the actual build/inspectio
 
 from __future__ import annotations
 
+from .accuracy import AccuracyReport, budget_violations
 from .builder import (
     build_engine,
     build_engines,
     onnx_facts_for,
-    onnxruntime_fallback_possible,
     require_tensorrt,
     tensorrt_available,
-    verify_precision,
 )
 from .container import (
     ContainerBuildPlan,
@@ -21,6 +20,7 @@ from .container import (
     probe_trt_version,
     run_container_build,
 )
+from .fallback import onnxruntime_fallback_possible
 from .inspect import (
     EngineInfo,
     EngineTensor,
@@ -33,9 +33,11 @@ from .inspect import (
 )
 from .manifest import cc_model_filenames, detect_gpus, engine_filename_for_cc, read_manifest
 from .plan import FlagPlan, NetworkInput, engine_cache_key, plan_flags, profile_for_batch_range, validate_profiles
+from .precision import PreparedOnnx, fp16_onnx, int8_qdq_onnx, prepare_precision_onnx
 from .preflight import OnnxFacts, PreflightReport, preflight
 from .request import (
     PRECISIONS,
+    AccuracyBudget,
     BuilderFlags,
     BuildInfo,
     BuildRequest,
@@ -46,18 +48,23 @@ from .request import (
     Precision,
     Profile,
 )
+from .verify import verify_precision
 from .versions import (
     TRITON_TRT_TABLE,
     TRITON_TRTLLM_TRT_TABLE,
     check_engine_matches_target,
+    check_triton_can_serve,
     parse_trt_version,
     trt_version_for_triton,
+    version_compatible_runs_on,
 )
 
 __all__ = [
     "PRECISIONS",
     "TRITON_TRTLLM_TRT_TABLE",
     "TRITON_TRT_TABLE",
+    "AccuracyBudget",
+    "AccuracyReport",
     "BuildInfo",
     "BuildRequest",
     "BuildResult",
@@ -73,13 +80,16 @@ __all__ = [
     "OnnxFacts",
     "Precision",
     "PreflightReport",
+    "PreparedOnnx",
     "Profile",
     "TritonFields",
     "TritonTensor",
+    "budget_violations",
     "build_engine",
     "build_engines",
     "cc_model_filenames",
     "check_engine_matches_target",
+    "check_triton_can_serve",
     "check_triton_config",
     "default_image",
     "derive_triton_fields",
@@ -87,13 +97,16 @@ __all__ = [
     "engine_cache_key",
     "engine_filename_for_cc",
     "engine_max_batch",
+    "fp16_onnx",
     "inspect_engine",
+    "int8_qdq_onnx",
     "onnx_facts_for",
     "onnxruntime_fallback_possible",
     "parse_trt_version",
     "plan_container_build",
     "plan_flags",
     "preflight",
+    "prepare_precision_onnx",
     "probe_trt_version",
     "profile_for_batch_range",
     "read_manifest",
@@ -103,4 +116,5 @@ __all__ = [
     "trt_version_for_triton",
     "validate_profiles",
     "verify_precision",
+    "version_compatible_runs_on",
 ]

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from deployer.errors import BuildError, MissingDependency
+from deployer.errors import BuildError, MissingDependency, UserError
 
 from .plan import FlagPlan, NetworkInput
 from .request import BuildRequest, Profile
@@ -68,19 +69,39 @@ class TrtModule(Protocol):
     def IInt8MinMaxCalibrator(self) -> type[trt_stub.IInt8MinMaxCalibrator]: ...
 
 
+# Which module `import tensorrt` means. TensorRT-RTX (`tensorrt_rtx_bindings`, from the `trt-rtx` extra)
+# is opt-in, never a silent substitute: its plans cannot be served by Triton, so picking it must be a choice.
+MODULE_ENV = "DEPLOYER_TENSORRT_MODULE"
+KNOWN_MODULES = ("tensorrt", "tensorrt_rtx_bindings")
+
+
+def tensorrt_module_name() -> str:
+    """$DEPLOYER_TENSORRT_MODULE (tensorrt or tensorrt_rtx_bindings), default tensorrt.
+
+    Raises:
+        UserError: another module name (exit 2).
+    """
+    name = os.environ.get(MODULE_ENV) or "tensorrt"
+    if name not in KNOWN_MODULES:
+        raise UserError(f"{MODULE_ENV}={name!r} is not a TensorRT module",
+                        hint=f"use one of {', '.join(KNOWN_MODULES)}")
+    return name
+
+
 def load_tensorrt(module: ModuleType | None = None) -> TrtModule:
-    """The `tensorrt` module (or `module`, e.g. a test fake) typed as `TrtModule`.
+    """The `tensorrt` module (or `module`, e.g. TensorRT-RTX or a test fake) typed as `TrtModule`.
 
     Raises:
         MissingDependency: tensorrt is not importable (exit 3), with the options.
     """
     if module is not None:
         return cast("TrtModule", module)
+    name = tensorrt_module_name()
     try:
-        imported = importlib.import_module("tensorrt")
+        imported = importlib.import_module(name)
     except Exception as exc:  # ImportError, or OSError/RuntimeError when libnvinfer is missing
         raise MissingDependency(
-            f"TensorRT is not available: cannot import tensorrt ({exc})", hint=MISSING_TRT_HINT
+            f"TensorRT is not available: cannot import {name} ({exc})", hint=MISSING_TRT_HINT
         ) from exc
     if not hasattr(imported, "Builder"):
         # `tensorrt-stubs` installs a bare tensorrt/ directory of .pyi files, which imports as an empty
@@ -101,9 +122,17 @@ MISSING_TRT_HINT = (
 )
 
 
+def is_rtx(trt: TrtModule) -> bool:
+    """True for TensorRT-RTX (`tensorrt_rtx_bindings`): its own versions, strongly typed only, AOT targets."""
+    return "tensorrt_rtx" in str(getattr(trt, "__name__", ""))
+
+
 def trt_version_of(trt: TrtModule) -> str:
-    """`tensorrt.__version__` (module dunders are not part of the protocol)."""
-    return str(getattr(trt, "__version__", "0.0"))
+    """`tensorrt.__version__`, prefixed `rtx-` for TensorRT-RTX ("rtx-1.7.1.116"): the flavour is part of
+    every version string (cache keys, timing-cache files, manifests), so an RTX plan never passes for one
+    of standard TensorRT with the same numbers."""
+    version = str(getattr(trt, "__version__", "0.0"))
+    return f"rtx-{version}" if is_rtx(trt) else version
 
 
 @dataclass
@@ -112,9 +141,14 @@ class CapturedLog:
 
     messages: list[tuple[str, str]] = field(default_factory=list)
 
-    def errors(self) -> list[str]:
-        """Error-level messages, most useful for a failed build or deserialization."""
-        return [m for sev, m in self.messages if sev in ("ERROR", "INTERNAL_ERROR")]
+    def mark(self) -> int:
+        """A position: `errors(since=mark)` then leaves out what was logged before (e.g. a timing cache
+        that failed to load must not stand in for the builder's own error)."""
+        return len(self.messages)
+
+    def errors(self, since: int = 0) -> list[str]:
+        """Error-level messages (from position `since`), most useful for a failed build or deserialization."""
+        return [m for sev, m in self.messages[since:] if sev in ("ERROR", "INTERNAL_ERROR")]
 
 
 def make_logger(trt: TrtModule, captured: CapturedLog) -> trt_stub.ILogger:
@@ -174,6 +208,38 @@ class TrtAdapter:
         self.trt = trt
         self.version_text = trt_version_of(trt)
         self.version: TrtVersion = parse_trt_version(self.version_text)
+        self.rtx = self.version.flavor == "rtx"
+
+    def rtx_compute_capabilities(self) -> tuple[str, ...]:
+        """GPU architectures TensorRT-RTX can build for ahead of time ("7.5", "8.6", ...); () elsewhere."""
+        enum = getattr(self.trt, "ComputeCapability", None)
+        names = getattr(enum, "__members__", {}) if enum is not None else {}
+        return tuple(f"{int(n[2:]) // 10}.{int(n[2:]) % 10}" for n in names if n.startswith("SM"))
+
+    def check_compute_capability(self, cc: str) -> None:
+        """Raise UserError unless this TensorRT can build for `cc` ahead of time (TensorRT-RTX only)."""
+        supported = self.rtx_compute_capabilities()
+        if not self.rtx:
+            raise UserError(f"TensorRT {self.version} builds only for the GPU it runs on, not for sm {cc}")
+        if cc not in supported:
+            raise UserError(
+                f"TensorRT-RTX {self.version} cannot build for compute capability {cc}",
+                hint=f"it targets {', '.join(supported)} (no Hopper 9.0, no data-center Blackwell 10.0)",
+            )
+
+    def set_compute_capability(self, config: trt_stub.IBuilderConfig, cc: str) -> None:
+        """Make TensorRT-RTX build for `cc` ("8.6") ahead of time, whatever GPU (if any) is here.
+
+        Raises:
+            UserError: not TensorRT-RTX, or an architecture it cannot target (e.g. 9.0 Hopper).
+        """
+        self.check_compute_capability(cc)
+        # Not in tensorrt-stubs (RTX-only API): IBuilderConfig.num_compute_capabilities / set_compute_capability.
+        cfg: Any = config
+        enum: Any = getattr(self.trt, "ComputeCapability")  # noqa: B009 - RTX-only, absent from the stubs
+        cfg.num_compute_capabilities = 1
+        if not cfg.set_compute_capability(getattr(enum, "SM" + cc.replace(".", "")), 0):
+            raise BuildError(f"TensorRT-RTX {self.version} refused compute capability {cc}")
 
     def builder_flag(self, name: str) -> trt_stub.BuilderFlag:
         """The `trt.BuilderFlag` member `name`; BuildError when this TensorRT lacks it."""
@@ -270,7 +336,7 @@ class TrtAdapter:
         for i in range(parser.num_errors):
             err: trt_stub.ParserError = parser.get_error(i)
             where = f"node #{err.node()}"
-            if self.version.major >= 10:  # node_name/node_operator were added in 10.0
+            if self.version.api_major >= 10:  # node_name/node_operator were added in 10.0 (and are in RTX)
                 where = f"node {err.node_name()!r} (op {err.node_operator()}, #{err.node()})"
             lines.append(f"{where}: {err.desc()} [{err.code()}]")
         return lines

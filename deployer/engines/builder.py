@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from deployer._files import atomic_write
 from deployer.errors import BuildError, EnvironmentProblem, MissingDependency, ModelFileError, UserError
 
+from .accuracy import check_budget
+from .accuracy import measure as measure_accuracy
 from .adapters import MISSING_TRT_HINT, TrtAdapter, load_tensorrt, shared_logger, trt_version_of
 from .cache import EngineCache, TimingCacheStore, copy_plan, onnx_digest
 from .calibration import (
@@ -29,12 +31,13 @@ from .calibration import (
     load_calibration_arrays,
     make_calibrator,
 )
-from .inspect import read_engine_info
 from .manifest import build_info_from_dict, build_info_to_dict, cuda_version, detect_gpus, write_manifest
 from .plan import FlagPlan, engine_cache_key, plan_flags, validate_profiles
+from .precision import PreparedOnnx, prepare_precision_onnx
 from .preflight import OnnxFacts, check_onnx_carries_precision, preflight
-from .request import BuildInfo, BuildRequest, BuildResult, GpuInfo, Profile, ProfileRecord
-from .versions import parse_trt_version
+from .request import AccuracyBudget, BuildInfo, BuildRequest, BuildResult, GpuInfo, Profile, ProfileRecord
+from .verify import verify_on_device
+from .versions import parse_trt_version, version_compatible_runs_on
 
 if TYPE_CHECKING:
     import tensorrt as trt_stub  # type: ignore[import-untyped, unused-ignore]
@@ -51,6 +54,9 @@ def tensorrt_available(trt_module: ModuleType | None = None) -> tuple[bool, str]
     version = trt_version_of(trt)
     if trt_module is not None:
         return True, f"tensorrt {version} (injected module)"
+    if parse_trt_version(version).flavor == "rtx":
+        # Ahead-of-time builds need no GPU; only the on-device verification does (and Triton cannot serve it).
+        return True, f"TensorRT-RTX {version} (builds without a GPU; its plans are not servable by Triton)"
     gpus = detect_gpus()
     if not gpus:
         return False, f"tensorrt {version} is importable but no NVIDIA GPU is visible (nvidia-smi found none)"
@@ -65,93 +71,32 @@ def require_tensorrt(trt_module: ModuleType | None = None) -> None:
         raise MissingDependency(f"cannot build TensorRT engines here: {why}", hint=MISSING_TRT_HINT)
 
 
-def onnxruntime_fallback_possible(request: BuildRequest) -> tuple[bool, str]:
-    """Whether this model can be served by the onnxruntime backend instead (CPU CI), and why (not)."""
-    try:
-        import onnx
-    except ImportError:  # pragma: no cover - onnx is a core dependency
-        return False, "the onnx package is missing"
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False, "onnxruntime is not installed"
-    if not request.onnx_path.is_file():
-        return False, f"ONNX file not found: {request.onnx_path}"
-    try:
-        model = onnx.load(str(request.onnx_path), load_external_data=False)
-    except Exception as exc:
-        return False, f"cannot read ONNX {request.onnx_path}: {exc}"
-    inits = {i.name for i in model.graph.initializer}
-    if request.max_batch_size > 0:
-        for vi in [*model.graph.input, *model.graph.output]:
-            if vi.name in inits:
-                continue
-            dim = vi.type.tensor_type.shape.dim
-            if not dim or (dim[0].HasField("dim_value") and dim[0].dim_value > 0):
-                return False, (
-                    f"onnxruntime batches only when dim 0 of every input/output is dynamic; {vi.name!r} is not "
-                    f"(max_batch_size {request.max_batch_size})"
-                )
-    note = ""
-    if request.precision not in ("fp32", "tf32"):
-        note = f"; runs at the ONNX's own precision, not the requested {request.precision}"
-    return True, "onnxruntime can serve this ONNX" + note
-
-
 def _profile_records(request: BuildRequest) -> tuple[ProfileRecord, ...]:
     return tuple(
         ProfileRecord(i, s.name, s.min, s.opt, s.max) for i, p in enumerate(request.profiles) for s in p.inputs
     )
 
 
-def _precision_tokens(precision: str) -> tuple[str, ...]:
-    return {"fp16": ("fp16", "half"), "bf16": ("bf16", "bfloat16"), "int8": ("int8",), "fp8": ("fp8",)}.get(
-        precision, ()
-    )
-
-
-def _collect_formats(node: Any, out: list[str]) -> None:
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if isinstance(v, str) and any(w in k.lower() for w in ("format", "datatype", "precision")):
-                out.append(v.lower())
-            else:
-                _collect_formats(v, out)
-    elif isinstance(node, list):
-        for item in node:
-            _collect_formats(item, out)
-
-
-def verify_precision(engine: trt_stub.ICudaEngine, adapter: TrtAdapter, precision: str) -> bool | None:
-    """Whether any engine layer runs at `precision` (engine inspector, detailed verbosity).
-
-    None when not applicable (fp32/tf32) or when the inspector gives no per-layer formats.
-    """
-    tokens = _precision_tokens(precision)
-    if not tokens:
-        return None
-    inspector = engine.create_engine_inspector()
-    text = inspector.get_engine_information(adapter.trt.LayerInformationFormat.JSON)
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        return None
-    formats: list[str] = []
-    _collect_formats(doc.get("Layers", []) if isinstance(doc, dict) else doc, formats)
-    if not formats:
-        return None
-    return any(tok in f for f in formats for tok in tokens)
-
-
 def _check_target(request: BuildRequest, trt_version: str) -> None:
+    """The installed TensorRT must build plans the target's TensorRT loads (TensorRT-RTX: never, so not
+    checked here; publishing refuses its plans). Mismatches against an unverified table row only warn."""
     if request.target_trt_version is None:
         return
-    if not parse_trt_version(trt_version).matches(parse_trt_version(request.target_trt_version)):
-        raise EnvironmentProblem(
-            f"model {request.model_name!r}: installed TensorRT {trt_version} differs from the target Triton's "
-            f"TensorRT {request.target_trt_version}; the engine would not load there",
-            hint="build inside the target's NGC image (container builder) or install the matching tensorrt",
-        )
+    built, target = parse_trt_version(trt_version), parse_trt_version(request.target_trt_version)
+    if built.flavor == "rtx" or built.matches(target):
+        return
+    if request.builder_flags.version_compatible and version_compatible_runs_on(built, target)[0]:
+        return
+    message = (
+        f"model {request.model_name!r}: installed TensorRT {trt_version} differs from the target Triton's "
+        f"TensorRT {request.target_trt_version}; the engine would not load there"
+    )
+    if not request.target_trt_verified:
+        LOGGER.warning("%s (target from an unverified Triton table row: set target.tensorrt to decide)", message)
+        return
+    raise EnvironmentProblem(
+        message, hint="build inside the target's NGC image (container builder) or install the matching tensorrt"
+    )
 
 
 def onnx_facts_for(request: BuildRequest, trt_version: str) -> OnnxFacts:
@@ -185,13 +130,27 @@ def _early_profile_check(request: BuildRequest, facts: OnnxFacts) -> None:
     validate_profiles(inputs, profiles, request.max_batch_size)
 
 
-def _pick_gpu(gpu: GpuInfo | None, trt_module: ModuleType | None) -> GpuInfo | None:
+def _pick_gpu(gpu: GpuInfo | None, trt_module: ModuleType | None, adapter: TrtAdapter) -> GpuInfo | None:
     if gpu is not None:
         return gpu
     gpus = detect_gpus()
-    if not gpus and trt_module is None:
+    if not gpus and trt_module is None and not adapter.rtx:  # TensorRT-RTX builds ahead of time without one
         raise MissingDependency("cannot build TensorRT engines here: no NVIDIA GPU is visible", hint=MISSING_TRT_HINT)
     return gpus[0] if gpus else None
+
+
+def _target_cc(request: BuildRequest, adapter: TrtAdapter, gpu: GpuInfo | None) -> str:
+    """The architecture the plan is for (part of the cache key): requested, else the local GPU's."""
+    cc = request.compute_capability
+    if cc and not adapter.rtx and (gpu is None or gpu.compute_capability != cc):
+        raise UserError(
+            f"model {request.model_name!r}: standard TensorRT builds only for the GPU it runs on "
+            f"({'none here' if gpu is None else 'sm ' + gpu.compute_capability}), not for sm {cc}",
+            hint="build each architecture on a machine with that GPU, or drop engine.compute_capabilities",
+        )
+    if cc and adapter.rtx:
+        adapter.check_compute_capability(cc)
+    return cc or (gpu.compute_capability if gpu else "unknown")
 
 
 def build_engine(
@@ -208,20 +167,24 @@ def build_engine(
     Writes `<output>.build.json` (the manifest) next to the plan. `onnx_facts` (from `onnx_facts_for`)
     skips the CPU preflight — the container builder computes them on the host. `calibration_uploader`
     (`upload(name, array) -> device pointer`, `free()`) replaces cuda-python for INT8 calibration.
+    Strongly typed fp16/int8 builds first convert/quantize the ONNX and measure its accuracy against
+    the fp32 model on ONNX Runtime (`precision.py`, `accuracy.py`), failing over `request.accuracy`.
 
     Raises:
         MissingDependency: no TensorRT / no GPU (exit 3), with the options.
         EnvironmentProblem: installed TensorRT differs from `target_trt_version` (exit 3).
         ModelFileError / UserError: preflight, profile or precision problems (exit 2), found before building.
-        BuildError: the parser or builder failed (exit 1), with the failing ONNX node and TensorRT's errors.
+        BuildError: the parser or builder failed, or the converted model is over its accuracy budget
+            (exit 1), with the failing ONNX node and TensorRT's errors.
     """
     trt = load_tensorrt(trt_module)
     adapter = TrtAdapter(trt)
     version = adapter.version_text
     _check_target(request, version)
-    gpu = _pick_gpu(gpu, trt_module)
-    facts = onnx_facts or onnx_facts_for(request, version)
-    flags = plan_flags(version, request, onnx_has_qdq=facts.has_qdq)
+    gpu = _pick_gpu(gpu, trt_module, adapter)
+    source_facts = onnx_facts or onnx_facts_for(request, version)
+    flags = plan_flags(version, request, onnx_has_qdq=source_facts.has_qdq)
+    build_req, facts, prepared, accuracy = _strongly_typed_onnx(request, flags, source_facts, version)
     if flags.strongly_typed and (why := check_onnx_carries_precision(facts, request.precision)):
         raise UserError(f"model {request.model_name!r}: precision {request.precision!r} requested but {why}")
     _early_profile_check(request, facts)
@@ -230,10 +193,9 @@ def build_engine(
         _, calib_digest = calibration_cache_for(
             request.calibration, request.cache_dir, request.model_name, [i.name for i in facts.inputs]
         )
-    cc = gpu.compute_capability if gpu else "unknown"
-    onnx_sha = facts.digest
+    cc = _target_cc(request, adapter, gpu)
     key = engine_cache_key(
-        request, onnx_digest=onnx_sha, trt_version=version, compute_capability=cc, calibration_digest=calib_digest
+        build_req, onnx_digest=facts.digest, trt_version=version, compute_capability=cc, calibration_digest=calib_digest
     )
     cache = EngineCache(request.cache_dir)
     with cache.building(key):
@@ -241,16 +203,39 @@ def build_engine(
         if hit is not None:
             plan_path, doc = hit
             copy_plan(plan_path, request.output_path)
-            info = replace(build_info_from_dict(doc), model_name=request.model_name, engine_path=request.output_path)
+            info = replace(build_info_from_dict(doc), model_name=request.model_name, engine_path=request.output_path,
+                           accuracy=accuracy)
             write_manifest(info)
             LOGGER.info("model %s: engine cache hit %s -> %s", request.model_name, key[:12], request.output_path)
             return BuildResult(request, info, cache_hit=True)
-        plan_bytes, info = _build(request, adapter, flags, gpu, key, onnx_sha, calibration_uploader)
+        plan_bytes, info = _build(build_req, adapter, flags, gpu, key, calibration_uploader)
+        info = replace(info, onnx_sha256=source_facts.digest, compute_capability=None if cc == "unknown" else cc,
+                       built_onnx=str(prepared.path) if prepared else None,
+                       built_onnx_sha256=prepared.digest if prepared else None, accuracy=accuracy)
         cache.store(key, plan_bytes, build_info_to_dict(info))
     LOGGER.info("Saving engine to %s", request.output_path)
     atomic_write(request.output_path, plan_bytes)
     write_manifest(info)
     return BuildResult(request, info, cache_hit=False)
+
+
+def _strongly_typed_onnx(
+    request: BuildRequest, flags: FlagPlan, facts: OnnxFacts, version: str
+) -> tuple[BuildRequest, OnnxFacts, PreparedOnnx | None, dict[str, Any] | None]:
+    """Strongly typed fp16/int8 from an fp32 ONNX: convert or quantize it (cached), measure its accuracy on
+    ONNX Runtime against the fp32 model and check the budget, all before TensorRT builds anything."""
+    if not (flags.strongly_typed and request.precision in ("fp16", "int8")):
+        return request, facts, None, None
+    if check_onnx_carries_precision(facts, request.precision) is None:
+        return request, facts, None, None  # the ONNX already is fp16 / Q/DQ: build it as it is
+    holdout = 0
+    if request.precision == "int8" and not (request.accuracy and request.accuracy.data_files):
+        holdout = request.accuracy.holdout if request.accuracy else AccuracyBudget().holdout
+    prepared = prepare_precision_onnx(request, facts.digest, holdout=holdout)
+    report = measure_accuracy(request, prepared).as_dict()
+    check_budget(request.model_name, report, request.accuracy)
+    build_req = replace(request, onnx_path=prepared.path)
+    return build_req, onnx_facts_for(build_req, version), prepared, report
 
 
 def _build(
@@ -259,7 +244,6 @@ def _build(
     flags: FlagPlan,
     gpu: GpuInfo | None,
     key: str,
-    onnx_sha: str,
     uploader: Any | None,
 ) -> tuple[bytes, BuildInfo]:
     trt = adapter.trt
@@ -280,48 +264,41 @@ def _build(
     warnings = [*flags.warnings, *validate_profiles(net_inputs, request.profiles, request.max_batch_size)]
     config = builder.create_builder_config()
     adapter.apply_config(config, flags, request)
+    if request.compute_capability and adapter.rtx:
+        adapter.set_compute_capability(config, request.compute_capability)
     profiles = adapter.add_profiles(builder, config, network, request.profiles)
     calibrator = None
     if flags.use_calibrator and request.calibration is not None:
         calibrator = _calibrator(request, adapter, net_inputs, config, profiles, uploader)
-    timing = TimingCacheStore(request.cache_dir, adapter.version_text, gpu)
-    timing_cache = timing.attach(config)  # must outlive the build
+    # TensorRT-RTX: timing-cache operations are documented no-ops (deprecated since RTX 1.2), and loading
+    # a cache without a GPU logs CUDA errors; standard TensorRT keeps one file per (version, GPU).
+    timing = None if adapter.rtx else TimingCacheStore(request.cache_dir, adapter.version_text, gpu)
+    before_timing = captured.mark()
+    timing_cache = timing.attach(config) if timing else None  # must outlive the build
+    if timing and (timing.problem or captured.errors(before_timing)):
+        warnings.append(timing.problem or f"TensorRT logged errors loading the timing cache {timing.path}: "
+                        + "; ".join(captured.errors(before_timing))[:500])
+    mark = captured.mark()  # errors before this (e.g. a timing cache that did not load) are not the build's
     serialized: trt_stub.IHostMemory | None = builder.build_serialized_network(network, config)
     if serialized is None:  # the stubs say IHostMemory; the binding returns None on failure
         raise BuildError(
             f"model {request.model_name!r}: TensorRT {adapter.version} failed to build the engine",
-            details="\n".join(captured.errors()) or None,
+            details="\n".join(captured.errors(mark)) or None,
             hint="see the TensorRT errors above; a larger workspace_bytes or fewer profiles may help",
         )
     del calibrator, timing_cache  # both had to stay alive until the build returned
     plan_bytes = bytes(memoryview(serialized))
-    timing.save(config)
-    runtime = trt.Runtime(logger)
-    if request.builder_flags.version_compatible:
-        runtime.engine_host_code_allowed = True  # version-compatible plans embed the lean runtime (host code)
-    engine = runtime.deserialize_cuda_engine(plan_bytes)
-    if engine is None:
-        raise BuildError(
-            f"model {request.model_name!r}: the freshly built plan does not deserialize",
-            details="\n".join(captured.errors()) or None,
-        )
-    read_engine_info(engine, adapter)  # fails loudly if the name-based IO API cannot read it
-    verified = verify_precision(engine, adapter, request.precision)
-    if verified is False:
-        raise BuildError(
-            f"model {request.model_name!r}: requested {request.precision} but no engine layer runs in "
-            f"{request.precision}; refusing to publish an fp32 engine labelled {request.precision}",
-            hint="request fp32/tf32 if that is acceptable; otherwise supply an ONNX that carries the precision "
-            "(ModelOpt AutoCast / Q/DQ) and set strongly_typed: true",
-        )
-    if verified is None and request.precision not in ("fp32", "tf32"):
-        warnings.append(f"could not verify from the engine that {request.precision} took effect")
-    LOGGER.info("model %s: built in %.1f s", request.model_name, time.monotonic() - started)
+    if timing:
+        timing.save(config)
+    seconds = time.monotonic() - started
+    check = verify_on_device(plan_bytes, adapter, logger, captured, request, gpu, strongly_typed=flags.strongly_typed)
+    warnings.extend(check.warnings)
+    LOGGER.info("model %s: built in %.1f s", request.model_name, seconds)
     info = BuildInfo(
         model_name=request.model_name,
         engine_path=request.output_path,
         engine_sha256=hashlib.sha256(plan_bytes).hexdigest(),
-        onnx_sha256=onnx_sha,
+        onnx_sha256="",  # set by build_engine: the source ONNX's digest, not the converted one's
         cache_key=key,
         trt_version=adapter.version_text,
         cuda_version=cuda_version(),
@@ -332,8 +309,11 @@ def _build(
         flags=flags.set_flags,
         profiles=_profile_records(request),
         max_batch_size=request.max_batch_size,
-        precision_verified=verified,
+        precision_verified=check.precision_verified,
         warnings=tuple(warnings),
+        flavor=adapter.version.flavor,
+        verified_on_device=check.on_device,
+        build_seconds=round(seconds, 3),
     )
     return plan_bytes, info
 

@@ -167,6 +167,7 @@ class TimingCacheStore:
         gpu_part = f"{_slug(gpu.name)}-sm{gpu.compute_capability.replace('.', '')}" if gpu else "unknown-gpu"
         self.path = cache_dir / "timing" / f"trt{_slug(trt_version)}-{gpu_part}.cache"
         self.lock_path = self.path.with_suffix(".lock")
+        self.problem: str | None = None  # why the file could not be used (a warning, never the build's error)
 
     def load(self) -> bytes:
         """Current bytes of the cache file (b"" when none: TensorRT then starts an empty cache)."""
@@ -174,10 +175,24 @@ class TimingCacheStore:
             return self.path.read_bytes() if self.path.is_file() else b""
 
     def attach(self, config: trt_stub.IBuilderConfig) -> trt_stub.ITimingCache:
-        """Create a timing cache from the file and set it on `config` (it must outlive the build)."""
-        cache = config.create_timing_cache(self.load())
-        if not config.set_timing_cache(cache, False):
-            LOGGER.warning("TensorRT rejected the timing cache %s (device mismatch?); starting empty", self.path)
+        """Create a timing cache from the file and set it on `config` (it must outlive the build).
+
+        A file TensorRT cannot use (corrupt, other device) is not an error: the build starts from an empty
+        cache and `problem` says why. TensorRT logs such a failure at ERROR level; the builder only reports
+        errors logged after the build started, so this one cannot pose as the build's own error.
+        """
+        data = self.load()
+        try:
+            cache = config.create_timing_cache(data)
+            accepted = bool(config.set_timing_cache(cache, False))
+        except Exception as exc:  # pybind11 raises TypeError/RuntimeError for bytes it cannot read
+            LOGGER.debug("timing cache %s: %s", self.path, exc)
+            accepted = False
+        if not accepted and data:
+            self.problem = (
+                f"TensorRT could not use the timing cache {self.path} (corrupt or another device); started empty"
+            )
+            LOGGER.warning("%s", self.problem)
             cache = config.create_timing_cache(b"")
             config.set_timing_cache(cache, False)
         return cache

@@ -108,12 +108,13 @@ def read_engine_info(engine: trt_stub.ICudaEngine, adapter: TrtAdapter) -> Engin
 
 
 def _profile_values(engine: Any, adapter: TrtAdapter, name: str, p: int) -> tuple[Shape, Shape, Shape]:
-    if adapter.version.major >= 10:
-        # getattr: the 10.13 stubs declare get_tensor_profile_values(name: int, profile_index: str) — the
-        # parameter types are swapped in the stubs; the binding takes (name: str, profile_index: int).
-        vals = engine.get_tensor_profile_values(name, p)
+    if adapter.version.api_major >= 10:
+        # (profile_index, name): that is the binding's real order on 10.x, 11.x and TensorRT-RTX — its
+        # docstring reads `get_tensor_profile_values(self, name: int, profile_index: str)`, i.e. the
+        # parameter *names* are swapped, not the types (so are tensorrt-stubs, copied from it).
+        vals = engine.get_tensor_profile_values(p, name)
     else:
-        # getattr: 8.6-only binding (removed in 10), absent from the 10.13 stubs.
+        # 8.6-only binding (removed in 10), absent from the 10.13 stubs.
         vals = engine.get_profile_shape_input(p, name)
     lo, mid, hi = (tuple(int(x) for x in v) for v in vals)
     return lo, mid, hi

@@ -17,12 +17,13 @@ from .request import BuildRequest, InputShapes, Profile, Shape
 from .versions import TrtVersion, parse_trt_version
 
 MODELOPT_HINT = (
-    "TensorRT 11 removed the FP16/BF16/INT8/FP8 builder flags (strong typing only). Put the precision into "
-    "the ONNX first — fp16/bf16: `python -m modelopt.onnx.autocast --onnx_path model.onnx --output_path "
-    "model_fp16.onnx` (or modelopt.onnx.autocast.convert_to_mixed_precision(..., low_precision_type='fp16', "
-    "keep_io_types=True)); int8/fp8: `modelopt.onnx.quantization.quantize(onnx_path, quantize_mode='int8', "
-    "calibration_data=..., output_path=...)` (Q/DQ nodes) — then point the spec at that ONNX and set "
-    "strongly_typed: true. Or build with TensorRT <= 10 (an older Triton release)."
+    "TensorRT 11 and TensorRT-RTX have no FP16/BF16/INT8/FP8 builder flags (strong typing only): the precision "
+    "must be in the ONNX. deployer does that itself for fp16 (onnxconverter-common, I/O types kept) and for "
+    "int8 (ONNX Runtime post-training Q/DQ quantization calibrated on the model's `calibration` data); for "
+    "bf16/fp8 convert the ONNX first — bf16: `modelopt.onnx.autocast.convert_to_mixed_precision(..., "
+    "low_precision_type='bf16', keep_io_types=True)`; fp8: `modelopt.onnx.quantization.quantize(onnx_path, "
+    "quantize_mode='fp8', calibration_data=..., output_path=...)` — and point `source` at that ONNX. Or build "
+    "with TensorRT <= 10 weakly typed (an older Triton release, `engine.strongly_typed: false`)."
 )
 
 
@@ -204,7 +205,7 @@ def profile_for_batch_range(
 
 
 def _precision_flags(
-    version: TrtVersion, request: BuildRequest, onnx_has_qdq: bool
+    version: TrtVersion, request: BuildRequest, onnx_has_qdq: bool, strongly: bool
 ) -> tuple[list[str], list[str], bool]:
     """(set, clear, use_calibrator) for the precision; raises UserError when not expressible."""
     p = request.precision
@@ -212,20 +213,17 @@ def _precision_flags(
         return [], ["TF32"], False
     if p == "tf32":
         return ["TF32"], [], False
-    if version.major >= 11 and not request.strongly_typed:
-        raise UserError(
-            f"precision {p!r} cannot be requested with builder flags on TensorRT {version}",
-            hint=MODELOPT_HINT,
-        )
-    if request.strongly_typed:
-        if request.calibration is not None:
+    if strongly:
+        # No precision flags: the ONNX carries the precision. The builder converts fp16 and quantizes int8
+        # from the calibration data first (deployer.engines.precision); bf16/fp8 must come converted.
+        if p == "int8" and request.calibration is None and not onnx_has_qdq:
             raise UserError(
-                "calibration data is set but the build is strongly typed: a strongly typed network takes its "
-                "INT8/FP8 scales from the ONNX's Q/DQ nodes",
-                hint="remove calibration or set strongly_typed: false (TensorRT <= 10 only)",
+                f"int8 on a strongly typed TensorRT {version} build needs calibration data to quantize the ONNX "
+                "(Q/DQ nodes), or an ONNX that already has QuantizeLinear/DequantizeLinear nodes",
+                hint="add `calibration: {data: [samples.npz]}` (100-500 representative inputs) to the model",
             )
         return [], [], False
-    if version.major == 8 and p in ("bf16", "fp8"):
+    if version.api_major == 8 and p in ("bf16", "fp8"):
         raise UserError(
             f"precision {p!r} is not available on TensorRT {version} (BF16 needs >= 10, FP8 >= 10)",
             hint="use fp16/int8, or a Triton release with TensorRT 10",
@@ -259,21 +257,21 @@ def plan_flags(trt_version: str, request: BuildRequest, *, onnx_has_qdq: bool = 
             silent downgrade (rf-detr#1453 wrote fp32 engines labelled fp16 on TensorRT 11).
     """
     v = parse_trt_version(trt_version)
-    if (v.major, v.minor) < (8, 6):
-        raise UserError(f"TensorRT {v} is not supported", hint="use TensorRT 8.6 or newer")
+    if v.api < (8, 6):
+        raise UserError(f"TensorRT {v} is not supported", hint="use TensorRT 8.6 or newer, or TensorRT-RTX")
     warnings: list[str] = []
-    strongly = request.strongly_typed or v.major >= 11
+    strongly = request.strongly_typed or v.strongly_typed_only
     network: list[str] = []
-    if v.major == 8:
+    if v.api_major == 8:
         network.append("EXPLICIT_BATCH")  # ONNX needs explicit batch on 8.x; ignored in 10, removed in 11
         if request.strongly_typed:
             raise UserError(
                 f"strongly typed networks need TensorRT >= 9, this is {v}", hint="set strongly_typed: false"
             )
-    elif v.major in (9, 10) and request.strongly_typed:
-        network.append("STRONGLY_TYPED")  # opt-in on 9/10; always on (and deprecated) in 11
-    set_flags, clear_flags, use_calib = _precision_flags(v, request, onnx_has_qdq)
-    if use_calib and v.major == 10:
+    elif v.api_major in (9, 10) and request.strongly_typed:
+        network.append("STRONGLY_TYPED")  # opt-in on 9/10; always on (and deprecated) in 11 and RTX
+    set_flags, clear_flags, use_calib = _precision_flags(v, request, onnx_has_qdq, strongly)
+    if use_calib and v.api_major == 10:
         warnings.append("INT8 calibrators are deprecated since TensorRT 10.1 and removed in 11; prefer a Q/DQ ONNX")
     bf = request.builder_flags
     if bf.version_compatible:
@@ -288,7 +286,7 @@ def plan_flags(trt_version: str, request: BuildRequest, *, onnx_has_qdq: bool = 
     if bf.refit:
         set_flags.append("REFIT")
     if bf.strip_plan:
-        if v.major < 10:
+        if v.api_major < 10:
             raise UserError(f"strip_plan needs TensorRT >= 10, this is {v}", hint="remove strip_plan")
         set_flags.append("STRIP_PLAN")
     if bf.sparse_weights:
@@ -301,7 +299,7 @@ def plan_flags(trt_version: str, request: BuildRequest, *, onnx_has_qdq: bool = 
     if bf.hardware_compatibility == "ampere_plus":
         hw = "AMPERE_PLUS"
     elif bf.hardware_compatibility == "same_compute_capability":
-        if (v.major, v.minor) < (10, 9):
+        if v.api < (10, 9):
             raise UserError(
                 f"hardware_compatibility same_compute_capability needs TensorRT >= 10.9, this is {v}",
                 hint="use ampere_plus or none",
@@ -318,6 +316,7 @@ def _canonical_settings(request: BuildRequest, calibration_digest: str | None) -
         "max_batch_size": request.max_batch_size,
         "precision": request.precision,
         "strongly_typed": request.strongly_typed,
+        "compute_capability": request.compute_capability,
         "calibration": None
         if calib is None
         else {

@@ -103,7 +103,7 @@ def _op_findings(
     errors: list[str] = []
     warnings: list[str] = []
     target = parse_trt_version(trt_version)
-    table = table_for(target.major)
+    table = table_for(target.api_major)  # TensorRT-RTX: judged by the newest table (its parser is 10.x-based)
     for domain in sorted(domains - {"", "ai.onnx"}):
         warnings.append(f"nodes in custom domain {domain!r} need a TensorRT plugin (or onnx-graphsurgeon rewrite)")
     if table is None:
@@ -120,7 +120,7 @@ def _op_findings(
         if op in table.unsupported:
             msg = f"operator {op} ({op_counts[op]} node(s)) is unsupported by TensorRT's ONNX parser (table {tv})"
             # Support only grows: "unsupported" in a table documented at or after the target is final.
-            if table.version >= (target.major, target.minor):
+            if table.version >= target.api:
                 errors.append(msg)
             else:
                 warnings.append(msg + f"; TensorRT {target} may have added it")
@@ -160,7 +160,7 @@ def preflight(onnx_path: Path, trt_version: str = "10.15", *, check_ops: bool = 
         op_errors, op_warnings = _op_findings(op_counts, domains, opset, trt_version)
         errors += op_errors
         warnings += op_warnings
-    major = parse_trt_version(trt_version).major
+    major = parse_trt_version(trt_version).api_major
     inputs = onnx_inputs(model, major)
     if major < 10 and any(vi.type.tensor_type.elem_type == onnx.TensorProto.INT64 for vi in model.graph.input):
         warnings.append("INT64 inputs become INT32 on TensorRT < 10: the Triton config and clients must use INT32")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 Precision = Literal["fp32", "tf32", "fp16", "bf16", "int8", "fp8"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
@@ -49,7 +49,8 @@ class Profile:
 
 @dataclass(frozen=True)
 class CalibrationSettings:
-    """INT8 calibration (TensorRT <= 10 only; TensorRT 11 removed calibrators).
+    """INT8 calibration data: a TensorRT calibrator (TensorRT <= 10, weakly typed), or the data that ONNX
+    Runtime's post-training quantization calibrates the Q/DQ ONNX on (strongly typed: 10 opt-in, 11, RTX).
 
     Each `.npz` file may hold one array per network input (keyed by input name); a `.npy` file holds one
     array and is only valid for single-input networks. Arrays are concatenated along axis 0 and cut into
@@ -61,6 +62,26 @@ class CalibrationSettings:
     max_batches: int | None = None  # None = use every full batch in the data
     cache_path: Path | None = None  # None = <cache_dir>/calibration/<model>-<data hash>.cache
     algorithm: Literal["entropy2", "minmax"] = "entropy2"
+
+
+@dataclass(frozen=True)
+class AccuracyBudget:
+    """How the fp16/int8 ONNX is judged against the fp32 one on ONNX Runtime CPU, before any build.
+
+    Evaluation samples come from `data_files` (.npy/.npz like calibration data); without them, int8
+    holds out the last `holdout` calibration samples (never calibrated on) and fp16 uses the calibration
+    data, else synthetic inputs at profile 0's opt shape. `labels` (.npy, one int class per sample) adds
+    accuracy for classifiers. Every limit is optional: unset limits are measured and reported only.
+    """
+
+    data_files: tuple[Path, ...] = ()
+    labels: Path | None = None
+    max_samples: int = 256
+    holdout: int = 64
+    min_top1_agreement: float | None = None  # classifiers: fraction of samples whose argmax is unchanged
+    max_accuracy_drop: float | None = None  # classifiers with labels: fp32 accuracy - converted accuracy
+    max_abs_error: float | None = None  # any output: max |converted - fp32|
+    max_rel_error: float | None = None  # any output: max |converted - fp32| / max |fp32|
 
 
 @dataclass(frozen=True)
@@ -92,11 +113,18 @@ class BuildRequest:
         precision: requested precision. fp32 disables TF32; tf32 keeps TensorRT's default TF32.
             fp16/bf16/int8/fp8 use builder flags on TensorRT <= 10; TensorRT 11 has no such flags, so
             there they require `strongly_typed=True` and an ONNX that already carries the precision.
-        strongly_typed: the ONNX already encodes its precision (ModelOpt AutoCast fp16/bf16 model or a
-            Q/DQ int8/fp8 model); build a strongly typed network and set no precision flags. Always the
-            case on TensorRT 11. `precision` then names what the ONNX contains and is verified.
-        calibration: INT8 calibration data (TensorRT <= 10, not strongly typed). int8 without it needs a
-            Q/DQ ONNX.
+        strongly_typed: build a strongly typed network (opt-in on TensorRT 9/10; always on TensorRT 11 and
+            TensorRT-RTX whatever this says). The precision then comes from the ONNX: fp16 is converted
+            first (onnxconverter-common, I/O types kept), int8 is quantized to Q/DQ from `calibration`
+            (ONNX Runtime post-training quantization), unless the ONNX already carries it.
+        calibration: INT8 calibration data: a TensorRT calibrator on weakly typed builds (TensorRT <= 10),
+            the Q/DQ quantization's calibration set on strongly typed ones. int8 without it needs a Q/DQ ONNX.
+        accuracy: how the converted fp16/int8 ONNX is judged against the fp32 model (ONNX Runtime CPU).
+        compute_capability: the GPU architecture to build for ("8.6"): TensorRT-RTX targets it ahead of
+            time; standard TensorRT builds only for the GPU it runs on and refuses another. None = the
+            local GPU (TensorRT-RTX without a GPU: its default target).
+        target_trt_verified: False when `target_trt_version` comes from an unverified row of the Triton
+            table: a mismatch then warns instead of failing.
         workspace_bytes: `MemoryPoolType.WORKSPACE` limit; None = TensorRT default (device memory).
         builder_flags: optional switches, see `BuilderFlags`.
         target_trt_version: TensorRT version of the Triton release that will serve the engine, e.g.
@@ -117,6 +145,10 @@ class BuildRequest:
     workspace_bytes: int | None = None
     builder_flags: BuilderFlags = field(default_factory=BuilderFlags)
     target_trt_version: str | None = None
+    accuracy: AccuracyBudget | None = None
+    compute_capability: str | None = None
+    target_trt_verified: bool = True
+    keep_io_types: bool = True  # fp16 conversion: I/O stay fp32 (False: the spec declares them FP16)
 
 
 @dataclass(frozen=True)
@@ -161,6 +193,13 @@ class BuildInfo:
     warnings: tuple[str, ...] = ()
     builder: Literal["in-process", "container"] = "in-process"
     image: str | None = None  # container image when builder == "container"
+    flavor: Literal["tensorrt", "rtx"] = "tensorrt"  # rtx = TensorRT-RTX: Triton cannot serve the plan
+    # False: serialized but never deserialized on a GPU (no device here), so IO and precision are unchecked
+    verified_on_device: bool = True
+    built_onnx: str | None = None  # the fp16 / Q/DQ ONNX actually built (content-addressed cache path)
+    built_onnx_sha256: str | None = None
+    accuracy: dict[str, Any] | None = None  # deployer.engines.accuracy.AccuracyReport as a dict
+    build_seconds: float | None = None
 
 
 @dataclass(frozen=True)

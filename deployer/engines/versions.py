@@ -1,7 +1,8 @@
-"""TensorRT versions: parsing, Triton release -> TensorRT table, engine/target consistency."""
+"""TensorRT versions: parsing, flavours, Triton release -> TensorRT table, engine/target consistency."""
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -10,41 +11,77 @@ from deployer.errors import BuildError, UserError
 
 from .request import BuildInfo
 
-_VERSION_RE = re.compile(r"^\s*(\d+)\.(\d+)(?:\.(\d+))?(?:\.(\d+))?")
+LOGGER = logging.getLogger(__name__)
+
+_VERSION_RE = re.compile(r"^\s*(rtx-)?(\d+)\.(\d+)(?:\.(\d+))?(?:\.(\d+))?")
 _RELEASE_RE = re.compile(r"^(\d{2})\.(\d{2})$")
+
+Flavor = Literal["tensorrt", "rtx"]
+RTX_PREFIX = "rtx-"
 
 
 @dataclass(frozen=True)
 class TrtVersion:
-    """A parsed TensorRT version; missing components are None (e.g. "10.3" -> patch None)."""
+    """A parsed TensorRT version; missing components are None (e.g. "10.3" -> patch None).
+
+    `flavor` "rtx" is TensorRT-RTX ("rtx-1.7.1.116"): its own version numbers, an API shaped like
+    TensorRT 11 (strongly typed only: no EXPLICIT_BATCH, no FP16/INT8 builder flags, no calibrators),
+    and plans that Triton's TensorRT backend cannot load.
+    """
 
     major: int
     minor: int
     patch: int | None = None
     build: int | None = None
+    flavor: Flavor = "tensorrt"
 
     def __str__(self) -> str:
         parts = [self.major, self.minor, self.patch, self.build]
-        return ".".join(str(p) for p in parts if p is not None)
+        text = ".".join(str(p) for p in parts if p is not None)
+        return RTX_PREFIX + text if self.flavor == "rtx" else text
+
+    @property
+    def api(self) -> tuple[int, int]:
+        """The standard-TensorRT API generation whose rules apply (TensorRT-RTX 1.x behaves like 11.0)."""
+        return (11, 0) if self.flavor == "rtx" else (self.major, self.minor)
+
+    @property
+    def api_major(self) -> int:
+        """`api[0]`: 8, 10, 11 (RTX: 11)."""
+        return self.api[0]
+
+    @property
+    def strongly_typed_only(self) -> bool:
+        """No weak-typing precision flags: TensorRT >= 11 and TensorRT-RTX."""
+        return self.api_major >= 11
 
     def matches(self, other: TrtVersion) -> bool:
-        """Equal on every component that both versions specify (10.3 matches 10.3.0.26)."""
+        """Same flavour and equal on every component that both versions specify (10.3 matches 10.3.0.26)."""
+        if self.flavor != other.flavor:
+            return False
         for a, b in ((self.patch, other.patch), (self.build, other.build)):
             if a is not None and b is not None and a != b:
                 return False
         return (self.major, self.minor) == (other.major, other.minor)
 
+    def key(self) -> tuple[int, int, int, int]:
+        """Sortable (major, minor, patch, build), missing components as 0."""
+        return (self.major, self.minor, self.patch or 0, self.build or 0)
+
 
 def parse_trt_version(text: str) -> TrtVersion:
-    """Parse "10.13.0.35" / "8.6" / "10.0.1.6"; raises UserError for anything else."""
+    """Parse "10.13.0.35" / "8.6" / "10.0.1.6" / "rtx-1.7.1.116"; raises UserError for anything else."""
     m = _VERSION_RE.match(text)
     if not m:
         raise UserError(
             f"not a TensorRT version: {text!r}",
-            hint='use the form MAJOR.MINOR[.PATCH[.BUILD]], e.g. "10.3.0"',
+            hint='use the form MAJOR.MINOR[.PATCH[.BUILD]], e.g. "10.3.0" (TensorRT-RTX: "rtx-1.7.1")',
         )
-    major, minor, patch, build = m.groups()
-    return TrtVersion(int(major), int(minor), int(patch) if patch else None, int(build) if build else None)
+    rtx, major, minor, patch, build = m.groups()
+    return TrtVersion(
+        int(major), int(minor), int(patch) if patch else None, int(build) if build else None,
+        "rtx" if rtx else "tensorrt",
+    )
 
 
 @dataclass(frozen=True)
@@ -58,7 +95,11 @@ class TritonTrt:
 
 
 # Only entries with a source we could read are marked verified. The rest are best-effort and must be
-# confirmed (NGC Frameworks Support Matrix, or `probe_trt_version` in the image) before relying on them.
+# confirmed (NGC Frameworks Support Matrix, or `probe_trt_version` in the image) before relying on them:
+# a mismatch against an unverified row only warns, and `target.tensorrt` in the spec overrides the row.
+# Checked against /work/shared/reference/triton-tensorrt-brief.md D.2: 24.02 = 8.6.3 is the only -py3 row
+# with a source (Model Navigator 0.8.1 support matrix); for 24.05 only the major (10) is sourced
+# (server#7307, tensorrt_backend r24.05); every other -py3 row is in the brief's "from memory" list.
 # The -trtllm-python-py3 images can pin a different TensorRT (server#8462): this table is for -py3 only.
 TRITON_TRT_TABLE: tuple[TritonTrt, ...] = (
     TritonTrt("23.04", "8.6.1", False, "memory; brief D.2 unverified list"),
@@ -136,22 +177,74 @@ def trt_major(version: str) -> int:
     return parse_trt_version(version).major
 
 
-def check_engine_matches_target(build_info: BuildInfo, target_trt_version: str) -> None:
-    """Refuse to publish an engine whose TensorRT version differs from the serving Triton's.
+def version_compatible_runs_on(built: TrtVersion, runtime: TrtVersion) -> tuple[bool, str | None]:
+    """Can a VERSION_COMPATIBLE plan built with `built` run on TensorRT `runtime`? (ok, caveat)
 
-    A plan deserializes only with the TensorRT version that built it ("Version tag does not match",
-    brief D.1) unless it was built version-compatible, which this check does not assume.
+    TensorRT's rule (brief C.5, "Version Compatibility" 10.16.1/11.1.0 and the 11.4.1 support matrix):
+    within one major version, newer runtimes load older version-compatible plans, never the reverse;
+    across majors only 8.6 VC -> 10.x and 10.x VC -> 11.x are listed (by the 11.4.1 matrix, not the
+    11.1.0 page), so those pass with a caveat. TensorRT-RTX plans never run on standard TensorRT.
+    """
+    if built.flavor != runtime.flavor:
+        return False, None
+    if built.major == runtime.major:
+        return runtime.key() >= built.key(), None
+    if (built.major, runtime.major) in ((8, 10), (10, 11)) and (built.major, built.minor) >= (8, 6):
+        return True, (
+            f"a version-compatible plan from TensorRT {built} on TensorRT {runtime} crosses a major version: "
+            "listed as supported by the 11.4.1 support matrix only (the 11.1.0 page says same major only)"
+        )
+    return False, None
+
+
+def check_triton_can_serve(build_info: BuildInfo) -> None:
+    """Refuse to publish a TensorRT-RTX plan for Triton: its TensorRT backend cannot deserialize it.
 
     Raises:
-        BuildError: the versions differ (exit 1), with the fix in the hint.
+        BuildError: the plan was built by TensorRT-RTX (exit 1), with what to do instead.
     """
+    if parse_trt_version(build_info.trt_version).flavor == "rtx" or build_info.flavor == "rtx":
+        raise BuildError(
+            f"engine {build_info.engine_path} for model {build_info.model_name!r} was built by TensorRT-RTX "
+            f"({build_info.trt_version}); Triton's TensorRT backend links standard TensorRT and cannot load "
+            "TensorRT-RTX plans, so it is not published",
+            hint="build with the standard TensorRT of the target Triton release (container builder on a GPU "
+            "machine), or deploy the ONNX with --fallback onnxruntime",
+        )
+
+
+def check_engine_matches_target(build_info: BuildInfo, target_trt_version: str, *, verified: bool = True) -> None:
+    """Refuse to publish an engine whose TensorRT version cannot load on the serving Triton's.
+
+    A plan deserializes only with the TensorRT version that built it ("Version tag does not match",
+    brief D.1), unless it was built VERSION_COMPATIBLE: then `version_compatible_runs_on` decides.
+    `verified=False` (the target came from an unverified row of the Triton table) only warns: the table
+    may be wrong, and `target.tensorrt` in the spec overrides it.
+
+    Raises:
+        BuildError: the versions are incompatible (exit 1), with the fix in the hint; a TensorRT-RTX plan.
+    """
+    check_triton_can_serve(build_info)
     built = parse_trt_version(build_info.trt_version)
     target = parse_trt_version(target_trt_version)
     if built.matches(target):
         return
-    raise BuildError(
+    if "VERSION_COMPATIBLE" in build_info.flags:
+        ok, caveat = version_compatible_runs_on(built, target)
+        if ok:
+            if caveat:
+                LOGGER.warning("model %s: %s", build_info.model_name, caveat)
+            return
+    message = (
         f"engine {build_info.engine_path} for model {build_info.model_name!r} was built with TensorRT {built} "
-        f"but the target Triton runs TensorRT {target}",
+        f"but the target Triton runs TensorRT {target}"
+    )
+    if not verified:
+        LOGGER.warning("%s (the target's TensorRT version comes from an unverified table row: set target.tensorrt "
+                       "to the version you confirmed to make this an error or silence it)", message)
+        return
+    raise BuildError(
+        message,
         hint="rebuild inside the target's nvcr.io/nvidia/tensorrt:<YY.MM>-py3 image (container builder) "
-        "or with the exactly matching tensorrt wheel",
+        "or with the exactly matching tensorrt wheel (or build version_compatible with an older one)",
     )

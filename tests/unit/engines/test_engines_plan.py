@@ -127,11 +127,18 @@ def test_flags_per_version(
     assert plan.strongly_typed is version.startswith("11")
 
 
-@pytest.mark.parametrize("precision", ["fp16", "bf16", "int8", "fp8"])
-def test_trt11_refuses_weak_precision_with_modelopt_hint(precision: str) -> None:
-    with pytest.raises(UserError) as exc:
-        plan_flags("11.1.0.106", req(precision=precision))
-    assert "modelopt" in (exc.value.hint or "").lower() and "strongly_typed" in (exc.value.hint or "")
+@pytest.mark.parametrize("version", ["11.1.0.106", "rtx-1.7.1.116"])
+def test_strongly_typed_only_versions_set_no_precision_flags(version: str) -> None:
+    # TensorRT 11 and TensorRT-RTX have no FP16/INT8 flags: the precision goes into the ONNX (precision.py).
+    for precision in ("fp16", "bf16", "fp8"):
+        p = plan_flags(version, req(precision=precision))
+        assert p.strongly_typed and p.set_flags == () and p.network_flags == () and not p.use_calibrator
+    calib = CalibrationSettings((Path("a.npz"),))
+    p = plan_flags(version, req(precision="int8", calibration=calib))
+    assert p.set_flags == () and not p.use_calibrator  # the data calibrates the Q/DQ quantization instead
+    with pytest.raises(UserError, match="needs calibration data to quantize") as exc:
+        plan_flags(version, req(precision="int8"))
+    assert "calibration" in (exc.value.hint or "")
 
 
 def test_strongly_typed_requests() -> None:
@@ -142,8 +149,9 @@ def test_strongly_typed_requests() -> None:
     with pytest.raises(UserError, match="TensorRT >= 9"):
         plan_flags("8.6", req(precision="fp16", strongly_typed=True))
     calib = CalibrationSettings((Path("a.npz"),))
-    with pytest.raises(UserError, match="strongly typed"):
-        plan_flags("10.13", req(precision="int8", strongly_typed=True, calibration=calib))
+    p10q = plan_flags("10.13", req(precision="int8", strongly_typed=True, calibration=calib))
+    assert p10q.network_flags == ("STRONGLY_TYPED",) and p10q.set_flags == () and not p10q.use_calibrator
+    assert plan_flags("10.13", req(precision="fp16")).set_flags == ("FP16",)  # weakly typed flags stay on <= 10
 
 
 def test_int8_and_fp8_need_data_or_qdq() -> None:
