@@ -3,9 +3,10 @@
     python benchmarks/bench_serving.py                  # both benchmarks (~1 minute)
     python benchmarks/bench_serving.py --only deploy    # or --only throughput; --json FILE for the numbers
 
-1. Deploy overhead: `deployer deploy SPEC` (the real console script, the quickstart example on free
-   ports) minus the server's own start-to-ready time and the smoke stage (target <= 1 s), with a
-   breakdown (see serving_deploy.py for what exactly is subtracted).
+1. Deploy overhead: `deployer -v deploy SPEC` (the CLI's `main()` through deploy_probe.py, the
+   quickstart example on free ports) minus the server's own start-to-ready time and the smoke stage
+   (target <= 1 s), split part by part: interpreter start, imports, spec load + validate, render,
+   publish, up, smoke, down (unload + stop), report, interpreter exit (see serving_deploy.py).
 2. Served throughput at concurrency 16 of one ONNX MLP (generated here; batching matters for it:
    batch-1 GEMVs are memory-bound) served twice by one tritonserver: with the dynamic-batching config
    `deployer init` writes, and without batching (max_batch_size 0, no dynamic_batching). Target >= 2x.
@@ -63,33 +64,52 @@ def free_ports(n: int) -> tuple[int, ...]:
 # --------------------------------------------------------------------------- 1. deploy overhead
 
 
-def bench_deploy(work: Path) -> dict[str, Any]:
-    deployer = serving_deploy.console_script()
-    spec = serving_deploy.write_spec(REPO / "examples" / "quickstart", work / "deploy", free_ports(3))  # type: ignore[arg-type]
-    state_dir = spec.parent / ".deployer" / spec.stem
-    cli_import = serving_deploy.cli_import_seconds()
-    try:
-        t = serving_deploy.run_deploy(deployer, spec, state_dir)
-    finally:
-        _down_leftover(state_dir)
-    parts = dict(t.parts)
-    first = next(iter(parts))
-    parts = {"cli: interpreter + `import deployer.cli` (separate run, best of 3)": cli_import,
-             "validate: logging setup, load + check spec (rest, to publish)": parts.pop(first) - cli_import, **parts}
-    print("\n== 1. deploy overhead: `deployer deploy` (quickstart example: classifier ONNX + python model)")
-    for name, secs in parts.items():
-        print(f"  {name:<62} {secs:7.3f} s")
-    print(f"  {'wall':<62} {t.wall:7.3f} s")
-    print("  model loads: " + ", ".join(f"{m} {s:.3f} s" for m, s in t.model_loads.items()))
-    print(f"  server's own start-to-ready {t.server_start_to_ready:.3f} s, smoke {t.stages['smoke']:.3f} s, "
-          f"server's own shutdown {t.server_shutdown:.3f} s")
-    verdict = "OK" if t.overhead <= 1.0 else "MISSED"
-    print(f"  overhead = wall - start-to-ready - smoke = {t.overhead:.3f} s  (target <= 1 s: {verdict})")
-    print(f"  overhead also excluding Triton's own shutdown = {t.overhead_excl_shutdown:.3f} s  "
-          f"({'OK' if t.overhead_excl_shutdown <= 1.0 else 'MISSED'})")
-    return {"wall_s": t.wall, "parts_s": parts, "stages_s": t.stages, "model_loads_s": t.model_loads,
-            "server_start_to_ready_s": t.server_start_to_ready, "server_shutdown_s": t.server_shutdown,
-            "overhead_s": t.overhead, "overhead_excl_shutdown_s": t.overhead_excl_shutdown}
+def bench_deploy(work: Path, runs: int = 1, sources: tuple[Path | None, ...] = (None,),
+                 fast_exit: bool = False) -> dict[str, Any]:
+    """`deployer -v deploy` of the quickstart example, `runs` times per deployer source (None = this
+    checkout), the sources interleaved run by run so that both see the same machine; each run split."""
+    results, labels = [], []
+    for i in range(runs):
+        for k, src in enumerate(sources):
+            spec = serving_deploy.write_spec(REPO / "examples" / "quickstart", work / f"deploy{i}-{k}", free_ports(3))  # type: ignore[arg-type]
+            state_dir = spec.parent / ".deployer" / spec.stem
+            try:
+                results.append(serving_deploy.run_deploy(spec, state_dir, deployer_src=src, fast_exit=fast_exit))
+                labels.append(f"{'src' + str(k) if len(sources) > 1 else 'run'} {i + 1}")
+            finally:
+                _down_leftover(state_dir)
+    print("\n== 1. deploy overhead: `deployer -v deploy` (quickstart example: classifier ONNX + python model)"
+          + (" -- WHAT-IF: the CLI ends with os._exit after flushing" if fast_exit else ""))
+    for k, src in enumerate(sources):
+        if len(sources) > 1:
+            print(f"  src{k}: {src or 'this checkout'}")
+    print(f"  {'part':<62} " + " ".join(f"{label:>8}" for label in labels))
+    for name in results[0].parts:
+        print(f"  {name:<62} " + " ".join(f"{t.parts.get(name, 0.0):8.3f}" for t in results))
+    rows = {
+        "wall": [t.wall for t in results],
+        "server's own start-to-ready (init + loads)": [t.server_start_to_ready for t in results],
+        "smoke": [t.stages.get("smoke", 0.0) for t in results],
+        "OVERHEAD = wall - start-to-ready - smoke (target <= 1 s)": [t.overhead for t in results],
+        "  of which down's unload (repository API)": [t.unload for t in results],
+        "  of which Triton's own SIGTERM -> exit": [t.server_shutdown for t in results],
+        "overhead without the server's own shutdown work": [t.overhead_excl_shutdown for t in results],
+    }
+    for name, vals in rows.items():
+        print(f"  {name:<62} " + " ".join(f"{v:8.3f}" for v in vals))
+    for label, t in zip(labels, results, strict=True):
+        print(f"  {label}: model loads " + ", ".join(f"{m} {s:.3f} s" for m, s in t.model_loads.items())
+              + "; imports to publish: " + ", ".join(f"{m} {s:.3f}" for m, s in t.validate_imports.items()))
+    for k in range(len(sources)):
+        mine = [t.overhead for t in results[k :: len(sources)]]
+        print(f"  overhead{f' src{k}' if len(sources) > 1 else ''}: median {statistics.median(mine):.3f} s, "
+              f"best {min(mine):.3f} s, worst {max(mine):.3f} s (target <= 1 s: "
+              f"{'OK' if statistics.median(mine) <= 1.0 else 'MISSED'})")
+    runs_out = [{"wall_s": t.wall, "parts_s": t.parts, "stages_s": t.stages, "model_loads_s": t.model_loads,
+                 "server_start_to_ready_s": t.server_start_to_ready, "server_shutdown_s": t.server_shutdown,
+                 "unload_s": t.unload, "overhead_s": t.overhead, "overhead_excl_shutdown_s": t.overhead_excl_shutdown,
+                 "validate_imports_s": t.validate_imports} for t in results]
+    return {"sources": [str(src or REPO) for src in sources], "labels": labels, "runs": runs_out}
 
 
 def _down_leftover(state_dir: Path) -> None:
@@ -134,7 +154,7 @@ def make_spec(work: Path, ports: tuple[int, ...], hidden: int = HIDDEN) -> Path:
     """`deployer init` output for the MLP (model `mlp`), plus `mlp_nobatch`: same file, no batching."""
     from ruamel.yaml import YAML
 
-    from deployer.init import init_spec
+    from deployer.spec.init import init_spec
 
     work.mkdir(parents=True, exist_ok=True)
     make_mlp(work / "mlp.onnx", hidden)
@@ -355,6 +375,12 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=3.0, help="seconds per load phase (default 3)")
     ap.add_argument("--rounds", type=int, default=3,
                     help="batched/unbatched/in-process rounds, interleaved; ratios are their median (default 3)")
+    ap.add_argument("--deploy-runs", type=int, default=3, help="deploys to measure, side by side (default 3)")
+    ap.add_argument("--compare", type=Path, metavar="DIR",
+                    help="also measure the deployer package in DIR (e.g. `git archive HEAD deployer | tar -x -C DIR`), "
+                         "runs interleaved with this checkout's")
+    ap.add_argument("--fast-exit", action="store_true",
+                    help="what-if: end the CLI with os._exit after flushing (a change proposed for deployer/cli.py)")
     ap.add_argument("--json", type=Path, help="write the numbers here")
     ap.add_argument("--hidden", type=int, default=HIDDEN, help=f"MLP hidden width (default {HIDDEN})")
     ap.add_argument("--backend", type=Path, help="diagnostic: serve with this copy of the Python ORT backend")
@@ -365,7 +391,8 @@ def main() -> int:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_serving_") as tmp:
         if args.only in (None, "deploy"):
-            out["deploy"] = bench_deploy(Path(tmp))
+            sources = (None,) if args.compare is None else (args.compare, None)
+            out["deploy"] = bench_deploy(Path(tmp), max(1, args.deploy_runs), sources, args.fast_exit)
         if args.only in (None, "throughput"):
             out["throughput"] = bench_throughput(Path(tmp), args.duration, max(1, args.rounds), args.ort_threads,
                                                  not args.ort_no_spin, args.backend, args.hidden)

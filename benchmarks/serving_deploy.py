@@ -1,13 +1,18 @@
-"""Deploy overhead: `deployer deploy SPEC` through the real console script, split into its parts.
+"""Deploy overhead: `deployer -v deploy SPEC` through the CLI's own `main()`, split into its parts.
 
-Used by bench_serving.py. Three independent clocks are correlated on the wall clock (time.time):
+Used by bench_serving.py. Independent clocks are correlated on the wall clock (time.time):
 
-- the CLI's own output, read line by line as it arrives: the `» publish/up/smoke/down` stage markers
-  (stderr) and the closing `stages: publish X up Y smoke Z down W` line (stdout, perf_counter durations);
+- deploy_probe.py, which runs the CLI's `main()` as the console script does, with wrappers around
+  the calls a deploy is made of (load_deployment, render_all, publish, the runtime's up/down,
+  run_smoke, main) and around `__import__` (each outermost import that loads something new), written
+  to a JSON file when main() returns; this process times the interpreter's start (spawn -> the
+  probe's first line) and exit (main() returned -> process gone);
+- the CLI's own closing `stages: publish X up Y smoke Z down W` line (its exit code and smoke stage);
 - `server.json`, which LocalRuntime writes right after spawning tritonserver (pid, `started_at`), and
   the pid's liveness in /proc, polled every 5 ms (-> when the process exited);
 - tritonserver's own log timestamps (microseconds): services started, `loading:`/`successfully loaded`
-  per model, and the start of its SIGTERM shutdown.
+  per model, and the start of its SIGTERM shutdown;
+- the runtime's own `last_stop` report (down: how long the unload through the repository API took).
 
 "Server's own start-to-ready" = (server process spawned -> its last endpoint started) + the sum of each
 model's `loading:` -> `successfully loaded` interval: the time the server itself was busy starting.
@@ -20,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import re
 import subprocess
 import sys
@@ -27,6 +33,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 _GLOG = re.compile(r"^[IWEF](\d\d)(\d\d) (\d\d):(\d\d):(\d\d)\.(\d{6}) +\d+ [^\]]+\] (.*)$")
 _STAGES = re.compile(r"stages:((?:\s+\w+ [\d.]+s)+)")
@@ -42,8 +49,10 @@ class DeployTiming:
     stages: dict[str, float]
     parts: dict[str, float] = field(default_factory=dict)
     server_start_to_ready: float = 0.0  # server init + sum of model loads (the server's own work)
-    server_shutdown: float = 0.0  # SIGTERM seen by Triton -> process gone
+    server_shutdown: float = 0.0  # SIGTERM -> process gone (Triton noticing it, then its own shutdown)
+    unload: float = 0.0  # down's unload through the repository API (Triton's python backend mostly)
     model_loads: dict[str, float] = field(default_factory=dict)
+    validate_imports: dict[str, float] = field(default_factory=dict)  # top-level package -> s, to publish
 
     @property
     def overhead(self) -> float:
@@ -52,8 +61,9 @@ class DeployTiming:
 
     @property
     def overhead_excl_shutdown(self) -> float:
-        """Also without the server's own graceful shutdown (Triton's drain/unload after SIGTERM)."""
-        return self.overhead - self.server_shutdown
+        """Also without the server's own graceful shutdown: the unload down asks for (mostly Triton's
+        python backend finalizing its stubs) and Triton's exit after SIGTERM."""
+        return self.overhead - self.server_shutdown - self.unload
 
 
 def _glog_time(line: str, year: int) -> tuple[float, str] | None:
@@ -71,7 +81,7 @@ def parse_triton_log(path: Path) -> dict[str, object]:
     services: list[float] = []
     loading: dict[str, float] = {}
     loaded: dict[str, float] = {}
-    shutdown = last = 0.0
+    shutdown = http_wait = last = 0.0
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         parsed = _glog_time(line, year)
         if parsed is None:
@@ -86,8 +96,10 @@ def parse_triton_log(path: Path) -> dict[str, object]:
             loaded[m.group(1)] = ts
         elif "Waiting for in-flight requests" in msg and not shutdown:
             shutdown = ts
+        elif "HTTP service connections" in msg and not http_wait:
+            http_wait = ts  # SIGTERM noticed, open HTTP connections waited for (polled once a second)
     return {"services_ready": max(services) if services else 0.0, "loading": loading, "loaded": loaded,
-            "shutdown": shutdown, "last": last}
+            "shutdown": shutdown, "http_wait": http_wait, "last": last}
 
 
 class _Watcher(threading.Thread):
@@ -118,31 +130,36 @@ class _Watcher(threading.Thread):
             time.sleep(0.005)
 
 
-def cli_import_seconds(runs: int = 3) -> float:
-    """Best-of-`runs` wall time of `python -c "import deployer.cli"`: interpreter start + CLI import + exit
-    (what the console script does before `main()`; `deployer --help` would add rich's help rendering)."""
-    best = float("inf")
-    for _ in range(runs):
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import deployer.cli"], check=True, capture_output=True, timeout=60)
-        best = min(best, time.perf_counter() - t)
-    return best
+PROBE = Path(__file__).resolve().parent / "deploy_probe.py"
 
 
-def run_deploy(deployer: Path, spec: Path, state_dir: Path, timeout_s: float = 120.0) -> DeployTiming:
-    """Run `deployer -v deploy SPEC` and split its wall time. Raises RuntimeError when it fails.
+def run_deploy(spec: Path, state_dir: Path, timeout_s: float = 120.0, deployer_src: Path | None = None,
+               fast_exit: bool = False) -> DeployTiming:
+    """Run `deployer -v deploy SPEC` (through deploy_probe.py) and split its wall time.
 
-    On any failure or Ctrl-C the deploy process gets SIGINT (deployer then stops its server) and
-    then SIGKILL; the caller still runs `down` on the state dir as a last resort.
+    `deployer_src`: a directory holding another `deployer` package (e.g. `git archive HEAD deployer`),
+    put first on PYTHONPATH, to measure that version with the same probe on the same machine.
+    `fast_exit`: what-if, the CLI ends with `os._exit` after flushing (see deploy_probe.py).
+
+    Raises RuntimeError when it fails. On any failure or Ctrl-C the deploy process gets SIGINT
+    (deployer then stops its own server) and then SIGKILL; the caller still runs `down` on the state
+    dir as a last resort.
     """
     watcher = _Watcher(state_dir / "server.json")
     watcher.start()
     markers: dict[str, float] = {}
     out_lines: list[str] = []
     err_lines: list[str] = []
+    events_file = state_dir.parent / f"{spec.stem}.probe.json"
+    events_file.unlink(missing_ok=True)
+    env = dict(os.environ)
+    env["DEPLOY_PROBE_FAST_EXIT"] = "1" if fast_exit else "0"
+    if deployer_src is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(deployer_src), env.get("PYTHONPATH")) if p)
     t0 = time.time()
-    proc = subprocess.Popen([str(deployer), "-v", "deploy", str(spec)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, str(PROBE), str(events_file), "--", "-v", "deploy", str(spec)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                            env=env)
 
     def read_err() -> None:
         assert proc.stderr is not None
@@ -172,26 +189,23 @@ def run_deploy(deployer: Path, spec: Path, state_dir: Path, timeout_s: float = 1
         watcher.stop.set()
         watcher.join(timeout=1)
     stages_m = _STAGES.search("".join(out_lines))
-    if code != 0 or stages_m is None:
+    if code != 0 or stages_m is None or not events_file.is_file():
         tail = "".join((out_lines + err_lines)[-30:])
         raise RuntimeError(f"deployer deploy exited {code}:\n{tail}")
     stages = {k: float(v) for k, v in re.findall(r"(\w+) ([\d.]+)s", stages_m.group(1))}
     timing = DeployTiming(wall=t_end - t0, exit_code=code, stages=stages)
-    _split(timing, t0, t_end, markers, watcher, parse_triton_log(state_dir / "tritonserver.log"))
+    probe = json.loads(events_file.read_text(encoding="utf-8"))
+    _split(timing, t0, t_end, probe, watcher, parse_triton_log(state_dir / "tritonserver.log"))
     return timing
 
 
-def _split(timing: DeployTiming, t0: float, t_end: float, markers: dict[str, float], watcher: _Watcher,
-           log: dict[str, object]) -> None:
-    """Fill `timing.parts`; every part is measured, `validate`/`*_glue` are what is left of a stage."""
-    st = timing.stages
+def _server_busy(timing: DeployTiming, watcher: _Watcher, log: dict[str, object]) -> tuple[float, float]:
+    """(server init, model loads) from the Triton log: the server's own start-to-ready work."""
     loading = log["loading"]
     loaded = log["loaded"]
     assert isinstance(loading, dict) and isinstance(loaded, dict)
     services = float(log["services_ready"])  # type: ignore[arg-type]
-    shutdown = float(log["shutdown"])  # type: ignore[arg-type]
     timing.model_loads = {m: loaded[m] - loading[m] for m in loading if m in loaded}
-    server_init = services - watcher.started_at
     # Loads run concurrently: the server is busy loading from the first `loading:` to the last
     # `successfully loaded` (the union of the intervals), not for the sum of them.
     spans = sorted((loading[m], loaded[m]) for m in timing.model_loads)
@@ -199,21 +213,87 @@ def _split(timing: DeployTiming, t0: float, t_end: float, markers: dict[str, flo
     for start, stop in spans:
         loads += max(0.0, stop - max(start, end))
         end = max(end, stop)
+    return services - watcher.started_at, loads
+
+
+def _split(timing: DeployTiming, t0: float, t_end: float, probe: dict[str, Any], watcher: _Watcher,
+           log: dict[str, object]) -> None:
+    """Fill `timing.parts` from the probe's events, the server's pid and its log, in the order things happen.
+
+    Parts marked [server] are the server's own work; [excluded] is what the issue's overhead leaves out.
+    """
+    marks: dict[str, float] = probe["marks"]
+    ev: dict[str, dict[str, Any]] = {}
+    for e in probe["events"]:
+        ev.setdefault(e["name"], e)  # the first call of each (down may run again on a failure path)
+    imports: list[list[Any]] = probe.get("import_spans", [])
+
+    def span(name: str) -> float:
+        e = ev.get(name)
+        return float(e["end"] - e["start"]) if e and "end" in e else 0.0
+
+    def imports_in(a: float, b: float) -> float:  # outermost imports that ran between a and b
+        return sum(float(d) for _, s, d, _own, outer in imports if outer and a <= s and s + d <= b + 1e-6)
+
+    server_init, loads = _server_busy(timing, watcher, log)
     timing.server_start_to_ready = server_init + loads
+    shutdown = float(log["shutdown"])  # type: ignore[arg-type]
     timing.server_shutdown = (watcher.exited_at - shutdown) if watcher.exited_at and shutdown else 0.0
+    load, publish = ev.get("load_deployment", {}), ev.get("publish", {})
+    up, down = ev.get("up", {}), ev.get("down", {})
+    validate_end = publish.get("start", up.get("start", t_end))
+    begin = marks["cli_import_start"]
     p = timing.parts
-    p["cli start + validate (to '» publish')"] = markers.get("publish", t0) - t0
-    p["publish"] = st.get("publish", 0.0)
-    p["up: prepare backend dir + spawn"] = watcher.started_at - markers.get("up", watcher.started_at)
+    p["interpreter start (to the first line of the script)"] = marks["probe_start"] - t0
+    p["imports, `import deployer.cli` -> publish (all of them)"] = imports_in(begin, validate_end)
+    p["validate: load + check the spec (without imports)"] = span("load_deployment") - imports_in(
+        load.get("start", 0.0), load.get("end", 0.0))
+    p["cli glue to publish: typer, logging, pipeline (without imports)"] = (
+        validate_end - begin - p["imports, `import deployer.cli` -> publish (all of them)"]
+        - p["validate: load + check the spec (without imports)"])
+    p["render (config.pbtxt, parse-back proof)"] = span("render")
+    p["publish (without render)"] = span("publish") - span("render")
+    p["publish -> up"] = up.get("start", 0.0) - publish.get("end", up.get("start", 0.0))
+    spawned = watcher.started_at
+    p["up: prepare backend dir + spawn"] = spawned - up.get("start", spawned)
     p["up: server init (spawn -> endpoints started) [server]"] = server_init
     p["up: model loads (wall-clock union, Triton log) [server]"] = loads
-    p["up: deployer glue (readiness polls, load calls)"] = st.get("up", 0.0) - (
-        watcher.started_at - markers.get("up", watcher.started_at)) - server_init - loads
-    p["smoke [excluded]"] = st.get("smoke", 0.0)
-    p["down: Triton's own shutdown (SIGTERM -> exit) [server]"] = timing.server_shutdown
-    p["down: deployer glue"] = st.get("down", 0.0) - timing.server_shutdown
-    p["report + exit (after down)"] = t_end - markers.get("down", t_end) - st.get("down", 0.0)
-    p["between stages"] = timing.wall - sum(p.values())
+    p["up: deployer glue (readiness polls, load calls)"] = up.get("end", spawned) - spawned - server_init - loads
+    # in the CLI's smoke stage (the smoke package's imports, smoke targets), before run_smoke
+    p["smoke: before run_smoke (imports, targets) [excluded]"] = ev.get("smoke", {}).get("start", 0.0) - up.get(
+        "end", 0.0)
+    p["smoke: run_smoke [excluded]"] = span("smoke")
+    p["smoke -> down"] = down.get("start", 0.0) - ev.get("smoke", {}).get("end", down.get("start", 0.0))
+    stop = down.get("stop", {})
+    unload = float(stop.get("unload_s", 0.0))
+    # SIGTERM goes out right after the unload; Triton logs when its main loop notices (a condition
+    # variable waited on with a 1 s timeout), first waiting for open HTTP connections to close if any
+    # (polled once a second: keep-alive connections a client did not close), then the rest
+    sigterm = down.get("start", 0.0) + unload
+    http_wait = float(log["http_wait"])  # type: ignore[arg-type]
+    first = http_wait or shutdown
+    noticed = max(0.0, first - sigterm) if first and down else 0.0
+    waited = shutdown - http_wait if http_wait and shutdown else 0.0
+    p["down: unload the models (repository API) [mostly server]"] = unload
+    p["down: stop: SIGTERM -> Triton notices it [server]"] = noticed
+    p["down: stop: Triton waits for open HTTP connections"] = waited
+    p["down: stop: Triton's shutdown (in-flight, models, exit) [server]"] = timing.server_shutdown
+    p["down: stop: deployer glue"] = span("down") - unload - noticed - waited - timing.server_shutdown
+    p["report (after down, to the end of main)"] = marks["main_end"] - down.get("end", marks["main_end"])
+    p["interpreter exit (end of main -> process gone)"] = t_end - marks["main_end"]
+    p["unaccounted"] = timing.wall - sum(p.values())
+    timing.unload = unload
+    timing.server_shutdown += noticed  # from SIGTERM to gone, but the wait for connections deployer left open
+    timing.validate_imports = _top_imports(imports, marks["cli_import_start"], validate_end)
+
+
+def _top_imports(imports: list[list[Any]], a: float, b: float, n: int = 8) -> dict[str, float]:
+    """Own import time (without the packages it imports) per top-level package, between `a` and `b`."""
+    per: dict[str, float] = {}
+    for top, s, d, own, _outer in imports:
+        if a <= s and s + d <= b + 1e-6:
+            per[top] = per.get(top, 0.0) + float(own)
+    return dict(sorted(per.items(), key=lambda kv: -kv[1])[:n])
 
 
 def write_spec(example: Path, dest: Path, ports: tuple[int, int, int]) -> Path:
@@ -231,11 +311,3 @@ def write_spec(example: Path, dest: Path, ports: tuple[int, int, int]) -> Path:
     spec = dest / "deployer.yaml"
     spec.write_text(text, encoding="utf-8")
     return spec
-
-
-def console_script() -> Path:
-    """The `deployer` console script of the running environment."""
-    path = Path(sys.executable).parent / "deployer"
-    if not path.is_file():
-        raise RuntimeError(f"no deployer console script at {path}; pip install -e . in this venv")
-    return path

@@ -6,11 +6,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
 RuntimeName = Literal["local", "docker", "compose"]
+
+# tritonserver flags every runtime adds unless `extra_args` (the spec's server.args) sets them.
+# --exit-timeout-secs: after SIGTERM Triton waits this long for in-flight requests, open HTTP
+#   connections and unloading models before it exits on its own (default 30 s); `down` unloads the
+#   models first, so this only bounds what another client still holds.
+# --metrics-interval-ms: Triton's CPU/GPU metrics thread sleeps half of this between polls and is
+#   joined at exit, so the default 2000 ms adds up to 1 s to every shutdown; gauges refresh faster too.
+SERVER_DEFAULT_FLAGS: tuple[tuple[str, str], ...] = (("--exit-timeout-secs", "5"), ("--metrics-interval-ms", "100"))
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,13 @@ class ServerSettings:
     env: tuple[tuple[str, str], ...] = field(default=())  # extra environment for the server process
 
 
+def with_server_defaults(settings: ServerSettings) -> ServerSettings:
+    """`settings` with SERVER_DEFAULT_FLAGS prepended to `extra_args` (those the user did not set)."""
+    given = {a.split("=", 1)[0] for a in settings.extra_args}
+    added = tuple(f"{flag}={value}" for flag, value in SERVER_DEFAULT_FLAGS if flag not in given)
+    return replace(settings, extra_args=added + settings.extra_args) if added else settings
+
+
 @dataclass(frozen=True)
 class ServerState:
     """A running server as recorded on disk."""
@@ -52,6 +67,9 @@ class ServerState:
     container_id: str | None = None  # docker
     project: str | None = None  # compose project name
     started_at: float = 0.0
+    # Backend implementations in the server's backend directory, found by the runtime that started it:
+    # (backend name, kind), kind one of deployer.server.backends.KINDS; () when not inspected.
+    backends: tuple[tuple[str, str], ...] = ()
 
     @property
     def http_url(self) -> str:
@@ -67,6 +85,18 @@ class ServerState:
     def metrics_url(self) -> str:
         """Prometheus endpoint."""
         return f"http://{self.host}:{self.metrics_port}/metrics"
+
+
+@dataclass(frozen=True)
+class StopReport:
+    """What a runtime's `down` did (seconds): unloading the models through the repository API, then
+    stopping the process or container; `killed` when it had to be killed after the grace period."""
+
+    unload_s: float = 0.0
+    stop_s: float = 0.0
+    unloaded: tuple[str, ...] = ()
+    pending: tuple[str, ...] = ()  # models still loaded when the unload gave up
+    killed: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,12 @@
-"""The `compose` runtime and the `compose.yaml` generator.
+"""The `compose` runtime (and, re-exported, the `compose.yaml` generator of deployer.server.compose_render).
 
-`render_compose(settings)` is pure: one `triton` service with the same container as the docker runtime
-(image, command, ports bound to `settings.host`, the repository read-only at /models, shm size,
-NVIDIA's ulimits, GPU reservation, labels) plus a healthcheck on Triton's ready endpoint. The
-`ComposeRuntime` writes it to `<state_dir>/compose.yaml` and drives `docker compose` (v2 plugin) or
-`docker-compose` (v1), whichever exists, then loads the models through the same readiness code.
+`ComposeRuntime` writes the file to `<state_dir>/compose.yaml` and drives `docker compose` (v2 plugin)
+or `docker-compose` (v1), whichever exists, then loads the models through the same readiness code.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import shutil
 import subprocess
@@ -20,26 +16,29 @@ from pathlib import Path
 from typing import Any
 
 from deployer.errors import EnvironmentProblem, MissingDependency, PortInUse, ServerError, UserError
-from deployer.server.base import RuntimeName, ServerSettings, ServerState, ServerStatus
-from deployer.server.docker_runtime import (  # the helpers are shared by both container runtimes
-    CONTAINER_PORTS,
-    CONTAINER_REPOSITORY,
-    LOG_FILE,
-    NVIDIA_ULIMITS,
+from deployer.server.base import (
+    RuntimeName,
+    ServerSettings,
+    ServerState,
+    ServerStatus,
+    StopReport,
+    with_server_defaults,
+)
+from deployer.server.compose_render import HEALTHCHECK_TEST, SERVICE, compose_document, render_compose
+from deployer.server.docker_engine import (  # shared by both container runtimes
     _container_logs,
     _exit_note,
     _running,
-    container_command,
+    container_backends,
     docker_client,
     engine_allows_memlock,
-    gpu_request,
-    managed_labels,
-    parse_size,
-    project_name,
     refuse_if_running,
     remove_managed,
     require_image,
+    unload_before_stop,
 )
+from deployer.server.docker_plan import CONTAINER_PORTS, NVIDIA_ULIMITS, project_name
+from deployer.server.docker_runtime import LOG_FILE
 from deployer.server.readiness import ReadinessReport, query_status, wait_until_ready
 from deployer.server.state import clear_state, load_state, save_state
 
@@ -56,134 +55,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 COMPOSE_FILE = "compose.yaml"
-SERVICE = "triton"
-# python3 is in NGC's images and in deployer's CPU image (curl is not guaranteed); urlopen raises on
-# any non-2xx answer, so the exit status is the readiness.
-HEALTHCHECK_TEST: tuple[str, ...] = (
-    "CMD",
-    "python3",
-    "-c",
-    "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=3)",
-)
 _COMPOSE_TIMEOUT_S = 300.0
-_STOP_TIMEOUT_S = 20  # Triton drains in-flight requests on SIGTERM
+_STOP_TIMEOUT_S = 20  # after SIGTERM (Triton itself gives up after --exit-timeout-secs); then SIGKILL
 _ABORT_STOP_TIMEOUT_S = 5  # after a failed `up` nothing is in flight
 _LOG_TAIL = 60
-
-
-# -- pure rendering --------------------------------------------------------------------------------
-
-
-def _repository_source(repository: Path) -> str:
-    """Absolute paths as they are; relative ones relative to the compose file (`./...`)."""
-    if repository.is_absolute():
-        return str(repository)
-    text = repository.as_posix()
-    return text if text.startswith(("./", "../")) else f"./{text}"
-
-
-def compose_document(
-    settings: ServerSettings,
-    *,
-    project: str | None = None,
-    load_models: bool = False,
-    ulimits: tuple[tuple[str, int, int], ...] = NVIDIA_ULIMITS,
-) -> dict[str, Any]:
-    """The compose file as data.
-
-    `load_models=True` adds `--load-model` flags so a plain `docker compose up` serves the models
-    without deployer (the quickstart file); deployer itself loads them through the API so a failure
-    names the model. With a relative `settings.state_dir` and repository (and an explicit `project`)
-    the output does not depend on the machine, as a file committed to git must not.
-    """
-    if not settings.image.strip():
-        raise UserError("server.image is empty", hint="e.g. nvcr.io/nvidia/tritonserver:24.10-py3")
-    parse_size(settings.shm_size)  # validate now; compose would fail later and less clearly
-    command = list(container_command(settings))
-    if load_models:
-        command.extend(f"--load-model={m}" for m in settings.models)
-    labels = dict(managed_labels(settings.state_dir, project))
-    service: dict[str, Any] = {
-        "image": settings.image.strip(),
-        "command": command,
-        "init": True,
-        "ports": [f"{settings.host}:{getattr(settings, name)}:{cport}" for name, cport in CONTAINER_PORTS],
-        "volumes": [
-            {
-                "type": "bind",
-                "source": _repository_source(settings.repository),
-                "target": CONTAINER_REPOSITORY,
-                "read_only": True,
-            }
-        ],
-        "shm_size": settings.shm_size.strip(),
-        "ulimits": {name: {"soft": soft, "hard": hard} for name, soft, hard in ulimits},
-        "labels": labels,
-        "healthcheck": {
-            "test": list(HEALTHCHECK_TEST),
-            "interval": "5s",
-            "timeout": "4s",
-            "retries": 3,
-            "start_period": f"{max(10, int(settings.startup_timeout_s))}s",
-        },
-    }
-    if settings.env:
-        service["environment"] = dict(settings.env)
-    gpus = gpu_request(settings.gpus)
-    if gpus is not None:
-        device: dict[str, Any] = {"driver": gpus.driver}
-        if gpus.device_ids:
-            device["device_ids"] = list(gpus.device_ids)
-        else:
-            device["count"] = "all"
-        device["capabilities"] = list(gpus.capabilities[0])
-        service["deploy"] = {"resources": {"reservations": {"devices": [device]}}}
-    return {
-        "services": {SERVICE: service},
-        # labelled so the project's network counts as ours (and is checked for leftovers)
-        "networks": {"default": {"labels": dict(labels)}},
-    }
-
-
-def render_compose(
-    settings: ServerSettings,
-    *,
-    project: str | None = None,
-    load_models: bool = False,
-    ulimits: tuple[tuple[str, int, int], ...] = NVIDIA_ULIMITS,
-) -> str:
-    """`compose.yaml` text for `settings` (pure; byte-stable for equal inputs).
-
-    The repository path is written as given: absolute, or relative to the compose file's directory.
-    """
-    from ruamel.yaml import YAML
-    from ruamel.yaml.scalarstring import DoubleQuotedScalarString as Quoted
-
-    doc = compose_document(settings, project=project, load_models=load_models, ulimits=ulimits)
-    service = doc["services"][SERVICE]
-    # Compose v1 reads YAML 1.1: quote what could turn into a number or a boolean there
-    service["ports"] = [Quoted(p) for p in service["ports"]]
-    service["shm_size"] = Quoted(service["shm_size"])
-    for mapping in (service["labels"], doc["networks"]["default"]["labels"], service.get("environment", {})):
-        for key in mapping:
-            mapping[key] = Quoted(str(mapping[key]))
-    yaml = YAML(typ="rt", pure=True)
-    yaml.default_flow_style = False
-    yaml.width = 4096
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    buf = io.StringIO()
-    yaml.dump(doc, buf)
-    gpu_note = "GPUs reserved below" if "deploy" in service else "no GPU requested (server.gpus)"
-    header = (
-        "# Generated by deployer from the spec's server settings; regenerate instead of editing.\n"
-        f"# Triton in {settings.image.strip()}, {gpu_note}.\n"
-        + (
-            "# Models are loaded at start-up (--load-model): `docker compose up -d` is enough.\n"
-            if load_models
-            else "# Models are loaded by `deployer up` through Triton's repository API.\n"
-        )
-    )
-    return header + buf.getvalue()
 
 
 # -- compose CLI discovery -------------------------------------------------------------------------
@@ -264,6 +139,7 @@ class ComposeRuntime:
         self._compose = compose
         self._started: dict[str, ComposePlan] = {}  # project -> plan, for close()
         self.last_report: ReadinessReport | None = None
+        self.last_stop: StopReport | None = None
 
     @property
     def client(self) -> Any:
@@ -281,6 +157,7 @@ class ComposeRuntime:
         """Write compose.yaml, `compose up -d`, load `settings.models`, wait for readiness, record."""
         from deployer.server.local import check_ports_free
 
+        settings = with_server_defaults(settings)
         plan = plan_compose(settings, self.compose)
         if not settings.repository.is_dir():
             raise UserError(
@@ -320,12 +197,14 @@ class ComposeRuntime:
                 is_alive=lambda: _running(container),
                 log_tail=lambda: _container_logs(container, _LOG_TAIL),
             )
+            state = replace(state, backends=container_backends(container))
+            save_state(state_dir, state)
         except ServerError as exc:
             exited = _exit_note(container) if container is not None else ""
-            self.down(state, stop_timeout_s=_ABORT_STOP_TIMEOUT_S)
+            self.down(state, stop_timeout_s=_ABORT_STOP_TIMEOUT_S, unload=False)
             raise ServerError(exc.message + exited, hint=exc.hint, details=exc.details) from exc
         except BaseException:  # includes KeyboardInterrupt: never leave the project behind
-            self.down(state, stop_timeout_s=_ABORT_STOP_TIMEOUT_S)
+            self.down(state, stop_timeout_s=_ABORT_STOP_TIMEOUT_S, unload=False)
             raise
         log.info(
             "compose project %s up: ready %.2f s, models %s",
@@ -374,8 +253,9 @@ class ComposeRuntime:
         # whatever compose could not remove (or a missing file) is found by our labels
         remove_managed(self.client, plan.project)
 
-    def down(self, state: ServerState, *, stop_timeout_s: int = _STOP_TIMEOUT_S) -> None:
-        """Save the log, `compose down` the project (labels as a safety net); forget the state."""
+    def down(self, state: ServerState, *, stop_timeout_s: int = _STOP_TIMEOUT_S, unload: bool = True) -> None:
+        """Unload the models (unless `unload` is False: the abort of a failed `up`), save the log,
+        `compose down` the project (labels as a safety net); forget the state. What it did is in `last_stop`."""
         if not state.project:
             return
         state_dir = state.log_path.parent if state.log_path is not None else None
@@ -384,13 +264,18 @@ class ComposeRuntime:
             file = state_dir / COMPOSE_FILE if state_dir is not None else Path(COMPOSE_FILE)
             compose = self._compose or _compose_or_none() or ("docker-compose",)
             plan = ComposePlan(compose=compose, project=state.project, file=file, content="")
+        report = StopReport()
         with contextlib.suppress(ServerError):
             container = self._service_container(state.project)
+            if unload:
+                report = unload_before_stop(state, container)
             if state.log_path is not None:
                 with contextlib.suppress(OSError):
                     state.log_path.parent.mkdir(parents=True, exist_ok=True)
                     state.log_path.write_text(_container_logs(container, 100_000), encoding="utf-8")
+        t0 = time.monotonic()
         self._teardown(plan, stop_timeout_s)
+        self.last_stop = replace(report, stop_s=time.monotonic() - t0)
         if state_dir is not None:
             recorded = None
             with contextlib.suppress(EnvironmentProblem):

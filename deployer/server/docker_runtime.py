@@ -10,13 +10,36 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from deployer.errors import EnvironmentProblem, MissingDependency, PortInUse, ServerError, UserError
-from deployer.server.base import RuntimeName, ServerSettings, ServerState, ServerStatus
+from deployer.errors import EnvironmentProblem, PortInUse, ServerError, UserError
+from deployer.server.base import (
+    RuntimeName,
+    ServerSettings,
+    ServerState,
+    ServerStatus,
+    StopReport,
+    with_server_defaults,
+)
+from deployer.server.docker_engine import (
+    STOP_TIMEOUT_S,
+    _container_logs,
+    _exit_note,
+    _is_ours,
+    _remove,
+    _running,
+    container_backends,
+    docker_client,
+    engine_allows_memlock,
+    managed_resources,
+    refuse_if_running,
+    remove_managed,
+    require_image,
+    unload_before_stop,
+)
 from deployer.server.docker_plan import (
     CONTAINER_PORTS,
     CONTAINER_REPOSITORY,
@@ -69,104 +92,8 @@ log = logging.getLogger(__name__)
 
 LOG_FILE = "tritonserver.log"  # the container log is saved here when the container goes away
 
-_STOP_TIMEOUT_S = 20  # Triton drains in-flight requests on SIGTERM (exit timeout 30 s by default)
 _ABORT_STOP_TIMEOUT_S = 5  # a server that never became ready has nothing in flight worth waiting for
 _LOG_TAIL = 60
-
-
-def docker_client(timeout_s: float = 60.0) -> Any:
-    """A docker SDK client that has answered a ping; `EnvironmentProblem` when no engine answers."""
-    try:
-        from docker.client import DockerClient
-    except ImportError as exc:
-        raise MissingDependency(
-            "the docker runtime needs the docker SDK, which is not installed",
-            hint="pip install 'deployer[docker]'",
-        ) from exc
-    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    try:
-        client = DockerClient.from_env(timeout=int(timeout_s))
-        client.ping()
-    except Exception as exc:
-        raise EnvironmentProblem(
-            f"no Docker engine answers at {where}: {exc}",
-            hint="start the Docker daemon (`sudo systemctl start docker`, or `sudo dockerd &`), "
-            "or point DOCKER_HOST at a running one",
-        ) from exc
-    return client
-
-
-def require_image(client: Any, image: str) -> str:
-    """The local image id of `image`; `EnvironmentProblem` naming the image and how to get it."""
-    from docker.errors import ImageNotFound
-
-    try:
-        return str(client.images.get(image).id)
-    except ImageNotFound as exc:
-        raise EnvironmentProblem(
-            f"Docker image {image} is not present on this machine", hint=image_hint(image)
-        ) from exc
-
-
-def _is_ours(container: Any) -> bool:
-    labels = container.labels or {}
-    return bool(labels.get(LABEL_MANAGED) == "true")
-
-
-def _container_logs(container: Any, tail: int) -> str:
-    try:
-        data = container.logs(stdout=True, stderr=True, tail=tail)
-    except Exception as exc:  # the log is a courtesy; never hide the real error behind it
-        return f"<container log unavailable: {exc}>"
-    return data.decode("utf-8", errors="replace") if isinstance(data, bytes) else str(data)
-
-
-def _save_log(container: Any, path: Path | None) -> None:
-    if path is None:
-        return
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(_container_logs(container, 100_000), encoding="utf-8")
-
-
-def _remove(container: Any, log_path: Path | None, *, stop_timeout: int = _STOP_TIMEOUT_S) -> None:
-    """Stop (SIGTERM, then SIGKILL after `stop_timeout`), keep the log, remove. Idempotent."""
-    from docker.errors import APIError, NotFound
-
-    with contextlib.suppress(NotFound):
-        container.reload()
-        if container.status in ("running", "restarting", "paused"):
-            with contextlib.suppress(APIError):
-                container.stop(timeout=stop_timeout)
-        _save_log(container, log_path)
-        container.remove(force=True, v=True)
-
-
-def managed_resources(client: Any, project: str | None = None) -> dict[str, list[str]]:
-    """Names of containers, networks and volumes labelled as deployer's (optionally one project's)."""
-    filters = {"label": [f"{LABEL_MANAGED}=true"] + ([f"{LABEL_PROJECT}={project}"] if project else [])}
-    return {
-        "containers": [c.name for c in client.containers.list(all=True, filters=filters)],
-        "networks": [n.name for n in client.networks.list(filters=filters)],
-        "volumes": [v.name for v in client.volumes.list(filters=filters)],
-    }
-
-
-def remove_managed(client: Any, project: str | None = None) -> dict[str, list[str]]:
-    """Remove every container, network and volume labelled as ours (optionally one project's)."""
-    from docker.errors import APIError, NotFound
-
-    filters = {"label": [f"{LABEL_MANAGED}=true"] + ([f"{LABEL_PROJECT}={project}"] if project else [])}
-    removed: dict[str, list[str]] = {"containers": [], "networks": [], "volumes": []}
-    for container in client.containers.list(all=True, filters=filters):
-        _remove(container, None, stop_timeout=5)
-        removed["containers"].append(container.name)
-    for kind, collection in (("networks", client.networks), ("volumes", client.volumes)):
-        for item in collection.list(filters=filters):
-            with contextlib.suppress(NotFound, APIError):
-                item.remove()
-                removed[kind].append(item.name)
-    return removed
 
 
 def _port_error(exc: Exception, spec: ContainerSpec) -> PortInUse | None:
@@ -191,69 +118,6 @@ def _gpu_error(exc: Exception, spec: ContainerSpec) -> EnvironmentProblem | None
     )
 
 
-def refuse_if_running(client: Any, state_dir: Path) -> None:
-    """`EnvironmentProblem` when a server for `state_dir` still runs (any runtime); otherwise remove the
-    stopped leftovers of its project and forget a stale server.json."""
-    previous = load_state(state_dir)
-    project = project_name(state_dir)
-    filters = {"label": [f"{LABEL_MANAGED}=true", f"{LABEL_PROJECT}={project}"]}
-    running = client.containers.list(filters=filters)  # running only
-    if running:
-        raise EnvironmentProblem(
-            f"a server started from {state_dir} is already running (container {running[0].name})",
-            hint="run `deployer down` first",
-        )
-    if previous is not None and previous.runtime == "local":
-        from deployer.server.local import is_running
-
-        if is_running(previous.pid):
-            raise EnvironmentProblem(
-                f"a server started from {state_dir} is already running (local runtime, pid {previous.pid})",
-                hint="run `deployer down` first",
-            )
-    remove_managed(client, project)
-    if previous is not None:
-        clear_state(state_dir)
-
-
-_MEMLOCK_ALLOWED: dict[str, bool] = {}  # engine id -> may containers get memlock=-1
-
-
-def engine_allows_memlock(client: Any, image: str) -> bool:
-    """Whether this engine can give a container `memlock=-1` (probed once per engine and process).
-
-    Engines without CAP_SYS_RESOURCE (rootless Docker, some sandboxes and CI runners) refuse it at
-    container start. It only matters for pinned GPU memory, so deployer then runs with the engine's
-    default limit instead of not at all, and says so.
-    """
-    from docker.errors import APIError, NotFound
-    from docker.types import Ulimit
-
-    engine = str(client.info().get("ID", "")) or "default"
-    if engine in _MEMLOCK_ALLOWED:
-        return _MEMLOCK_ALLOWED[engine]
-    allowed = True
-    probe = client.containers.create(
-        image,
-        entrypoint=["true"],
-        command=[],
-        ulimits=[Ulimit(name="memlock", soft=-1, hard=-1)],
-        labels={LABEL_MANAGED: "true", LABEL_PROJECT: "deployer-memlock-probe"},
-        network_disabled=True,
-    )
-    try:
-        probe.start()
-    except APIError as exc:
-        allowed = "rlimit" not in str(exc)  # any other failure shows up again at the real start
-    finally:
-        with contextlib.suppress(NotFound, APIError):
-            probe.remove(force=True)
-    if not allowed:
-        log.warning("the Docker engine refuses ulimit memlock=-1 (no CAP_SYS_RESOURCE); using its default limit")
-    _MEMLOCK_ALLOWED[engine] = allowed
-    return allowed
-
-
 # -- the runtime -----------------------------------------------------------------------------------
 
 
@@ -266,6 +130,7 @@ class DockerRuntime:
         self._client = client
         self._started: dict[str, Path | None] = {}  # container id -> log path, for close()
         self.last_report: ReadinessReport | None = None
+        self.last_stop: StopReport | None = None
 
     @property
     def client(self) -> Any:
@@ -279,7 +144,7 @@ class DockerRuntime:
         """Create and start the container, load `settings.models`, wait for readiness, record the state."""
         from deployer.server.local import check_ports_free
 
-        spec = plan_container(settings)
+        spec = plan_container(with_server_defaults(settings))
         if not settings.repository.is_dir():
             raise UserError(
                 f"model repository {settings.repository} does not exist",
@@ -315,12 +180,14 @@ class DockerRuntime:
                 is_alive=lambda: _running(container),
                 log_tail=lambda: _container_logs(container, _LOG_TAIL),
             )
+            state = replace(state, backends=container_backends(container))
+            save_state(state_dir, state)
         except ServerError as exc:
             exited = _exit_note(container)
-            self.down(state, stop_timeout_s=_ABORT_STOP_TIMEOUT_S)
+            self.down(state, stop_timeout_s=_ABORT_STOP_TIMEOUT_S, unload=False)
             raise ServerError(exc.message + exited, hint=exc.hint, details=exc.details) from exc
         except BaseException:  # includes KeyboardInterrupt: never leave the container behind
-            self.down(state, stop_timeout_s=_ABORT_STOP_TIMEOUT_S)
+            self.down(state, stop_timeout_s=_ABORT_STOP_TIMEOUT_S, unload=False)
             raise
         log.info(
             "container %s (%s) up: ready %.2f s, models %s",
@@ -376,13 +243,16 @@ class DockerRuntime:
 
     # -- down / status / logs ----------------------------------------------------------------------
 
-    def down(self, state: ServerState, *, stop_timeout_s: int = _STOP_TIMEOUT_S) -> None:
-        """Stop and remove the container (keeping its log in `state.log_path`); forget the state.
+    def down(self, state: ServerState, *, stop_timeout_s: int = STOP_TIMEOUT_S, unload: bool = True) -> None:
+        """Unload the models, stop and remove the container (keeping its log in `state.log_path`); forget
+        the state. What it did is in `last_stop`.
 
-        Triton gets `stop_timeout_s` to drain in-flight requests after SIGTERM, then it is killed.
+        Triton gets `stop_timeout_s` after SIGTERM, then it is killed. The models are unloaded first
+        (`unload_before_stop`) unless `unload` is False (the abort of a failed `up`: nothing to drain).
         """
         from docker.errors import NotFound
 
+        report = StopReport()
         for ref in (state.container_id, state.project):
             if not ref:
                 continue
@@ -394,7 +264,12 @@ class DockerRuntime:
                 log.warning("not removing container %s: it has no %s label", ref, LABEL_MANAGED)
                 continue
             self._started.pop(str(container.id), None)
+            if unload:
+                report, unload = unload_before_stop(state, container), False
+            t0 = time.monotonic()
             _remove(container, state.log_path, stop_timeout=stop_timeout_s)
+            report = replace(report, stop_s=report.stop_s + time.monotonic() - t0)
+        self.last_stop = report
         if state.log_path is not None:
             state_dir = state.log_path.parent
             recorded = None
@@ -435,29 +310,6 @@ class DockerRuntime:
         if container is not None:
             return _container_logs(container, tail)
         return _file_tail(state.log_path, tail)
-
-
-def _running(container: Any) -> bool:
-    from docker.errors import NotFound
-
-    try:
-        container.reload()
-    except NotFound:
-        return False
-    return bool(container.status in ("created", "running", "restarting"))
-
-
-def _exit_note(container: Any) -> str:
-    from docker.errors import NotFound
-
-    try:
-        container.reload()
-    except NotFound:
-        return ""
-    if container.status in ("exited", "dead"):
-        code = container.attrs.get("State", {}).get("ExitCode")
-        return f" (container {container.name} exited with code {code})"
-    return ""
 
 
 def _file_tail(path: Path | None, lines: int) -> str:

@@ -1,18 +1,17 @@
 """The `local` runtime: a real `tritonserver` process on this machine, no Docker.
 
-Discovery (`find_tritonserver`) and planning (`plan_launch`) are separate from the one place that
-acts (`LocalRuntime.up`). The server runs detached in its own session/process group with its log in
+Discovery (`find_tritonserver`, deployer.server.install) and planning (`plan_launch`) are separate
+from the one place that acts (`LocalRuntime.up`); stopping the process group is
+deployer.server.process. The server runs detached in its own session/process group with its log in
 `<state_dir>/tritonserver.log`; the state is recorded in `<state_dir>/server.json`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,12 +20,21 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-from deployer.errors import EnvironmentProblem, MissingDependency, PortInUse, RepositoryError, ServerError
+from deployer.errors import EnvironmentProblem, MissingDependency, PortInUse, RepositoryError
 from deployer.server.argv import tritonserver_argv
-from deployer.server.base import RuntimeName, ServerSettings, ServerState, ServerStatus
-from deployer.server.readiness import ReadinessReport, query_status, wait_until_ready
+from deployer.server.backends import DEPLOYER_CPU, inventory
+from deployer.server.base import (
+    RuntimeName,
+    ServerSettings,
+    ServerState,
+    ServerStatus,
+    StopReport,
+    with_server_defaults,
+)
+from deployer.server.install import TritonInstall, find_tritonserver
+from deployer.server.process import is_running, stop_group
+from deployer.server.readiness import ReadinessReport, query_status, unload_models, wait_until_ready
 from deployer.server.state import clear_state, load_state, save_state, state_path
 
 __all__ = [
@@ -45,26 +53,10 @@ log = logging.getLogger(__name__)
 LOG_FILE = "tritonserver.log"
 _BACKENDS = "backends"
 _ORT_BACKEND_SRC = Path(__file__).parent / "backends" / "onnxruntime" / "model.py"
-_STOP_GRACE_S = 20.0  # Triton drains in-flight requests on SIGTERM; then we SIGKILL the group
+_TRITON_BACKENDS = Path("/opt/tritonserver/backends")  # Triton's default --backend-directory
+_UNLOAD_TIMEOUT_S = 10.0  # down: models still finishing in-flight requests get this long to unload
+_STOP_GRACE_S = 20.0  # after SIGTERM (Triton itself gives up after --exit-timeout-secs); then SIGKILL
 _ABORT_GRACE_S = 3.0  # a failed up(): nothing to drain, and Triton ignores SIGTERM while a model loads
-
-
-@dataclass(frozen=True)
-class TritonInstall:
-    """Where a tritonserver and its companions live."""
-
-    binary: Path
-    source: Literal["settings", "path", "pytriton"]
-    lib_dir: Path | None = None  # must be on LD_LIBRARY_PATH (the wheel's nvidia_pytriton.libs)
-    backends_dir: Path | None = None  # read-only source of backends; None = Triton's default
-    stubs_dir: Path | None = None  # python_backend_stubs/<X.Y>/triton_python_backend_stub (wheel only)
-    caches_dir: Path | None = None
-
-    @property
-    def has_native_onnxruntime(self) -> bool:
-        return (
-            self.backends_dir is not None and (self.backends_dir / "onnxruntime" / "libtriton_onnxruntime.so").is_file()
-        )
 
 
 @dataclass(frozen=True)
@@ -77,55 +69,6 @@ class LaunchPlan:
     backend_dir: Path | None  # --backend-directory; private ones are rebuilt on each up()
     backend_files: tuple[tuple[Path, Path], ...]  # (file inside a private backend_dir, source file)
     python_onnxruntime_backend: bool  # install our Python-based onnxruntime backend
-
-
-def _executable(path: Path) -> bool:
-    return path.is_file() and os.access(path, os.X_OK)
-
-
-def _install_at(binary: Path, source: Literal["settings", "path", "pytriton"]) -> TritonInstall:
-    """Describe the install around `binary`: the /opt/tritonserver layout (`backends/`, `caches/` next
-    to `bin/`) or the nvidia-pytriton wheel layout (plus `python_backend_stubs/` and its own libs)."""
-    root = binary.resolve().parent.parent
-    backends, caches, stubs = root / "backends", root / "caches", root / "python_backend_stubs"
-    wheel = stubs.is_dir()
-    libs = root.parent.parent / "nvidia_pytriton.libs"  # <site-packages>/pytriton/tritonserver/bin
-    return TritonInstall(
-        binary=binary,
-        source="pytriton" if wheel and source == "pytriton" else source,
-        lib_dir=libs if wheel and libs.is_dir() else None,
-        backends_dir=backends if backends.is_dir() else None,
-        stubs_dir=stubs if wheel else None,
-        caches_dir=caches if caches.is_dir() else None,
-    )
-
-
-def find_tritonserver(settings: ServerSettings) -> TritonInstall:
-    """settings.tritonserver, else `tritonserver` on PATH, else the one in the nvidia-pytriton wheel."""
-    if settings.tritonserver is not None:
-        binary = Path(settings.tritonserver).expanduser()
-        if not _executable(binary):
-            raise MissingDependency(
-                f"server.tritonserver is not an executable file: {binary}",
-                hint="point it at a tritonserver binary, or unset it to use PATH or nvidia-pytriton",
-            )
-        return _install_at(binary.absolute(), "settings")
-    on_path = shutil.which("tritonserver")
-    if on_path:
-        return _install_at(Path(on_path), "path")
-    spec = importlib.util.find_spec("pytriton")
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingDependency(
-            "no tritonserver found: server.tritonserver is unset, none is on PATH, nvidia-pytriton is absent",
-            hint="pip install 'deployer[local]' (ships tritonserver 2.51), or put tritonserver on PATH",
-        )
-    binary = Path(next(iter(spec.submodule_search_locations))) / "tritonserver" / "bin" / "tritonserver"
-    if not _executable(binary):
-        raise MissingDependency(
-            f"the nvidia-pytriton wheel has no usable tritonserver at {binary}",
-            hint="reinstall it: pip install --force-reinstall 'deployer[local]'",
-        )
-    return _install_at(binary, "pytriton")
 
 
 def _python_env() -> dict[str, str]:
@@ -164,6 +107,7 @@ def plan_launch(settings: ServerSettings, install: TritonInstall) -> LaunchPlan:
     matching this interpreter) or to add the Python-based onnxruntime backend. Otherwise the install's
     own backend dir is used as is.
     """
+    settings = with_server_defaults(settings)
     state_dir = settings.state_dir.absolute()
     backend_dir: Path | None = install.backends_dir
     files: list[tuple[Path, Path]] = []
@@ -236,30 +180,6 @@ def check_ports_free(host: str, ports: dict[str, int]) -> None:
                 ) from exc
 
 
-def _proc_state(pid: int) -> str | None:
-    """Linux /proc state letter, or None when there is no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def is_running(pid: int | None) -> bool:
-    """True when `pid` is a live (non-zombie) tritonserver process."""
-    if pid is None or pid <= 0:
-        return False
-    state = _proc_state(pid)
-    if state is None or state in ("Z", "X"):
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    # guard against pid reuse after a reboot or a crash
-    return b"tritonserver" in cmdline
-
-
 def _tail(path: Path | None, lines: int) -> str:
     if path is None or not path.is_file():
         return ""
@@ -275,6 +195,7 @@ class LocalRuntime:
     def __init__(self) -> None:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self.last_report: ReadinessReport | None = None
+        self.last_stop: StopReport | None = None
 
     # -- up ------------------------------------------------------------------------------------------
 
@@ -306,14 +227,16 @@ class LocalRuntime:
         install = find_tritonserver(settings)
         plan = plan_launch(settings, install)
         self._prepare(plan)
-        if plan.python_onnxruntime_backend:
+        # what the server will find, read back from the directory it is given (the smoke report names it)
+        backends = inventory(plan.backend_dir or _TRITON_BACKENDS)
+        if dict(backends).get("onnxruntime") == DEPLOYER_CPU:
             log.warning(
                 "%s has no native onnxruntime backend; ONNX models run on deployer's Python-based "
                 "ONNX Runtime CPU backend (correct, slower than native)",
                 install.binary,
             )
         launched_at = time.monotonic()
-        state = self._start(settings, plan)
+        state = self._start(settings, plan, backends)
         try:
             self.last_report = wait_until_ready(
                 state.http_url,
@@ -324,7 +247,7 @@ class LocalRuntime:
                 launched_at=launched_at,
             )
         except BaseException:  # includes KeyboardInterrupt: never leave the server behind
-            self.down(state, grace_s=_ABORT_GRACE_S)
+            self.down(state, grace_s=_ABORT_GRACE_S, unload=False)
             raise
         log.info(
             "tritonserver (pid %s) up: ready %.2f s, models %s",
@@ -354,7 +277,7 @@ class LocalRuntime:
             # a copy, not a link: upgrading deployer must not change a running server's backend
             shutil.copyfile(_ORT_BACKEND_SRC, ort_dir / "model.py")
 
-    def _start(self, settings: ServerSettings, plan: LaunchPlan) -> ServerState:
+    def _start(self, settings: ServerSettings, plan: LaunchPlan, backends: tuple[tuple[str, str], ...]) -> ServerState:
         env = {**os.environ, **dict(plan.env)}
         with plan.log_path.open("wb") as logfile:
             try:
@@ -381,12 +304,13 @@ class LocalRuntime:
             log_path=plan.log_path,
             pid=proc.pid,
             started_at=time.time(),
+            backends=backends,
         )
         try:
             # recorded before readiness so a `deployer down` from another shell can find it
             save_state(plan.log_path.parent, state)
         except BaseException:
-            self.down(state, grace_s=_ABORT_GRACE_S)
+            self.down(state, grace_s=_ABORT_GRACE_S, unload=False)
             raise
         log.info("started %s (pid %d), log %s", plan.argv[0], proc.pid, plan.log_path)
         return state
@@ -398,11 +322,27 @@ class LocalRuntime:
 
     # -- down / status / logs ------------------------------------------------------------------------
 
-    def down(self, state: ServerState, grace_s: float = _STOP_GRACE_S) -> None:
-        """SIGTERM the server's process group, wait up to `grace_s`, SIGKILL; forget the state. Idempotent."""
+    def down(self, state: ServerState, grace_s: float = _STOP_GRACE_S, *, unload: bool = True) -> None:
+        """Unload the models (`unload`), SIGTERM the process group, wait up to `grace_s`, SIGKILL what is
+        left; forget the state. Idempotent. What it did is in `last_stop`.
+
+        The unload through the repository API comes first because it is the graceful part that is fast:
+        in-flight requests finish, models finalize, stubs exit, and Triton then exits on SIGTERM at once
+        instead of polling its unloading models once a second.
+        """
         pid = state.pid
+        report = StopReport()
         if pid is not None and (pid in self._children or is_running(pid)):
-            self._stop_group(pid, grace_s)
+            if unload:
+                done = unload_models(state.http_url, state.models, timeout_s=_UNLOAD_TIMEOUT_S)
+                if done.pending or done.error:
+                    log.warning("unloading before the stop: still loaded %s %s", list(done.pending), done.error)
+                report = StopReport(unload_s=done.seconds, unloaded=done.unloaded, pending=done.pending)
+            seconds, killed = stop_group(pid, self._children.pop(pid, None), grace_s)
+            if killed:
+                log.warning("tritonserver (pid %d) still running %.0f s after SIGTERM; killed it", pid, grace_s)
+            report = StopReport(report.unload_s, seconds, report.unloaded, report.pending, killed)
+        self.last_stop = report
         if state.log_path is not None:
             recorded = None
             with contextlib.suppress(EnvironmentProblem):
@@ -410,36 +350,10 @@ class LocalRuntime:
             if recorded is None or recorded.pid == pid:
                 clear_state(state.log_path.parent)
 
-    def _stop_group(self, pid: int, grace_s: float = _STOP_GRACE_S) -> None:
-        child = self._children.pop(pid, None)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            if child is not None:
-                if child.poll() is not None:
-                    break
-            elif not is_running(pid):
-                break
-            time.sleep(0.1)
-        else:
-            log.warning("tritonserver (pid %d) still running %.0f s after SIGTERM; killing it", pid, grace_s)
-        # whatever is left in the group (python-backend stubs included) goes now
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-        if child is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(timeout=10)
-        deadline = time.monotonic() + 10
-        while is_running(pid) and time.monotonic() < deadline:  # not our child: init reaps it
-            time.sleep(0.05)
-        if self._alive(pid):
-            raise ServerError(f"tritonserver (pid {pid}) is still running after SIGKILL")
-
     def close(self) -> None:
         """Stop every server this instance started that is still running (for tests and atexit)."""
         for pid in list(self._children):
-            self._stop_group(pid, _ABORT_GRACE_S)
+            stop_group(pid, self._children.pop(pid), _ABORT_GRACE_S)
 
     def status(self, state: ServerState | None) -> ServerStatus:
         """Process liveness plus the server's own view of readiness and of each model."""

@@ -36,6 +36,7 @@ def _to_json(state: ServerState) -> dict[str, Any]:
         "container_id": state.container_id,
         "project": state.project,
         "started_at": state.started_at,
+        "backends": dict(state.backends),
     }
 
 
@@ -67,6 +68,10 @@ def _from_json(data: Any) -> ServerState:
     started_at = data.get("started_at", 0.0)
     if not isinstance(started_at, int | float) or isinstance(started_at, bool):
         raise TypeError(f"started_at must be a number, got {started_at!r}")
+    backends = data.get("backends") or {}  # absent in files written before deployer recorded it
+    if not isinstance(backends, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in backends.items()):
+        raise TypeError(f"backends must map backend names to kinds, got {backends!r}")
     return ServerState(
         runtime=runtime,
         host=_req(data, "host", str),
@@ -79,6 +84,7 @@ def _from_json(data: Any) -> ServerState:
         container_id=_opt(data, "container_id", str),
         project=_opt(data, "project", str),
         started_at=float(started_at),
+        backends=tuple(sorted(backends.items())),
     )
 
 

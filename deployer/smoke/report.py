@@ -53,10 +53,17 @@ class CheckResult:
 
 @dataclass(frozen=True)
 class ModelReport:
-    """All checks of one model, in the order they ran."""
+    """All checks of one model, in the order they ran, and what served it.
+
+    `served_by` names the backend implementation that actually ran the model, from the server's
+    backend directory (recorded by the runtime) and the served config, e.g.
+    "onnxruntime (deployer CPU Python-based backend)", "onnxruntime (native)", "python", "tensorrt";
+    "" when unknown (the model was not ready, or this is the server suite).
+    """
 
     model: str
     checks: tuple[CheckResult, ...]
+    served_by: str = ""
 
     @property
     def passed(self) -> bool:
@@ -140,7 +147,7 @@ def render_report(report: SmokeReport) -> RenderableType:
     from rich.text import Text
 
     table = Table(title="deployer smoke" + (f" — {report.target}" if report.target else ""), show_lines=False)
-    table.add_column("suite", style="bold")
+    table.add_column("suite", style="bold", overflow="fold")
     table.add_column("check")
     table.add_column("status")
     table.add_column("message", overflow="fold")
@@ -149,8 +156,11 @@ def render_report(report: SmokeReport) -> RenderableType:
         for i, c in enumerate(suite.checks):
             msg = c.message + ("".join(f"\n  {d}" for d in c.details[:8]) if c.status == "fail" else "")
             # Text(), not str: check names and messages contain "[...]", which rich would eat as markup.
+            label = Text(suite.model if i == 0 else "")
+            if i == 0 and suite.served_by:
+                label.append(f"\nserved by {suite.served_by}", style="dim")
             table.add_row(
-                Text(suite.model if i == 0 else ""),
+                label,
                 Text(c.name),
                 Text(c.status.upper(), style=_STYLE[c.status]),
                 Text(msg),
@@ -188,6 +198,7 @@ def to_dict(report: SmokeReport) -> dict[str, object]:
         "suites": [
             {
                 "name": s.model,
+                "served_by": s.served_by,
                 "passed": s.passed,
                 "checks": [
                     {
@@ -235,6 +246,9 @@ def junit_xml(report: SmokeReport) -> ET.Element:
             errors="0",
             time=f"{sum(c.duration_s for c in suite.checks):.3f}",
         )
+        if suite.served_by:  # <properties> comes first in a <testsuite> (JUnit XML schema)
+            props = ET.SubElement(ts, "properties")
+            ET.SubElement(props, "property", name="served_by", value=suite.served_by)
         for c in suite.checks:
             tc = ET.SubElement(
                 ts, "testcase", classname=f"smoke.{suite.model}", name=c.name, time=f"{c.duration_s:.3f}"

@@ -11,6 +11,8 @@ from typing import Any
 import numpy.typing as npt
 
 from deployer.errors import DeployerError, MissingDependency
+from deployer.onnx.runtime import OrtModel
+from deployer.server.backends import served_by
 from deployer.server.base import ServerState
 from deployer.smoke.checks import (
     check_config,
@@ -23,7 +25,6 @@ from deployer.smoke.checks import (
 )
 from deployer.smoke.inputs import InferCase, load_golden, make_inputs, plan_cases, shape_range
 from deployer.smoke.loadchecks import check_batching, check_metrics, check_perf, scrape_metrics
-from deployer.smoke.reference import OnnxReference
 from deployer.smoke.report import CheckResult, ModelReport, SmokeReport
 from deployer.smoke.targets import SmokeModel, SmokeOptions
 
@@ -80,8 +81,9 @@ def run_smoke(
         for model in models:
             LOGGER.info("smoke: checking model %s", model.name)
             emit = functools.partial(_emit, progress, model.name)
-            checks = _run_model(http, grpc, state, model, options, reachable, emit)
-            reports.append(ModelReport(model.name, tuple(checks)))
+            checks, served_config = _run_model(http, grpc, state, model, options, reachable, emit)
+            # what ran it: the served config's backend, the implementation the runtime found for it
+            reports.append(ModelReport(model.name, tuple(checks), served_by(served_config, dict(state.backends))))
     finally:
         http.close()
         grpc.close()
@@ -108,7 +110,8 @@ def _run_model(
     options: SmokeOptions,
     reachable: bool,
     emit: Callable[[CheckResult], None],
-) -> list[CheckResult]:
+) -> tuple[list[CheckResult], Mapping[str, Any]]:
+    """The model's checks, and its served config ({} when the model is not ready or it was not served)."""
     out: list[CheckResult] = []
 
     def add(c: CheckResult) -> CheckResult:
@@ -118,9 +121,9 @@ def _run_model(
 
     if not reachable:
         add(CheckResult("ready", "fail", f"server at {state.http_url} is not reachable; nothing was checked"))
-        return out
+        return out, {}
     if add(check_model_ready(http, model)).status == "fail":
-        return out  # everything else would only repeat "not ready"
+        return out, {}  # everything else would only repeat "not ready"
     metrics_before = (
         scrape_metrics(state.metrics_url, model.name, options.timeout_s) if options.wants("metrics") else ""
     )
@@ -128,6 +131,8 @@ def _run_model(
     if options.wants("config"):
         result, served_config = check_config(http, model)
         add(result)
+    else:  # still needed: the report names the backend that served the model
+        served_config = _served_config(http, model)
     if options.wants("metadata"):
         add(check_metadata(http, model))
 
@@ -164,7 +169,19 @@ def _run_model(
             )
         else:
             add(CheckResult("metrics", "skip", "no inference requests were sent by the selected checks"))
-    return out
+    return out, served_config
+
+
+def _served_config(http: Any, model: SmokeModel) -> Mapping[str, Any]:
+    """The served config, or {} when the server does not give it (the report then names no backend)."""
+    served: dict[str, Any] = {}
+
+    def fetch() -> CheckResult:
+        served.update(http.get_model_config(model.name, model.version))
+        return CheckResult("config", "pass")
+
+    guarded("config", fetch)  # an error is only logged: no check was asked for
+    return served
 
 
 def _completed_requests(checks: Sequence[CheckResult]) -> int:
@@ -206,12 +223,12 @@ def _as_served(model: SmokeModel, outputs: Mapping[str, Array]) -> dict[str, Arr
     return out
 
 
-def _reference(model: SmokeModel) -> tuple[OnnxReference | None, CheckResult | None]:
+def _reference(model: SmokeModel) -> tuple[OrtModel | None, CheckResult | None]:
     """The ONNX Runtime reference, or a result explaining why there is none (None = by choice)."""
     if model.onnx_path is None:
         return None, None
     try:
-        ref = OnnxReference(model.onnx_path)
+        ref = OrtModel(model.onnx_path)
     except DeployerError as exc:
         return None, CheckResult("reference", "fail", exc.message)
     reason = ref.unsupported_reason()

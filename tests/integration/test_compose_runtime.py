@@ -175,11 +175,15 @@ def test_serves_two_models_with_batching_and_a_healthy_healthcheck(
 
         assert _wait_healthy(container) == "healthy", "the compose healthcheck probes /v2/health/ready"
         assert compose_runtime.status(state).ready
+        # the backends found in the service container, which the smoke report names
+        assert dict(state.backends) == {"onnxruntime": "deployer-cpu-python", "python": "native"}
     finally:
         compose_runtime.down(state)
     assert managed_resources(docker_client(), state.project) == EMPTY
     assert load_state(settings.state_dir) is None
     assert state.log_path is not None and "successfully loaded 'mlp'" in state.log_path.read_text()
+    stop = compose_runtime.last_stop  # the models were unloaded through the API before `compose down`
+    assert stop is not None and sorted(stop.unloaded) == ["mlp", "pyadd"] and not stop.pending, stop
     compose_runtime.down(state)  # idempotent
 
 

@@ -28,6 +28,7 @@ from deployer.server.docker_runtime import (
     project_name,
 )
 from deployer.server.state import load_state
+from deployer.smoke import SmokeModel, SmokeOptions, SmokeOutput, SmokeTensor, run_smoke
 from tests.triton_stats import wait_for_inferences
 
 MLP_CONFIG = """
@@ -196,6 +197,21 @@ def test_serves_two_models_over_http_and_grpc_with_dynamic_batching(
 
         check_inference_and_batching(state, two_model_repository)
 
+        # what served each model, as the smoke report names it: read inside the container from the
+        # image's own backend dir (deployer's CPU image carries deployer's onnxruntime/model.py)
+        assert dict(state.backends) == {"onnxruntime": "deployer-cpu-python", "python": "native"}
+        assert load_state(settings.state_dir) == state
+        targets = [
+            SmokeModel("mlp", (SmokeTensor("x", "FP32", (4,)),), (SmokeOutput("y", "FP32", (3,)),), max_batch_size=16),
+            SmokeModel("pyadd", (SmokeTensor("IN", "INT32", (2,)),), (SmokeOutput("OUT", "INT32", (2,)),),
+                       max_batch_size=8),
+        ]
+        smoke = run_smoke(state, targets, SmokeOptions(checks=frozenset({"ready", "config"})))
+        assert {m.model: m.served_by for m in smoke.models} == {
+            "mlp": "onnxruntime (deployer CPU Python-based backend)",
+            "pyadd": "python",
+        }
+
         # a second `up` for the same state dir, by either container runtime, is refused and kills nothing
         from deployer.server.compose import ComposeRuntime
 
@@ -212,6 +228,11 @@ def test_serves_two_models_over_http_and_grpc_with_dynamic_batching(
     assert _leftovers(state.project or "") == {"containers": [], "networks": [], "volumes": []}
     assert load_state(settings.state_dir) is None
     assert state.log_path is not None and "successfully loaded 'pyadd'" in state.log_path.read_text()
+    # down unloaded the models through the API before SIGTERM: Triton found nothing left to unload
+    stop = docker_runtime.last_stop
+    assert stop is not None and sorted(stop.unloaded) == ["mlp", "pyadd"] and not stop.pending, stop
+    log = state.log_path.read_text()
+    assert "Found 0 live models" in log[log.index("Signal (15) received") :]
     docker_runtime.down(state)  # idempotent
 
 

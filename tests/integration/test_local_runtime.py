@@ -17,7 +17,9 @@ import pytest
 from deployer.errors import EnvironmentProblem, ExitCode, PortInUse, ServerError
 from deployer.server.base import ServerSettings
 from deployer.server.local import LocalRuntime, find_tritonserver, is_running, plan_launch
+from deployer.server.process import group_members, shm_segments
 from deployer.server.state import load_state, state_path
+from deployer.smoke import SmokeModel, SmokeOptions, SmokeOutput, SmokeTensor, run_smoke
 from tests.triton_stats import wait_for_inferences
 
 MLP_CONFIG = """
@@ -213,9 +215,36 @@ def test_onnx_string_and_python_models_in_one_server(
     a = np.array([1, 2, 3], dtype=np.int64)
     np.testing.assert_array_equal(_infer(state.http_url, "double", {"a": a}, {"a": "INT64"}).as_numpy("b"), a * 2)
 
+    # the smoke report names what served each model: read from the backend dir the server was given
+    native = find_tritonserver(settings).has_native_onnxruntime
+    onnx_label = "onnxruntime (native)" if native else "onnxruntime (deployer CPU Python-based backend)"
+    assert dict(state.backends)["onnxruntime"] == ("native" if native else "deployer-cpu-python")
+    assert dict(state.backends)["python"] == "native"
+    targets = [
+        SmokeModel("mlp", (SmokeTensor("x", "FP32", (4,)),), (SmokeOutput("y", "FP32", (3,)),), max_batch_size=8),
+        SmokeModel("mixed", (SmokeTensor("a", "FP16", (3,)),), (SmokeOutput("a2", "FP16", (3,)),), max_batch_size=4),
+        SmokeModel("double", (SmokeTensor("a", "INT64", (3,)),), (SmokeOutput("b", "INT64", (3,)),)),
+    ]
+    smoke = run_smoke(state, targets, SmokeOptions(checks=frozenset({"ready"})))  # no config check asked for
+    assert {m.model: m.served_by for m in smoke.models} == {"mlp": onnx_label, "mixed": onnx_label, "double": "python"}
+
     assert "tritonserver" in local_runtime.logs(state, tail=500) or local_runtime.logs(state)
+    stubs = [pid for pid in group_members(state.pid or 0) if pid != state.pid]
+    segments = shm_segments(group_members(state.pid or 0))
+    assert len(stubs) == 3 and segments, "one python-backend stub per instance, each with its shm segment"
     local_runtime.down(state)
+    # down unloaded every model through the API, then Triton exited on SIGTERM by itself: nothing was
+    # left for its own shutdown to unload, nothing had to be killed, no stub or shm segment remains
+    stop = local_runtime.last_stop
+    assert stop is not None and sorted(stop.unloaded) == ["double", "mixed", "mlp"], stop
+    assert not stop.pending and not stop.killed, stop
+    assert state.log_path is not None
+    log = state.log_path.read_text()
+    assert log.rindex("successfully unloaded 'mlp'") < log.index("Signal (15) received")
+    assert "Found 0 live models" in log[log.index("Signal (15) received") :]
     assert not is_running(state.pid)
+    assert [pid for pid in stubs if Path(f"/proc/{pid}").exists()] == []
+    assert [p for p in segments if p.exists()] == []
     assert processes_mentioning(str(model_repository)) == []
     assert not state_path(settings.state_dir).exists()
     local_runtime.down(state)  # idempotent

@@ -34,6 +34,7 @@ def _state(**kw: object) -> ServerState:
         _state(),
         _state(runtime="docker", pid=None, container_id="abc123", log_path=None, models=()),
         _state(runtime="compose", pid=None, project="proj"),
+        _state(backends=(("onnxruntime", "deployer-cpu-python"), ("python", "native"))),
     ],
 )
 def test_roundtrip(tmp_path: Path, state: ServerState) -> None:
@@ -85,3 +86,17 @@ def test_wrong_field_types_are_corruption(tmp_path: Path) -> None:
         state_path(tmp_path).write_text(json.dumps({**data, key: bad}))
         with pytest.raises(EnvironmentProblem, match=key):
             load_state(tmp_path)
+
+
+def test_state_without_backends_loads_as_not_inspected(tmp_path: Path) -> None:
+    """server.json written before deployer recorded the backends (a server started by an older deployer)."""
+    save_state(tmp_path, _state())
+    data = json.loads(state_path(tmp_path).read_text())
+    del data["backends"]
+    state_path(tmp_path).write_text(json.dumps(data))
+    loaded = load_state(tmp_path)
+    assert loaded is not None and loaded.backends == ()
+    data["backends"] = {"onnxruntime": 3}
+    state_path(tmp_path).write_text(json.dumps(data))
+    with pytest.raises(EnvironmentProblem, match="backends"):
+        load_state(tmp_path)

@@ -94,3 +94,43 @@ def test_junit_parses_with_right_counts(tmp_path: Path) -> None:
     skipped = suites["static"].find("testcase/skipped")
     assert skipped is not None and skipped.get("message") == "max_batch_size is 0"
     assert float(resnet.get("time", "0")) == pytest.approx(0.21, abs=1e-3)
+
+
+def _served_report() -> SmokeReport:
+    server = ModelReport("server", (CheckResult("live", "pass", "server is live"),))
+    onnx = ModelReport(
+        "classifier",
+        (CheckResult("ready", "pass", "model is ready"), CheckResult("config", "pass", "agrees")),
+        served_by="onnxruntime (deployer CPU Python-based backend)",
+    )
+    python = ModelReport("labels", (CheckResult("ready", "pass", "model is ready"),), served_by="python")
+    unready = ModelReport("broken", (CheckResult("ready", "fail", "not READY"),))  # nothing served it
+    return SmokeReport(server, (onnx, python, unready), target="local")
+
+
+def test_served_by_in_the_table_under_the_model_name() -> None:
+    lines = report_text(_served_report(), width=200).splitlines()
+    row = next(i for i, line in enumerate(lines) if "classifier" in line)
+    assert "served by onnxruntime (deployer CPU Python-based backend)" in lines[row + 1]  # the cell's 2nd line
+    labels = next(i for i, line in enumerate(lines) if "labels" in line)
+    assert "served by python" in lines[labels + 1]
+    assert sum("served by" in line for line in lines) == 2  # none for the server or the unready model
+
+
+def test_served_by_in_json_and_junit_properties(tmp_path: Path) -> None:
+    write_json(_served_report(), tmp_path / "r.json")
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert {s["name"]: s["served_by"] for s in data["suites"]} == {
+        "server": "",
+        "classifier": "onnxruntime (deployer CPU Python-based backend)",
+        "labels": "python",
+        "broken": "",
+    }
+    write_junit(_served_report(), tmp_path / "r.xml")
+    suites = {s.get("name"): s for s in ET.parse(tmp_path / "r.xml").getroot().findall("testsuite")}
+    classifier = suites["classifier"]
+    assert classifier[0].tag == "properties"  # first child, as the JUnit schema wants
+    props = {p.get("name"): p.get("value") for p in classifier.iter("property")}
+    assert props == {"served_by": "onnxruntime (deployer CPU Python-based backend)"}
+    assert [p.get("value") for p in suites["labels"].iter("property")] == ["python"]
+    assert suites["broken"].find("properties") is None and suites["server"].find("properties") is None

@@ -20,6 +20,10 @@ import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]
 
 Array = npt.NDArray[Any]
 
+# Identifies this file in a backend dir (deployer.server.backends.DEPLOYER_MARKER): how deployer tells
+# its own backend from a native one when it reports what served a model. Keep the value.
+DEPLOYER_BACKEND = "deployer-cpu-onnxruntime"
+
 # Triton config type -> ONNX Runtime type string (as `InferenceSession.get_inputs()[i].type` reports it).
 _TRITON_TO_ORT = {
     "TYPE_BOOL": "tensor(bool)",
