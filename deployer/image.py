@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from deployer.errors import EnvironmentProblem, MissingDependency
+from deployer.server.docker_plan import CPU_IMAGE, CPU_IMAGE_REPOSITORY
 
 __all__ = [
     "BASE_IMAGE",
@@ -45,8 +46,6 @@ log = logging.getLogger(__name__)
 
 TRITON_RELEASE = "24.10"  # NGC release whose server (Triton 2.51.0) nvidia-pytriton 0.7.0 ships
 NGC_IMAGE = f"nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-py3"
-CPU_IMAGE_REPOSITORY = "deployer/tritonserver-cpu"
-CPU_IMAGE = f"{CPU_IMAGE_REPOSITORY}:2.51-py311"
 BASE_IMAGE = "deployer/debian-bookworm-minbase:py311"
 LABEL_INPUTS = "dev.deployer.image.inputs-sha256"
 LABEL_KIND = "dev.deployer.image.kind"

@@ -199,11 +199,15 @@ def read_manifest(version_dir: Path) -> dict[str, Any] | None:
 def disk_files(directory: Path, *, source: bool = False) -> dict[str, Path]:
     """Every file below a directory, keyed by POSIX relpath.
 
-    For a version dir (`source=False`) the top-level manifest is excluded. For an artifact source tree
-    (`source=True`) nothing is excluded and symlinked dirs are followed, so the copy holds real files.
+    For a version dir (`source=False`) the top-level manifest and `__pycache__` dirs are excluded: Triton's
+    python-backend stub writes `model.*.pyc` next to a served model.py (PYTHONDONTWRITEBYTECODE does not
+    reach it), which is not content and must not make the version look modified. For an artifact source
+    tree (`source=True`) nothing is excluded and symlinked dirs are followed, so the copy holds real files.
     """
     out: dict[str, Path] = {}
     for root, dirs, files in os.walk(directory, followlinks=source):
+        if not source:
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
         dirs.sort()
         for name in sorted(files):
             path = Path(root) / name

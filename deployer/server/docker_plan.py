@@ -46,6 +46,12 @@ CONTAINER_PORTS: tuple[tuple[str, int], ...] = (("http_port", 8000), ("grpc_port
 NVIDIA_ULIMITS: tuple[tuple[str, int, int], ...] = (("memlock", -1, -1), ("stack", 67108864, 67108864))
 
 
+# deployer's registry-free CPU image (built by `deployer image build-cpu`, deployer/image.py); named
+# here, below the image builder, so the runtimes and the builder share one name without a cycle.
+CPU_IMAGE_REPOSITORY = "deployer/tritonserver-cpu"
+CPU_IMAGE = f"{CPU_IMAGE_REPOSITORY}:2.51-py311"
+
+
 @dataclass(frozen=True)
 class GpuRequest:
     """A Docker device request for NVIDIA GPUs: all of them (`count=-1`) or specific ids."""
@@ -206,8 +212,6 @@ def plan_container(settings: ServerSettings) -> ContainerSpec:
 
 def image_hint(image: str) -> str:
     """How a user gets `image` onto this machine."""
-    from deployer.image import CPU_IMAGE_REPOSITORY
-
     if image.split(":", 1)[0] == CPU_IMAGE_REPOSITORY:
         return "build it with `deployer image build-cpu` (no registry needed)"
     if image.startswith("nvcr.io/"):

@@ -1,7 +1,7 @@
 """Generate docs/spec.md (every key, its type, default and description) from the pydantic schema.
 
 Regenerate after a schema change: `python -m deployer.spec.docs docs/spec.md`.
-tests/unit/test_spec_docs.py fails when docs/spec.md and this generator disagree.
+tests/unit/spec/test_spec_docs.py fails when docs/spec.md and this generator disagree.
 """
 
 from __future__ import annotations

@@ -120,8 +120,8 @@ def test_contract_validation() -> None:
         _model(preferred_batch_sizes=(16,))
     with pytest.raises(UserError, match="1 <= min <= opt <= max"):
         SmokeTensor("x", "FP32", (-1,), shapes=ShapeRange((2,), (1,), (3,)))
-    with pytest.raises(ValueError, match="ranks differ"):
-        ShapeRange((2,), (1, 1), (3,))
+    with pytest.raises(UserError, match="1 <= min <= opt <= max"):
+        SmokeTensor("x", "FP32", (-1,), shapes=ShapeRange((2,), (1, 1), (3,)))
     with pytest.raises(UserError, match="unknown data type"):
         SmokeTensor("x", "float8", (1,))
     assert SmokeTensor("x", "bytes", (1,)).dtype == "STRING"

@@ -2,7 +2,7 @@
 
 Each model is a few hundred bytes and exercises one trouble: static batch, symbolic H/W, int64 input,
 names with '/', '.' and ':', a scalar, a batch-only tensor, two inputs. `corrupt.onnx` is not ONNX.
-tests/unit/test_spec_corpus.py checks that the committed files equal what this script writes.
+tests/unit/spec/test_spec_corpus.py checks that the committed files equal what this script writes.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """config.pbtxt rendering: golden files, escaping, user templates, and the parse-back proof.
 
 Regenerate golden .pbtxt files after an intended template change with
-`DEPLOYER_UPDATE_GOLDEN=1 pytest tests/unit/test_render.py` and review the diff.
+`DEPLOYER_UPDATE_GOLDEN=1 pytest tests/unit/config/test_render.py` and review the diff.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from deployer.config.render import (
 )
 from deployer.errors import RenderMismatchError, TemplateError, UserError
 
-GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
+GOLDEN = Path(__file__).resolve().parents[2] / "data" / "golden"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.json"))
 HOSTILE = [
     'x" } output { name: "evil',

@@ -18,7 +18,7 @@ from ruamel.yaml import YAML
 
 from tests.measured import Measured, run_deployer
 
-MODELS = Path(__file__).resolve().parents[1] / "data" / "specs" / "models"
+MODELS = Path(__file__).resolve().parents[2] / "data" / "specs" / "models"
 MAX_WALL_S = 5.0
 MAX_RSS = 500 * 2**20
 

@@ -14,7 +14,7 @@ from deployer.errors import ModelFileError, UserError
 from deployer.spec import load_deployment
 from deployer.spec.init import init_spec, model_name_from
 
-MODELS = Path(__file__).resolve().parents[1] / "data" / "specs" / "models"
+MODELS = Path(__file__).resolve().parents[2] / "data" / "specs" / "models"
 
 
 def model(tmp_path: Path, name: str, as_name: str | None = None) -> Path:

@@ -16,7 +16,7 @@ import pytest
 from deployer.repository import ArtifactFile, ModelArtifact, apply_publish, plan_publish
 from tests.measured import run_deployer
 
-MODELS = Path(__file__).resolve().parents[1] / "data" / "specs" / "models"
+MODELS = Path(__file__).resolve().parents[2] / "data" / "specs" / "models"
 
 SPEC = """\
 models:

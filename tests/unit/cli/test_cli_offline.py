@@ -16,7 +16,7 @@ from tritonclient.grpc import model_config_pb2
 
 from deployer.spec import load_deployment
 
-MODELS = Path(__file__).resolve().parents[1] / "data" / "specs" / "models"
+MODELS = Path(__file__).resolve().parents[2] / "data" / "specs" / "models"
 DEPLOYER = Path(sys.executable).parent / "deployer"
 
 

@@ -11,7 +11,7 @@ from deployer import pipeline
 from deployer.spec import docs, load_deployment
 from deployer.spec.schema import Spec
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 MODELS = ROOT / "tests" / "data" / "specs" / "models"
 
 

@@ -15,7 +15,7 @@ from deployer.errors import SpecError, SpecIssue
 from deployer.spec import Deployment, load_deployment
 from deployer.spec.loader import ENSEMBLE_SKIPS_DEFAULTS, deep_merge, defaults_for, format_path, read_yaml
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "specs"
+DATA = Path(__file__).resolve().parents[2] / "data" / "specs"
 
 
 def write_spec(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:

@@ -501,3 +501,13 @@ def test_auto_version_never_passes_int64(tmp_path: Path) -> None:
 def test_model_names_that_are_not_one_visible_dir_name_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(RepositoryError, match="invalid model name"):
         plan_publish(tmp_path / "repo", [ModelArtifact(name, 'name: "m"\n', (ArtifactFile("a", data=b"a"),))])
+
+
+def test_a_pycache_written_by_the_python_stub_does_not_make_a_version_modified(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    assert _publish(repo, _art(payload=b"a")) == {"m": 1}
+    cache = repo / "m" / "1" / "__pycache__"
+    cache.mkdir()
+    (cache / "model.cpython-311.pyc").write_bytes(b"\0pyc")
+    assert verify_repository(repo) == []
+    assert plan_publish(repo, [_art(payload=b"a")]).models[0].status == "unchanged"

@@ -21,7 +21,7 @@ from deployer.spec import Deployment, load_deployment
 from deployer.spec.overrides import apply_leftovers, relocate
 from deployer.spec.schema import INT64_MAX, Spec
 
-MODELS = Path(__file__).resolve().parents[1] / "data" / "specs" / "models"
+MODELS = Path(__file__).resolve().parents[2] / "data" / "specs" / "models"
 
 
 def load(tmp_path: Path, text: str, **kw: Any) -> Deployment:

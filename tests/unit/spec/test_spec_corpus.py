@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 CORPUS = DATA / "invalid"
 MODELS = DATA / "specs" / "models"
 DEPLOYER = Path(sys.executable).parent / "deployer"
