@@ -25,14 +25,58 @@ def cache_dir() -> Path:
 
 def target_trt_version(dep: Deployment) -> str | None:
     """TensorRT version the engines must match: the spec's, else the target Triton release's."""
+    return target_trt(dep)[0]
+
+
+def target_trt(dep: Deployment) -> tuple[str | None, bool]:
+    """(TensorRT version the engines must match, whether it is verified).
+
+    `target.tensorrt` in the spec is the user's word (verified); a row of the Triton table is verified only
+    when its source was read (versions.TRITON_TRT_TABLE): mismatches against the others only warn.
+    """
     from deployer.engines.versions import trt_version_for_triton
 
     if dep.spec.target.tensorrt:
-        return dep.spec.target.tensorrt
+        return dep.spec.target.tensorrt, True
     try:
-        return trt_version_for_triton(dep.spec.target.triton).trt
+        row = trt_version_for_triton(dep.spec.target.triton)
     except UserError:
-        return None  # unknown release: the build is not checked against a version
+        return None, True  # unknown release: the build is not checked against a version
+    return row.trt, row.verified
+
+
+def _accuracy(dep: Deployment, m: ResolvedModel) -> Any:
+    from deployer.engines.request import AccuracyBudget
+
+    a = m.spec.accuracy
+    if a is None:
+        return None
+    return AccuracyBudget(
+        data_files=tuple(dep.resolve_path(f) for f in a.data), labels=dep.resolve_path(a.labels) if a.labels else None,
+        max_samples=a.max_samples, holdout=a.holdout, min_top1_agreement=a.min_top1_agreement,
+        max_accuracy_drop=a.max_accuracy_drop, max_abs_error=a.max_abs_error, max_rel_error=a.max_rel_error,
+    )
+
+
+def _keep_io_types(m: ResolvedModel) -> bool:
+    """fp16 conversion keeps fp32 I/O unless the spec declares every float tensor FP16."""
+    floats = [t.dtype for t in (*m.inputs, *m.outputs) if t.dtype in ("FP32", "FP16")]
+    return not (floats and all(d == "FP16" for d in floats))
+
+
+def build_requests(dep: Deployment, m: ResolvedModel) -> list[Any]:
+    """One BuildRequest per `engine.compute_capabilities` entry (`model_sm86.plan`, ...), else one."""
+    from dataclasses import replace
+
+    from deployer.engines.manifest import engine_filename_for_cc
+
+    base = build_request(dep, m)
+    caps = m.spec.engine.compute_capabilities if m.spec.engine else []
+    if len(caps) <= 1:
+        return [replace(base, compute_capability=caps[0] if caps else None)]
+    out = base.output_path
+    return [replace(base, compute_capability=cc, output_path=out.with_name(engine_filename_for_cc(out.name, cc)))
+            for cc in caps]
 
 
 def build_request(dep: Deployment, m: ResolvedModel) -> Any:
@@ -58,6 +102,7 @@ def build_request(dep: Deployment, m: ResolvedModel) -> Any:
         output_path=engine_path(dep, m),
         cache_dir=cache_dir(),
         precision=m.precision,  # type: ignore[arg-type]
+        strongly_typed=bool(engine and engine.strongly_typed),
         calibration=calib,
         workspace_bytes=engine.workspace_mb * 1024 * 1024 if engine and engine.workspace_mb else None,
         builder_flags=BuilderFlags(
@@ -65,7 +110,10 @@ def build_request(dep: Deployment, m: ResolvedModel) -> Any:
             hardware_compatibility=engine.hardware_compatibility if engine else "none",
             refit=engine.refit if engine else False,
         ),
-        target_trt_version=target_trt_version(dep),
+        target_trt_version=target_trt(dep)[0],
+        target_trt_verified=target_trt(dep)[1],
+        accuracy=_accuracy(dep, m),
+        keep_io_types=_keep_io_types(m),
     )
 
 
@@ -90,12 +138,18 @@ def build_engines_for(
     for m in dep.models:
         if needs_engine(m) and (only is None or m.name in only):
             choice = builder or (m.spec.engine.builder if m.spec.engine else "local")
-            (container if choice == "container" else local).append(build_request(dep, m))
+            (container if choice == "container" else local).extend(build_requests(dep, m))
     engines: dict[str, Path] = {}
     infos: dict[str, Mapping[str, Any]] = {}
     for r in build_engines(local, trt_module=trt_module):
-        engines[r.request.model_name] = r.info.engine_path
-        infos[r.request.model_name] = {**build_info_to_dict(r.info), "cache_hit": r.cache_hit}
+        name = r.request.model_name
+        doc = {**build_info_to_dict(r.info), "cache_hit": r.cache_hit}
+        cc = r.request.compute_capability
+        if cc:  # one plan per architecture: keep them all
+            earlier = infos[name].get("cc_engines", {}) if name in infos else {}
+            doc["cc_engines"] = {**earlier, cc: str(r.info.engine_path)}
+        engines.setdefault(name, r.info.engine_path)
+        infos[name] = doc
     for req in container:
         info = _container_build(dep, req)
         engines[req.model_name] = req.output_path
@@ -130,27 +184,62 @@ def engine_path(dep: Deployment, m: ResolvedModel) -> Path:
 def built_engines(dep: Deployment) -> tuple[dict[str, Path], dict[str, Mapping[str, Any]], tuple[str, ...]]:
     """Engines that a build left for this spec, checked against the target TensorRT version.
 
-    Returns the engines found, their build manifests, and the tensorrt models that have none yet.
-    Raises BuildError when an engine was built with another TensorRT version than the target's
-    (Triton could not deserialize it).
+    Returns the engines found, their build manifests, and the tensorrt models that have none yet
+    (a model with several `compute_capabilities` has one plan per architecture, `cc_engines` in its info).
+    Raises BuildError when Triton could not load an engine: built by TensorRT-RTX, or with a TensorRT
+    version the target's cannot deserialize (`check_engine_matches_target`; an unverified table row warns).
     """
     from deployer.engines.manifest import build_info_to_dict, read_manifest
-    from deployer.engines.versions import check_engine_matches_target
+    from deployer.engines.versions import check_engine_matches_target, check_triton_can_serve
 
     engines: dict[str, Path] = {}
     infos: dict[str, Mapping[str, Any]] = {}
     missing: list[str] = []
-    target = target_trt_version(dep)
+    target, verified = target_trt(dep)
     for m in dep.models:
         if not needs_engine(m):
             continue
-        path = engine_path(dep, m)
-        if not path.is_file():
+        reqs = build_requests(dep, m)
+        if not all(r.output_path.is_file() for r in reqs):
             missing.append(m.name)
             continue
-        info = read_manifest(path)
-        if target:
-            check_engine_matches_target(info, target)
-        engines[m.name] = path
-        infos[m.name] = build_info_to_dict(info)
+        doc: dict[str, Any] = {}
+        for r in reqs:
+            info = read_manifest(r.output_path)
+            check_triton_can_serve(info)
+            if target:
+                check_engine_matches_target(info, target, verified=verified)
+            doc = {**build_info_to_dict(info), **({"cc_engines": {**doc.get("cc_engines", {}),
+                                                                   r.compute_capability: str(r.output_path)}}
+                                                   if r.compute_capability else {})}
+        engines[m.name] = reqs[0].output_path
+        infos[m.name] = doc
     return engines, infos, tuple(missing)
+
+
+def serving_onnx(dep: Deployment, m: ResolvedModel) -> Path | None:
+    """The fp16 / Q/DQ ONNX a `--fallback onnxruntime` deployment should publish for a tensorrt model, so
+    its smoke test runs the precision the engine is built with; None when the source ONNX is it (fp32, or
+    already fp16/Q/DQ). Converts/quantizes through the same content-addressed cache as the build, and checks
+    the accuracy budget on ONNX Runtime. No TensorRT needed.
+
+    Raises:
+        BuildError: over the accuracy budget, or the conversion fails (exit 1).
+    """
+    from deployer.engines.accuracy import check_budget, measure
+    from deployer.engines.cache import onnx_digest
+    from deployer.engines.precision import prepare_precision_onnx
+    from deployer.engines.preflight import check_onnx_carries_precision, preflight
+
+    if m.requested_backend != "tensorrt" or m.source is None or m.source.suffix != ".onnx":
+        return None
+    if m.precision not in ("fp16", "int8"):
+        return None
+    report = preflight(m.source, "11.0", check_ops=False)
+    if check_onnx_carries_precision(report, m.precision) is None:
+        return None
+    req = build_request(dep, m)
+    holdout = 0 if (req.accuracy and req.accuracy.data_files) else (req.accuracy.holdout if req.accuracy else 64)
+    prepared = prepare_precision_onnx(req, onnx_digest(m.source), holdout=holdout if m.precision == "int8" else 0)
+    check_budget(m.name, measure(req, prepared).as_dict(), req.accuracy)
+    return prepared.path

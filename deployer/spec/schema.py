@@ -315,7 +315,7 @@ class Optimization(_Strict):
 
 
 class Calibration(_Strict):
-    """INT8 calibration data for TensorRT <= 10 (implicit quantization)."""
+    """INT8 calibration samples: for TensorRT's calibrator (<= 10, weakly typed) or the ONNX's Q/DQ quantization."""
 
     data: list[str] = Field(min_length=1, description=".npy/.npz files with representative inputs.")
     batch_size: Int = Field(default=8, ge=1)
@@ -333,7 +333,37 @@ class EngineOptions(_Strict):
         default="local", description="Build in-process, or inside the NGC image that matches the target."
     )
     compute_capabilities: list[str] = Field(
-        default_factory=list, description="Build one engine per GPU arch, e.g. ['8.6', '9.0'] (cc_model_filenames)."
+        default_factory=list,
+        description="Build one engine per GPU arch, e.g. ['8.6', '8.9'] (cc_model_filenames). TensorRT-RTX "
+        "targets each ahead of time; standard TensorRT only the GPU it runs on (others are an error).",
+    )
+    strongly_typed: Bool | None = Field(
+        default=None,
+        description="Strongly typed network: the precision is put into the ONNX first (fp16 conversion, int8 "
+        "Q/DQ from the calibration data). Default: on for TensorRT 11 and TensorRT-RTX (always), off for <= 10.",
+    )
+
+
+class Accuracy(_Strict):
+    """Accuracy budget of an fp16/int8 model, measured against fp32 on ONNX Runtime CPU before the build."""
+
+    data: list[str] = Field(
+        default_factory=list,
+        description=".npy/.npz evaluation inputs, disjoint from the calibration data. Default: int8 holds out "
+        "the last `holdout` calibration samples, fp16 uses the calibration data, else synthetic inputs.",
+    )
+    labels: str | None = Field(default=None, description=".npy of int class labels, one per evaluation sample.")
+    max_samples: Int = Field(default=256, ge=1, description="Evaluate on at most this many samples.")
+    holdout: Int = Field(default=64, ge=1, description="int8 without `data`: calibration samples kept out.")
+    min_top1_agreement: Float | None = Field(
+        default=None, ge=0, le=1, description="Classifiers: fraction of samples whose top-1 class is unchanged."
+    )
+    max_accuracy_drop: Float | None = Field(
+        default=None, ge=0, le=1, description="Classifiers with labels: fp32 accuracy minus converted accuracy."
+    )
+    max_abs_error: Float | None = Field(default=None, ge=0, description="Max abs(converted - fp32) over outputs.")
+    max_rel_error: Float | None = Field(
+        default=None, ge=0, description="Max abs(converted - fp32) / max abs(fp32) over outputs."
     )
 
 
@@ -392,6 +422,7 @@ class ModelSpec(_ModelKnobs):
         default=None, description="Several TensorRT optimization profiles (instead of shapes)."
     )
     calibration: Calibration | None = None
+    accuracy: Accuracy | None = None
     ensemble: Ensemble | None = None
     config_overrides: dict[str, Any] | None = Field(
         default=None,
