@@ -33,7 +33,7 @@ from .calibration import (
 )
 from .manifest import build_info_from_dict, build_info_to_dict, cuda_version, detect_gpus, write_manifest
 from .plan import FlagPlan, engine_cache_key, plan_flags, validate_profiles
-from .precision import PreparedOnnx, prepare_precision_onnx
+from .precision import PreparedOnnx, prepare_precision_onnx, unique_unknown_dims_onnx
 from .preflight import OnnxFacts, check_onnx_carries_precision, preflight
 from .request import AccuracyBudget, BuildInfo, BuildRequest, BuildResult, GpuInfo, Profile, ProfileRecord
 from .verify import verify_on_device
@@ -208,7 +208,7 @@ def build_engine(
             write_manifest(info)
             LOGGER.info("model %s: engine cache hit %s -> %s", request.model_name, key[:12], request.output_path)
             return BuildResult(request, info, cache_hit=True)
-        plan_bytes, info = _build(build_req, adapter, flags, gpu, key, calibration_uploader)
+        plan_bytes, info = _build(_parseable(build_req), adapter, flags, gpu, key, calibration_uploader)
         info = replace(info, onnx_sha256=source_facts.digest, compute_capability=None if cc == "unknown" else cc,
                        built_onnx=str(prepared.path) if prepared else None,
                        built_onnx_sha256=prepared.digest if prepared else None, accuracy=accuracy)
@@ -236,6 +236,12 @@ def _strongly_typed_onnx(
     check_budget(request.model_name, report, request.accuracy)
     build_req = replace(request, onnx_path=prepared.path)
     return build_req, onnx_facts_for(build_req, version), prepared, report
+
+
+def _parseable(request: BuildRequest) -> BuildRequest:
+    """The request with an ONNX TensorRT can build: unknown dims named "?" made unique (precision.py)."""
+    path = unique_unknown_dims_onnx(request.onnx_path, request.cache_dir)
+    return request if path == request.onnx_path else replace(request, onnx_path=path)
 
 
 def _build(

@@ -140,6 +140,39 @@ def _rewire_output_consumers(model: Any) -> int:
     return changed
 
 
+def unique_unknown_dims_onnx(source: Path, cache_dir: Path) -> Path:
+    """`source`, or a copy (cached by content) whose graph I/O dims named "?" get unique names.
+
+    TensorRT takes equal dimension names as equal at runtime; paddle2onnx names every unknown dim "?"
+    (PP-OCR's text-direction classifier: H and W both "?"), so the builder sees H == W and fails
+    ("contradictory IOptimizationProfile kMIN/kMAX constraints"). A negative dim_value (invalid ONNX,
+    also paddle2onnx's) becomes an unnamed dynamic dim.
+    """
+    import onnx
+
+    model = onnx.load(str(source), load_external_data=False)
+    dims = [d for vi in (*model.graph.input, *model.graph.output) for d in vi.type.tensor_type.shape.dim]
+    if sum(d.HasField("dim_param") and d.dim_param == "?" for d in dims) < 2:
+        return source
+    key = _key({"v": 1, "src": onnx_digest(source), "fix": "unique-unknown-dims"})
+    dst = cache_dir / "onnx" / f"{key}.dims.onnx"
+    with file_lock(cache_dir / "onnx" / f"{key}.lock"):
+        if dst.is_file():
+            return dst
+        model = _load(source)
+        count = 0
+        for vi in (*model.graph.input, *model.graph.output, *model.graph.value_info):
+            for d in vi.type.tensor_type.shape.dim:
+                if d.HasField("dim_param") and d.dim_param == "?":
+                    d.dim_param = f"unknown_{count}"
+                    count += 1
+                elif d.HasField("dim_value") and d.dim_value < 0:
+                    d.Clear()
+        _save(model, dst)
+    LOGGER.info("%s: %d unknown dims named '?' renamed apart for TensorRT: %s", source.name, count, dst)
+    return dst
+
+
 class _Reader:
     """`onnxruntime.quantization.CalibrationDataReader` over in-memory calibration arrays."""
 
