@@ -8,13 +8,16 @@
 * members are present or absent per version as in the brief's part C table: 8.6 has EXPLICIT_BATCH but no
   STRONGLY_TYPED / BF16 / STRIP_PLAN / INT64 / ParserError.node_name; 11.x has no FP16/INT8/BF16/FP8
   builder flags, no EXPLICIT_BATCH, no calibrators or int8_calibrator;
-* behaviour: the parser reads the ONNX with `onnx` (inputs, outputs, ops; INT64 IO becomes INT32 below 10),
-  the builder refuses dynamic inputs without profiles and precision flags on strongly typed networks,
-  runs INT8 calibrators, fills the timing cache, and serializes a JSON "plan" that the fake Runtime
-  deserializes only with the same version.
+* behaviour: the parser reads the ONNX with `onnx` (inputs, outputs, ops; INT64 IO becomes INT32 below 10;
+  1-D integer inputs used as a shape are shape tensors), the builder refuses dynamic inputs without
+  profiles and precision flags on strongly typed networks (always strongly typed on 11), runs INT8
+  calibrators, fills the timing cache, and serializes a JSON "plan" that the fake Runtime deserializes
+  only with the same version.
 
-Knobs: `unsupported_ops` (parser rejects them), `fp32_fallback` (layers stay fp32 whatever the flags say,
-like the silent fallback in roboflow/rf-detr#1453).
+Knob: `unsupported_ops` (the parser rejects them). The fake never claims a layer precision (its engine
+inspector gives layer names only), and tests never assert a message the fake writes.
+Enum values, names and signatures are checked against tensorrt-stubs (<= 10) and the real TensorRT-RTX
+module (11) by tests/unit/engines/test_engines_fake_fidelity.py.
 """
 
 from __future__ import annotations
@@ -56,8 +59,46 @@ class _EnumMember:
         return f"<{self._owner}.{self._name}: {self._value}>"
 
 
-def _enum(cls_name: str, names: Iterable[str]) -> type:
-    members = {n: _EnumMember(cls_name, n, i) for i, n in enumerate(names)}
+# Member values of the real modules (pybind enums are ints: `1 << int(flag)`, and TensorRT 11 renumbered
+# BuilderFlag, e.g. VERSION_COMPATIBLE 13 -> 12). <= 10: tensorrt-stubs 10.13 (`# value =` comments);
+# 11: TensorRT-RTX 1.7.1 (strongly typed only, the same renumbering). Checked by test_engines_fake_fidelity.
+_VALUES_10: dict[str, dict[str, int]] = {
+    "BuilderFlag": {
+        "FP16": 0, "INT8": 1, "DEBUG": 2, "GPU_FALLBACK": 3, "REFIT": 4, "DISABLE_TIMING_CACHE": 5, "TF32": 6,
+        "SPARSE_WEIGHTS": 7, "SAFETY_SCOPE": 8, "OBEY_PRECISION_CONSTRAINTS": 9, "PREFER_PRECISION_CONSTRAINTS": 10,
+        "DIRECT_IO": 11, "REJECT_EMPTY_ALGORITHMS": 12, "VERSION_COMPATIBLE": 13, "EXCLUDE_LEAN_RUNTIME": 14,
+        "FP8": 15, "ERROR_ON_TIMING_CACHE_MISS": 16, "BF16": 17, "DISABLE_COMPILATION_CACHE": 18, "STRIP_PLAN": 19,
+        "REFIT_IDENTICAL": 20, "WEIGHT_STREAMING": 21, "INT4": 22, "REFIT_INDIVIDUAL": 23, "STRICT_NANS": 24,
+        "MONITOR_MEMORY": 25, "FP4": 26, "EDITABLE_TIMING_CACHE": 27, "DISTRIBUTIVE_INDEPENDENCE": 28,
+    },
+    "NetworkDefinitionCreationFlag": {
+        "EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1, "PREFER_JIT_PYTHON_PLUGINS": 2, "PREFER_AOT_PYTHON_PLUGINS": 3,
+    },
+    "MemoryPoolType": {"WORKSPACE": 0, "DLA_MANAGED_SRAM": 1, "DLA_LOCAL_DRAM": 2, "DLA_GLOBAL_DRAM": 3,
+                       "TACTIC_DRAM": 4, "TACTIC_SHARED_MEMORY": 5},
+}
+_VALUES_11: dict[str, dict[str, int]] = {
+    "BuilderFlag": {
+        "DEBUG": 2, "GPU_FALLBACK": 3, "REFIT": 4, "DISABLE_TIMING_CACHE": 5, "TF32": 6, "SPARSE_WEIGHTS": 7,
+        "SAFETY_SCOPE": 8, "DIRECT_IO": 11, "VERSION_COMPATIBLE": 12, "EXCLUDE_LEAN_RUNTIME": 13,
+        "ERROR_ON_TIMING_CACHE_MISS": 15, "DISABLE_COMPILATION_CACHE": 17, "STRIP_PLAN": 18, "REFIT_IDENTICAL": 19,
+        "WEIGHT_STREAMING": 20, "REFIT_INDIVIDUAL": 22, "STRICT_NANS": 23, "MONITOR_MEMORY": 24,
+        "EDITABLE_TIMING_CACHE": 26, "DISTRIBUTIVE_INDEPENDENCE": 27,
+    },
+    "NetworkDefinitionCreationFlag": {"STRONGLY_TYPED": 0},  # deprecated, always on
+    "MemoryPoolType": _VALUES_10["MemoryPoolType"],
+}
+_VALUES_COMMON: dict[str, dict[str, int]] = {
+    "DataType": {"FLOAT": 0, "HALF": 1, "INT8": 2, "INT32": 3, "BOOL": 4, "UINT8": 5, "FP8": 6, "BF16": 7,
+                 "INT64": 8, "INT4": 9, "FP4": 10, "E8M0": 11},
+    "ProfilingVerbosity": {"LAYER_NAMES_ONLY": 0, "NONE": 1, "DETAILED": 2},
+    "TensorFormat": {"LINEAR": 0, "CHW2": 1, "HWC8": 2, "CHW4": 3, "CHW16": 4, "CHW32": 5},
+}
+
+
+def _enum(cls_name: str, names: Iterable[str], values: dict[str, int] | None = None) -> type:
+    """A pybind-like enum; members numbered as in the real module (`values`), by position otherwise."""
+    members = {n: _EnumMember(cls_name, n, values[n] if values else i) for i, n in enumerate(names)}
     cls = type(cls_name, (), dict(members))
     cls.__members__ = dict(members)  # type: ignore[attr-defined]
     return cls
@@ -82,7 +123,6 @@ def make_fake_tensorrt(  # noqa: C901 - one closure per API generation keeps the
     version: str = "10.13.0.35",
     *,
     unsupported_ops: Iterable[str] = ("NonMaxSuppressionFake",),
-    fp32_fallback: bool = False,
 ) -> types.ModuleType:
     """Build a fake `tensorrt` module of `version` ("8.6.1.6", "10.13.0.35", "11.1.0.106")."""
     major, minor = _ver(version)
@@ -91,6 +131,7 @@ def make_fake_tensorrt(  # noqa: C901 - one closure per API generation keeps the
     mod.__version__ = version  # type: ignore[attr-defined]
 
     # ---- enums (members per version) ---------------------------------------------------------------
+    values = _VALUES_11 if major >= 11 else _VALUES_10
     flags = [
         "DEBUG",
         "GPU_FALLBACK",
@@ -127,15 +168,19 @@ def make_fake_tensorrt(  # noqa: C901 - one closure per API generation keeps the
         weak += ["BF16", "INT4", "FP4"]
     if major <= 10:
         flags += weak  # TensorRT 11 removed every weak-typing precision flag
-    BuilderFlag = _enum("BuilderFlag", flags)
+    BuilderFlag = _enum("BuilderFlag", flags, values["BuilderFlag"])
     ndf = ["EXPLICIT_BATCH"] if major <= 10 else []
-    if major >= 10:
+    if major == 10:
         ndf += ["STRONGLY_TYPED", "PREFER_JIT_PYTHON_PLUGINS", "PREFER_AOT_PYTHON_PLUGINS"]
-    NetworkDefinitionCreationFlag = _enum("NetworkDefinitionCreationFlag", ndf)
+    if major >= 11:
+        ndf += ["STRONGLY_TYPED"]
+    NetworkDefinitionCreationFlag = _enum(
+        "NetworkDefinitionCreationFlag", ndf, values["NetworkDefinitionCreationFlag"]
+    )
     dtypes = ["FLOAT", "HALF", "INT8", "INT32", "BOOL", "UINT8", "FP8"]
     if major >= 10:
         dtypes += ["BF16", "INT64", "INT4", "FP4", "E8M0"]
-    DataType = _enum("DataType", dtypes)
+    DataType = _enum("DataType", dtypes, _VALUES_COMMON["DataType"])
     hw = ["NONE", "AMPERE_PLUS"] + (["SAME_COMPUTE_CAPABILITY"] if (major, minor) >= (10, 9) else [])
     HardwareCompatibilityLevel = _enum("HardwareCompatibilityLevel", hw)
     MemoryPoolType = _enum(
@@ -145,11 +190,13 @@ def make_fake_tensorrt(  # noqa: C901 - one closure per API generation keeps the
             "DLA_MANAGED_SRAM",
             "DLA_LOCAL_DRAM",
             "DLA_GLOBAL_DRAM",
-            "TACTIC_SHARED_MEMORY",
             "TACTIC_DRAM",
+            "TACTIC_SHARED_MEMORY",
         ],
+        values["MemoryPoolType"],
     )
-    ProfilingVerbosity = _enum("ProfilingVerbosity", ["LAYER_NAMES_ONLY", "NONE", "DETAILED"])
+    ProfilingVerbosity = _enum("ProfilingVerbosity", ["LAYER_NAMES_ONLY", "NONE", "DETAILED"],
+                               _VALUES_COMMON["ProfilingVerbosity"])
     LayerInformationFormat = _enum("LayerInformationFormat", ["ONELINE", "JSON"])
     TensorIOMode = _enum("TensorIOMode", ["NONE", "INPUT", "OUTPUT"])
     TensorFormat = _enum("TensorFormat", ["LINEAR", "CHW2", "HWC8", "CHW4", "CHW16", "CHW32"])
@@ -224,11 +271,12 @@ def make_fake_tensorrt(  # noqa: C901 - one closure per API generation keeps the
             return len(self)
 
     class ITensor:
-        def __init__(self, name: str, dtype: Any, shape: list[int], is_input: bool) -> None:
+        def __init__(self, name: str, dtype: Any, shape: list[int], is_input: bool, shape_tensor: bool = False) -> None:
             self.name = name
             self.dtype = dtype
             self.shape = Dims(shape)
             self._is_input = is_input
+            self._shape_tensor = shape_tensor
 
         @property
         def is_network_input(self) -> bool:
@@ -240,7 +288,7 @@ def make_fake_tensorrt(  # noqa: C901 - one closure per API generation keeps the
 
         @property
         def is_shape_tensor(self) -> bool:
-            return False
+            return self._shape_tensor
 
     class INetworkDefinition:
         def __init__(self, flags: int) -> None:
@@ -274,6 +322,8 @@ def make_fake_tensorrt(  # noqa: C901 - one closure per API generation keeps the
             return self._outputs[index]
 
         def get_flag(self, flag: Any) -> bool:
+            if major >= 11 and flag.name == "STRONGLY_TYPED":
+                return True  # always strongly typed (TensorRT-RTX reports True for create_network(0) too)
             return bool(self._flags & (1 << int(flag)))
 
     # ---- parser -------------------------------------------------------------------------------------
@@ -379,6 +429,11 @@ def make_fake_tensorrt(  # noqa: C901 - one closure per API generation keeps the
             ):
                 net._carried = "FP16"
 
+            # Inputs TensorRT treats as shape tensors: 1-D integer inputs consumed as a shape.
+            shape_uses = {"Reshape": 1, "Expand": 1, "Tile": 1, "ConstantOfShape": 0, "Resize": 3}
+            shape_inputs = {n.input[i] for n in model.graph.node if (i := shape_uses.get(n.op_type, -1)) >= 0
+                            and i < len(n.input)}
+
             def tensor(vi: Any, is_input: bool) -> ITensor:
                 tt = vi.type.tensor_type
                 dt = _ONNX_DTYPE.get(tt.elem_type, "FLOAT")
@@ -391,7 +446,8 @@ def make_fake_tensorrt(  # noqa: C901 - one closure per API generation keeps the
                     )
                     dt = "INT32"
                 shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in tt.shape.dim]
-                return ITensor(vi.name, getattr(DataType, dt), shape, is_input)
+                is_shape = is_input and vi.name in shape_inputs and dt in ("INT32", "INT64") and len(shape) == 1
+                return ITensor(vi.name, getattr(DataType, dt), shape, is_input, is_shape)
 
             net._inputs = [tensor(v, True) for v in model.graph.input if v.name not in inits]
             net._outputs = [tensor(v, False) for v in model.graph.output]
@@ -402,7 +458,6 @@ def make_fake_tensorrt(  # noqa: C901 - one closure per API generation keeps the
         version=version,
         major=major,
         minor=minor,
-        fp32_fallback=fp32_fallback,
         BuilderFlag=BuilderFlag,
         NetworkDefinitionCreationFlag=NetworkDefinitionCreationFlag,
         DataType=DataType,

@@ -57,7 +57,7 @@ def test_build_writes_plan_manifest_and_hits_cache(
     assert (info.trt_version, info.gpu_name, info.compute_capability) == ("10.13.0.35", "NVIDIA Fake A10", "8.6")
     assert info.flags == ("FP16",)
     assert [(p.profile, p.name, p.max) for p in info.profiles] == [(0, "x", (8, 4))]
-    assert len(info.onnx_sha256) == 64 and info.warnings == ()
+    assert len(info.onnx_sha256) == 64 and info.warnings == ("could not verify from the engine that fp16 took effect",)
     assert list((tmp_path / "cache" / "timing").glob("trt10.13.0.35-nvidia-fake-a10-sm86.cache"))
     other = dataclasses.replace(req, model_name="m2", output_path=tmp_path / "repo" / "m2" / "1" / "model.plan")
     results = build_engines([req, other], trt_module=trt, gpu=GPU)
@@ -89,11 +89,44 @@ def test_trt11_fp16_converts_the_onnx_first(
         build_engine(_req(tmp_path, onnx_model, precision="bf16"), trt_module=trt, gpu=GPU)
 
 
-def test_silent_fp32_fallback_is_caught(tmp_path: Path, onnx_model: Path, fake_trt: Callable[..., ModuleType]) -> None:
-    trt = fake_trt("10.13.0.35", fp32_fallback=True)
-    with pytest.raises(BuildError, match="no engine layer runs in fp16"):
-        build_engine(_req(tmp_path, onnx_model, precision="fp16"), trt_module=trt, gpu=GPU)
-    assert not (tmp_path / "repo").exists()
+class _Inspector:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def get_engine_information(self, format: object) -> str:
+        return self.text
+
+
+class _Engine:
+    """Stands in for ICudaEngine's inspector with the JSON TensorRT documents for DETAILED verbosity."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def create_engine_inspector(self) -> _Inspector:
+        return _Inspector(self.text)
+
+
+def test_verify_precision_reads_layer_formats(fake_trt: Callable[..., ModuleType]) -> None:
+    from deployer.engines import verify_precision
+    from deployer.engines.adapters import TrtAdapter
+
+    adapter = TrtAdapter(fake_trt("10.13.0.35"))  # only for LayerInformationFormat.JSON
+    layer = '{{"Layers": [{{"Name": "conv", "Outputs": [{{"Format/Datatype": "Row major linear {}"}}]}}]}}'
+    assert verify_precision(_Engine(layer.format("FP32")), adapter, "fp16") is False  # rf-detr#1453's silent fp32
+    assert verify_precision(_Engine(layer.format("Half")), adapter, "fp16") is True
+    assert verify_precision(_Engine(layer.format("Int8")), adapter, "int8") is True
+    assert verify_precision(_Engine('{"Layers": ["conv"]}'), adapter, "fp16") is None  # LAYER_NAMES_ONLY
+    assert verify_precision(_Engine("not json"), adapter, "fp16") is None
+    assert verify_precision(_Engine(layer.format("FP32")), adapter, "fp32") is None
+
+
+def test_unverified_precision_is_said_not_claimed(
+    tmp_path: Path, onnx_model: Path, fake_trt: Callable[..., ModuleType]
+) -> None:
+    info = build_engine(_req(tmp_path, onnx_model, precision="fp16"), trt_module=fake_trt("10.13.0.35"), gpu=GPU).info
+    assert info.precision_verified is None and info.verified_on_device
+    assert "could not verify from the engine that fp16 took effect" in info.warnings
 
 
 @pytest.mark.parametrize(("version", "where"), [("10.13.0.35", "node 'relu_x' (op Relu, #0)"), ("8.6.1.6", "node #0")])

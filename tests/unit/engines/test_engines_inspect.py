@@ -69,9 +69,9 @@ def test_engine_from_other_version_does_not_deserialize(
     plan = _build(
         tmp_path, onnx_model, fake_trt("10.13.0.35"), (Profile((InputShapes("x", (1, 4), (2, 4), (4, 4)),)),), 4
     )
-    with pytest.raises(BuildError) as exc:
+    with pytest.raises(BuildError, match="could not deserialize the engine") as exc:
         inspect_engine(plan, fake_trt("10.3.0.26"))
-    assert "Version tag does not match" in (exc.value.details or "")
+    assert "TensorRT version and GPU architecture" in (exc.value.hint or "")  # ours, not the fake's text
 
 
 def _info(min_batch: int = 1) -> EngineInfo:
@@ -111,3 +111,29 @@ def test_unservable_dtype_is_refused() -> None:
     info = EngineInfo((EngineTensor("x", True, "FLOAT", (4,)), EngineTensor("y", False, "FP8", (4,))), 1)
     with pytest.raises(BuildError, match="FP8"):
         derive_triton_fields(info, max_batch_size=0)
+
+
+def test_shape_tensor_profile_values_are_read(
+    tmp_path: Path, fake_trt: Callable[..., ModuleType]
+) -> None:
+    # The binding takes get_tensor_profile_values(profile_index, name) (names swapped in its docstring, types
+    # not): the old (name, profile) call raised TypeError. The fake's signature is the real one (fidelity test).
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 12]),
+         helper.make_tensor_value_info("shape", TensorProto.INT64, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b", "c"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "reshape.onnx"
+    onnx.save(model, str(path))
+    profile = Profile((InputShapes("x", (1, 12), (4, 12), (8, 12)),
+                       InputShapes("shape", (1, 3, 4), (4, 3, 4), (8, 3, 4))))
+    trt = fake_trt("10.13.0.35")
+    info = inspect_engine(_build(tmp_path, path, trt, (profile,), 0), trt)
+    shape = next(t for t in info.inputs if t.name == "shape")
+    assert shape.is_shape_tensor and shape.profiles == (((1, 3, 4), (4, 3, 4), (8, 3, 4)),)
