@@ -173,6 +173,13 @@ def unique_unknown_dims_onnx(source: Path, cache_dir: Path) -> Path:
     return dst
 
 
+class _DropPreprocessAdvice(logging.Filter):
+    """Drops ONNX Runtime's "Please consider (to run) pre-processing before quantization" root-logger lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
 class _Reader:
     """`onnxruntime.quantization.CalibrationDataReader` over in-memory calibration arrays."""
 
@@ -254,6 +261,9 @@ def int8_qdq_onnx(
                            source.name, samples)
         tmp = dst.with_name(f".{dst.name}.tmp.onnx")
         tmp.parent.mkdir(parents=True, exist_ok=True)
+        root = logging.getLogger()
+        hush = _DropPreprocessAdvice()
+        root.addFilter(hush)  # ORT logs its pre-processing advice on the root logger, twice per model
         try:
             quantize_static(
                 str(source), str(tmp), _Reader(calib, settings.batch_size),
@@ -264,6 +274,8 @@ def int8_qdq_onnx(
             tmp.unlink(missing_ok=True)
             raise BuildError(f"int8 Q/DQ quantization of {source} failed: {exc}",
                              hint="quantize it yourself (ModelOpt) and point `source` at the Q/DQ ONNX") from exc
+        finally:
+            root.removeFilter(hush)
         tmp.replace(dst)
     LOGGER.info("quantized %s to int8 Q/DQ on %d samples: %s", source.name, samples, dst)
     return dst, samples
