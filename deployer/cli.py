@@ -192,6 +192,12 @@ def build(
         info = result.infos[name]
         hit = " (engine cache)" if info.get("cache_hit") else ""
         out.print(f"{name}: {path}{hit} — TensorRT {info.get('trt_version')}, {info.get('precision')}")
+        acc = info.get("accuracy")
+        if isinstance(acc, dict):
+            from deployer.engines.accuracy import AccuracyReport
+
+            known = {k: v for k, v in acc.items() if k in AccuracyReport.__dataclass_fields__}
+            out.print(f"{name}: accuracy {AccuracyReport(**known).summary()}", markup=False)
 
 
 LockTimeoutOpt = Annotated[

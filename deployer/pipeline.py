@@ -126,8 +126,13 @@ class Pipeline:
 
         engines, infos, missing = built_engines(self.deployment)
         if missing and build_missing:
+            from deployer.engines.manifest import read_manifest
+            from deployer.engines.versions import check_triton_can_serve
+
             more, more_infos = build_engines_for(self.deployment, builder=self.builder, only=missing,
                                                  trt_module=self.trt_module)
+            for path in more.values():  # as `built_engines` does for plans already on disk (RTX: refused)
+                check_triton_can_serve(read_manifest(path))
             engines, infos = {**engines, **more}, {**infos, **more_infos}
         return BuildResult(engines, infos)
 

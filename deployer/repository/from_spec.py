@@ -105,10 +105,16 @@ def _make_dirs(path: Path) -> list[Path]:
     return missing
 
 
-def model_files(m: ResolvedModel, engine: Path | None = None) -> tuple[ArtifactFile, ...]:
-    """Files of one version directory, under Triton's default file name for the backend."""
+def model_files(m: ResolvedModel, engine: Path | None = None, onnx: Path | None = None) -> tuple[ArtifactFile, ...]:
+    """Files of one version directory, under Triton's default file name for the backend.
+
+    `onnx` replaces the source ONNX (a tensorrt model served through the onnxruntime fallback publishes
+    the fp16 / Q/DQ ONNX its engine is built from, so smoke tests the precision actually built).
+    """
     if m.backend == "ensemble":
         return ()
+    if onnx is not None and m.backend == "onnxruntime":
+        return (ArtifactFile("model.onnx", source=onnx),)
     if m.backend == "tensorrt":
         if engine is None:
             if m.source is not None and m.source.suffix in (".plan", ".engine"):
@@ -153,7 +159,7 @@ def artifacts(
             ModelArtifact(
                 name=m.name,
                 config_text=rendered[m.name],
-                files=model_files(m, (engines or {}).get(m.name)),
+                files=model_files(m, (engines or {}).get(m.name), _fallback_onnx(dep, m)),
                 version=m.version,
                 keep_versions=m.keep_versions,
                 manifest=manifest,
@@ -186,3 +192,12 @@ def publish(
 def load_order(models: Sequence[ResolvedModel]) -> tuple[str, ...]:
     """Models in an order Triton can load them: ensembles after what they compose."""
     return tuple(m.name for m in sorted(models, key=lambda x: x.backend == "ensemble"))
+
+
+def _fallback_onnx(dep: Deployment, m: ResolvedModel) -> Path | None:
+    """The converted ONNX of a tensorrt model served through the onnxruntime fallback, if it differs."""
+    if m.backend != "onnxruntime" or m.requested_backend != "tensorrt":
+        return None
+    from deployer.engines.from_spec import serving_onnx
+
+    return serving_onnx(dep, m)

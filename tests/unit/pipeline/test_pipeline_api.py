@@ -131,3 +131,19 @@ def test_load_rejects_bad_options_and_specs(project: Path) -> None:
     (project / "bad.yaml").write_text("models: [{name: relu, source: missing.onnx}]\n")
     with pytest.raises(SpecError, match=r"bad\.yaml:1:"):
         Pipeline.load(project / "bad.yaml")
+
+
+def test_the_fallback_path_publishes_the_precision_the_engine_is_built_with(project: Path) -> None:
+    """A `precision: fp16` tensorrt model served through onnxruntime publishes the fp16 ONNX, not fp32."""
+    pytest.importorskip("onnxconverter_common")
+    import onnx
+
+    shutil.copyfile(MODELS.parents[3] / "examples" / "quickstart" / "classifier.onnx", project / "clf.onnx")
+    (project / "fp16.yaml").write_text(
+        "fallback: onnxruntime\nmodels:\n  - name: clf\n    source: clf.onnx\n    backend: tensorrt\n"
+        "    precision: fp16\n    max_batch_size: 8\n    instance_group: [{kind: GPU, count: 1}]\n"
+    )
+    Pipeline.load(project / "fp16.yaml").publish()
+    published = onnx.load(str(project / "model_repository" / "clf" / "1" / "model.onnx"))
+    assert published.SerializeToString() != (project / "clf.onnx").read_bytes()
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in published.graph.initializer)
