@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import random
 import re
 import shutil
-import subprocess
 import sys
-import threading
-import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deployer.spec.yamlsafe import MAX_ALIASES, MAX_DEPTH, MAX_NODES, MAX_SPEC_BYTES, MAX_TAG_CHARS
+from tests.measured import run_deployer
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 MODELS = DATA / "specs" / "models"
@@ -51,22 +48,13 @@ class Outcome:
 
 
 def run_validate(workdir: Path, spec: str = SPEC) -> Outcome:
-    """`deployer validate SPEC` in `workdir`; peak RSS is the child's own (os.wait4), not the suite's."""
-    with (workdir / "output.txt").open("w+b") as out:
-        start = time.monotonic()
-        proc = subprocess.Popen([str(DEPLOYER), "validate", spec], cwd=workdir, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT)
-        killer = threading.Timer(HARD_TIMEOUT_S, proc.kill)
-        killer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            killer.cancel()
-        seconds = time.monotonic() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: tell Popen
-        out.seek(0)
-        text = out.read().decode("utf-8", errors="replace")
-    return Outcome(proc.returncode, text, seconds, usage.ru_maxrss)  # ru_maxrss is in KiB on Linux
+    """`deployer validate SPEC` in `workdir`, measured by a small wrapper process (tests/measured.py).
+
+    Not os.wait4 on a child of this process: a child forked from the suite counts the suite's resident
+    pages (hundreds of MB once engines and models are loaded) in its peak RSS until it execs.
+    """
+    r = run_deployer("validate", spec, cwd=workdir, timeout_s=HARD_TIMEOUT_S)
+    return Outcome(r.code, r.output, r.wall_s, r.peak_rss_bytes // 1024)
 
 
 def assert_bounded(outcome: Outcome) -> None:
