@@ -163,7 +163,8 @@ def plan(spec: SpecArg, force: Annotated[bool, typer.Option(help="Plan overwriti
     p = _pipeline(spec, fallback)
     result = p.plan(force=force)
     the_plan = result.plan
-    table = Table("model", "version", "action", "path", "detail", title=f"plan for {p.deployment.repository}")
+    where = p.deployment.remote.url if p.deployment.remote else p.deployment.repository
+    table = Table("model", "version", "action", "path", "detail", title=f"plan for {where}")
     for row in the_plan.rows():
         table.add_row(row.model, str(row.version), row.action, row.path, row.detail)
     out.print(table)

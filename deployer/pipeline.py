@@ -170,7 +170,12 @@ class Pipeline:
         from deployer.repository import rollback
         from deployer.serve import reload_model
 
-        result = rollback(self.deployment.repository, model, to, prune=prune, lock_timeout_s=lock_timeout_s)
+        if self.deployment.remote is not None:
+            from deployer.repository.s3_apply import rollback_s3
+
+            result = rollback_s3(self.deployment.remote, model, to, prune=prune, lock_timeout_s=lock_timeout_s)
+        else:
+            result = rollback(self.deployment.repository, model, to, prune=prune, lock_timeout_s=lock_timeout_s)
         return RollbackOutcome(result, reload_model(self.deployment.spec_path, model))
 
     def compose_file(self) -> str:
@@ -214,6 +219,8 @@ class Pipeline:
         """Per model what the repository serves and holds, and every problem `verify_repository` finds."""
         from deployer.repository import list_versions, serving_state, verify_repository
 
+        if self.deployment.remote is not None:
+            return _s3_repository_status(self.deployment)
         repo = self.deployment.repository
         served: dict[str, Any] = {}
         versions: dict[str, tuple[Any, ...]] = {}
@@ -283,6 +290,17 @@ class Pipeline:
                 result.timings["down"] = time.perf_counter() - t
         result.kept = keep
         return result
+
+
+def _s3_repository_status(dep: Deployment) -> RepositoryStatus:
+    from deployer.repository.s3 import S3Reader, client_for
+    from deployer.repository.s3_apply import list_versions_s3, serving_state_s3, verify_s3
+
+    assert dep.remote is not None
+    reader = S3Reader(client_for(dep.remote), dep.remote)
+    names = [m.name for m in dep.models]
+    return RepositoryStatus({n: serving_state_s3(reader, n) for n in names},
+                            {n: tuple(list_versions_s3(reader, n)) for n in names}, tuple(verify_s3(reader, names)))
 
 
 def _safe_down(get_runtime: Callable[[RuntimeName], Any], state: ServerState) -> None:

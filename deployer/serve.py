@@ -51,7 +51,17 @@ def server_settings(dep: Deployment, *, runtime: RuntimeName | None = None) -> S
         log_verbose=s.log_verbose,
         response_cache_bytes=cache_bytes,
         extra_args=tuple(s.args),
+        repository_url=dep.remote.triton_url if dep.remote else None,
+        # not secrets: which profile/region the server's AWS SDK uses (keys stay in the inherited environment)
+        env=_s3_env(dep),
     )
+
+
+def _s3_env(dep: Deployment) -> tuple[tuple[str, str], ...]:
+    if dep.remote is None:
+        return ()
+    env = (("AWS_DEFAULT_REGION", dep.remote.region), ("AWS_REGION", dep.remote.region))
+    return (*env, ("AWS_PROFILE", dep.remote.profile)) if dep.remote.profile else env
 
 
 def get_runtime(name: RuntimeName) -> Any:
@@ -74,7 +84,10 @@ def get_runtime(name: RuntimeName) -> Any:
 def up(dep: Deployment, *, runtime: RuntimeName | None = None) -> ServerState:
     """Start the server for a published repository and load every model."""
     settings = server_settings(dep, runtime=runtime)
-    if not settings.repository.is_dir():
+    if dep.remote is not None and settings.runtime != "local":
+        raise UserError(f"an s3:// repository is served by the local runtime only, not {settings.runtime!r}",
+                        hint="use server.runtime: local (or --runtime local) with repository: s3://...")
+    if dep.remote is None and not settings.repository.is_dir():
         raise UserError(f"model repository {settings.repository} does not exist",
                         hint="run `deployer publish SPEC` first (or `deployer deploy SPEC`)")
     return get_runtime(settings.runtime).up(settings)  # type: ignore[no-any-return]
@@ -183,6 +196,12 @@ def _published_config(dep: Deployment, m: Any) -> Mapping[str, Any]:
     them), so that smoke checks the pin Triton obeys rather than the spec's `latest`."""
     from deployer.repository import serving_state
 
+    if dep.remote is not None:
+        from deployer.repository.s3_apply import s3_serving_state
+
+        remote = s3_serving_state(dep.remote, m.name)
+        return dict(m.config) if remote is None else {
+            **dict(m.config), "version_policy": {"specific": {"versions": list(remote.served)}}}
     model_dir = dep.repository / m.name
     if not model_dir.is_dir():
         return dict(m.config)

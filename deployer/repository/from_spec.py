@@ -172,6 +172,10 @@ def plan(dep: Deployment, *, force: bool = False, engines: Mapping[str, Path] | 
          skip: Collection[str] = ()) -> PublishPlan:
     """What publishing would change; writes nothing. Models in `skip` (no engine built yet) are left out."""
     arts = [a for a in artifacts(dep, render_all(dep), engines, skip=skip) if a.name not in skip]
+    if dep.remote is not None:
+        from deployer.repository.s3_apply import plan_publish_s3
+
+        return plan_publish_s3(dep.remote, arts, force=force)
     return plan_publish(dep.repository, arts, force=force)
 
 
@@ -185,8 +189,13 @@ def publish(
 ) -> PublishResult:
     """Render, plan and atomically publish every model of the deployment."""
     rendered = render_all(dep)
-    the_plan = plan_publish(dep.repository, artifacts(dep, rendered, engines, build_info), force=force)
-    return apply_publish(the_plan, lock_timeout_s=lock_timeout_s)
+    arts = artifacts(dep, rendered, engines, build_info)
+    if dep.remote is not None:
+        from deployer.repository.s3_apply import apply_publish_s3, plan_publish_s3
+
+        return apply_publish_s3(plan_publish_s3(dep.remote, arts, force=force), dep.remote,
+                                lock_timeout_s=lock_timeout_s)
+    return apply_publish(plan_publish(dep.repository, arts, force=force), lock_timeout_s=lock_timeout_s)
 
 
 def load_order(models: Sequence[ResolvedModel]) -> tuple[str, ...]:

@@ -176,7 +176,7 @@ class RollbackResult:
     deleted because `prune=True` was asked for.
     """
 
-    repository: Path
+    repository: PurePath
     model: str
     version: int
     removed: tuple[int, ...]
@@ -190,7 +190,7 @@ class VersionInfo:
     """One numeric version dir of a model, as found on disk."""
 
     number: int
-    path: Path
+    path: PurePath
     manifest: Mapping[str, Any] | None
     complete: bool  # manifest present and every file matches its recorded sha256
     problems: tuple[str, ...] = ()

@@ -145,7 +145,7 @@ def plan_launch(settings: ServerSettings, install: TritonInstall) -> LaunchPlan:
     argv = tritonserver_argv(
         settings,
         binary=str(install.binary),
-        repository=str(settings.repository.absolute()),
+        repository=settings.repository_url or str(settings.repository.absolute()),
         backend_dir=str(backend_dir) if backend_dir else None,
         cache_dir=str(install.caches_dir) if install.caches_dir else None,
     )
@@ -211,7 +211,7 @@ class LocalRuntime:
                     hint="run `deployer down` first",
                 )
             clear_state(state_dir)  # stale: its process is gone
-        if not settings.repository.is_dir():
+        if settings.repository_url is None and not settings.repository.is_dir():
             raise RepositoryError(
                 f"model repository {settings.repository} does not exist or is not a directory",
                 hint="publish the repository first (`deployer publish`) or fix the repository path",
