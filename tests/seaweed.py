@@ -103,6 +103,8 @@ def running_seaweed(workdir: Path) -> Iterator[Seaweed]:
         "-s3", f"-s3.port={s3}", "-master.telemetry=false",
         # small volumes, enough of them: the default max of 0 (auto) left no writable volume in a temp dir
         "-master.volumeSizeLimitMB=256", "-volume.max=32",
+        # the gateway's Iceberg (8181) and Lance (9101) listeners have fixed ports: off, so runs can overlap
+        "-s3.port.iceberg=0", "-s3.port.lance=0",
     ]
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
