@@ -16,13 +16,13 @@ from deployer.errors import EnvironmentProblem, MissingDependency
 from deployer.server.backends import INVENTORY_SCRIPT, parse_inventory
 from deployer.server.base import ServerState, StopReport
 from deployer.server.docker_plan import LABEL_MANAGED, LABEL_PROJECT, image_hint, project_name
-from deployer.server.readiness import unload_models
+from deployer.server.lifecycle import unload_for_stop
+from deployer.server.process import is_running
 from deployer.server.state import clear_state, load_state
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 20  # after SIGTERM (Triton itself gives up after --exit-timeout-secs); then SIGKILL
-UNLOAD_TIMEOUT_S = 10.0  # down: models still finishing in-flight requests get this long to unload
 CONTAINER_BACKENDS = "/opt/tritonserver/backends"  # Triton's default; deployer never overrides it
 
 
@@ -73,7 +73,7 @@ def _container_logs(container: Any, tail: int) -> str:
     return data.decode("utf-8", errors="replace") if isinstance(data, bytes) else str(data)
 
 
-def _save_log(container: Any, path: Path | None) -> None:
+def save_log(container: Any, path: Path | None) -> None:
     if path is None:
         return
     with contextlib.suppress(OSError):
@@ -90,7 +90,7 @@ def _remove(container: Any, log_path: Path | None, *, stop_timeout: int = STOP_T
         if container.status in ("running", "restarting", "paused"):
             with contextlib.suppress(APIError):
                 container.stop(timeout=stop_timeout)
-        _save_log(container, log_path)
+        save_log(container, log_path)
         container.remove(force=True, v=True)
 
 
@@ -133,14 +133,11 @@ def refuse_if_running(client: Any, state_dir: Path) -> None:
             f"a server started from {state_dir} is already running (container {running[0].name})",
             hint="run `deployer down` first",
         )
-    if previous is not None and previous.runtime == "local":
-        from deployer.server.local import is_running
-
-        if is_running(previous.pid):
-            raise EnvironmentProblem(
-                f"a server started from {state_dir} is already running (local runtime, pid {previous.pid})",
-                hint="run `deployer down` first",
-            )
+    if previous is not None and previous.runtime == "local" and is_running(previous.pid):
+        raise EnvironmentProblem(
+            f"a server started from {state_dir} is already running (local runtime, pid {previous.pid})",
+            hint="run `deployer down` first",
+        )
     remove_managed(client, project)
     if previous is not None:
         clear_state(state_dir)
@@ -227,11 +224,5 @@ def container_backends(container: Any) -> tuple[tuple[str, str], ...]:
 
 
 def unload_before_stop(state: ServerState, container: Any) -> StopReport:
-    """Unload every model through the published HTTP port before the container gets SIGTERM: Triton's
-    own shutdown polls its unloading models once a second (see `readiness.unload_models`)."""
-    if not _running(container):
-        return StopReport()
-    done = unload_models(state.http_url, state.models, timeout_s=UNLOAD_TIMEOUT_S)
-    if done.pending or done.error:
-        log.warning("unloading before the stop: still loaded %s %s", list(done.pending), done.error)
-    return StopReport(unload_s=done.seconds, unloaded=done.unloaded, pending=done.pending)
+    """`lifecycle.unload_for_stop` while the container still runs (nothing to unload otherwise)."""
+    return unload_for_stop(state) if _running(container) else StopReport()
