@@ -1,10 +1,9 @@
 """The `docker` runtime: Triton in a container (NGC image with GPUs, or deployer's CPU image).
 
-`deployer.server.docker_plan.plan_container` computes the container as a frozen `ContainerSpec`
-(pure; re-exported here); `DockerRuntime._launch`, run by the shared lifecycle of
-deployer.server.lifecycle, is the one place that applies it. Containers carry
-`dev.deployer.*` labels so `down`/cleanup only ever touch ours; any failure (Ctrl-C included) removes
-the container it created.
+`deployer.server.docker.plan.plan_container` computes the container as a frozen `ContainerSpec`
+(pure); `DockerRuntime._launch`, run by the shared lifecycle of deployer.server.lifecycle, is the
+one place that applies it. Containers carry `dev.deployer.*` labels so `down`/cleanup only ever touch
+ours; any failure (Ctrl-C included) removes the container it created.
 """
 
 from __future__ import annotations
@@ -18,68 +17,29 @@ from typing import Any
 
 from deployer.errors import EnvironmentProblem, PortInUse
 from deployer.server.base import RuntimeName, ServerSettings, ServerState, StopReport
-from deployer.server.docker_engine import (
+from deployer.server.docker.client import (
     STOP_TIMEOUT_S,
-    _container_logs,
-    _exit_note,
-    _is_ours,
-    _remove,
-    _running,
-    container_backends,
+    container_launched,
+    container_logs,
+    container_running,
     docker_client,
     engine_allows_memlock,
-    managed_resources,
+    is_ours,
     refuse_if_running,
-    remove_managed,
+    remove_container,
     require_image,
     unload_before_stop,
 )
-from deployer.server.docker_plan import (
-    CONTAINER_PORTS,
-    CONTAINER_REPOSITORY,
+from deployer.server.docker.plan import (
     LABEL_MANAGED,
-    LABEL_PROJECT,
-    LABEL_STATE_DIR,
-    NVIDIA_ULIMITS,
     ContainerSpec,
-    GpuRequest,
-    container_command,
-    gpu_request,
     image_hint,
-    managed_labels,
-    parse_size,
     plan_container,
-    project_name,
     without_memlock,
 )
-from deployer.server.lifecycle import LOG_FILE, Launched, ServerLifecycle, file_tail, forget
+from deployer.server.lifecycle import Launched, ServerLifecycle, file_tail, forget
 
-__all__ = [
-    "CONTAINER_PORTS",
-    "CONTAINER_REPOSITORY",
-    "LABEL_MANAGED",
-    "LABEL_PROJECT",
-    "LABEL_STATE_DIR",
-    "LOG_FILE",
-    "NVIDIA_ULIMITS",
-    "ContainerSpec",
-    "DockerRuntime",
-    "GpuRequest",
-    "container_command",
-    "docker_client",
-    "engine_allows_memlock",
-    "gpu_request",
-    "image_hint",
-    "managed_labels",
-    "managed_resources",
-    "parse_size",
-    "plan_container",
-    "project_name",
-    "refuse_if_running",
-    "remove_managed",
-    "require_image",
-    "without_memlock",
-]
+__all__ = ["DockerRuntime"]
 
 log = logging.getLogger(__name__)
 
@@ -140,21 +100,15 @@ class DockerRuntime(ServerLifecycle[ContainerSpec]):
         if not engine_allows_memlock(self.client, plan.image):
             plan = without_memlock(plan)
         container = self._create_and_start(plan, state.log_path)
-        return Launched(
-            state=replace(state, container_id=str(container.id), project=plan.name),
-            describe=f"container {plan.name} ({str(container.id)[:12]})",
-            alive=lambda: _running(container),
-            log_tail=lambda lines: _container_logs(container, lines),
-            backends=lambda: container_backends(container),
-            exit_note=lambda: _exit_note(container),
-        )
+        return container_launched(container, replace(state, container_id=str(container.id), project=plan.name),
+                                  f"container {plan.name} ({str(container.id)[:12]})")
 
     def _abort(self, state: ServerState) -> None:
         self.down(state, stop_timeout_s=_ABORT_STOP_TIMEOUT_S, unload=False)
 
     def _is_running(self, state: ServerState) -> bool:
         container = self.container(state)
-        return container is not None and _running(container)
+        return container is not None and container_running(container)
 
     def _forget_previous(self, state_dir: Path, name: str) -> None:
         """Refuse when this state dir's server still runs; clear leftovers of a dead one."""
@@ -162,7 +116,7 @@ class DockerRuntime(ServerLifecycle[ContainerSpec]):
 
         with contextlib.suppress(NotFound):
             squatter = self.client.containers.get(name)
-            if not _is_ours(squatter):
+            if not is_ours(squatter):
                 raise EnvironmentProblem(
                     f"a container named {squatter.name} exists and was not created by deployer",
                     hint=f"remove or rename it (`docker rm -f {squatter.name}`)",
@@ -183,11 +137,11 @@ class DockerRuntime(ServerLifecycle[ContainerSpec]):
             if container is None:
                 with contextlib.suppress(NotFound, APIError):
                     found = self.client.containers.get(spec.name)
-                    if _is_ours(found):
+                    if is_ours(found):
                         container = found
             if container is not None:
                 self._started.pop(str(container.id), None)
-                _remove(container, log_path, stop_timeout=5)
+                remove_container(container, log_path, stop_timeout=5)
             if isinstance(exc, ImageNotFound):
                 raise EnvironmentProblem(
                     f"Docker image {spec.image} is not present on this machine", hint=image_hint(spec.image)
@@ -218,14 +172,14 @@ class DockerRuntime(ServerLifecycle[ContainerSpec]):
                 container = self.client.containers.get(ref)
             except NotFound:
                 continue
-            if not _is_ours(container):
+            if not is_ours(container):
                 log.warning("not removing container %s: it has no %s label", ref, LABEL_MANAGED)
                 continue
             self._started.pop(str(container.id), None)
             if unload:
                 report, unload = unload_before_stop(state, container), False
             t0 = time.monotonic()
-            _remove(container, state.log_path, stop_timeout=stop_timeout_s)
+            remove_container(container, state.log_path, stop_timeout=stop_timeout_s)
             report = replace(report, stop_s=report.stop_s + time.monotonic() - t0)
         self.last_stop = report
         forget(state, "container_id")
@@ -237,7 +191,7 @@ class DockerRuntime(ServerLifecycle[ContainerSpec]):
         for cid, log_path in list(self._started.items()):
             self._started.pop(cid, None)
             with contextlib.suppress(NotFound):
-                _remove(self.client.containers.get(cid), log_path, stop_timeout=5)
+                remove_container(self.client.containers.get(cid), log_path, stop_timeout=5)
 
     def container(self, state: ServerState) -> Any | None:
         """The SDK container object for `state`, or None when it is gone."""
@@ -253,5 +207,5 @@ class DockerRuntime(ServerLifecycle[ContainerSpec]):
         """Last `tail` lines of the container log (or of the log saved when it was removed)."""
         container = self.container(state)
         if container is not None:
-            return _container_logs(container, tail)
+            return container_logs(container, tail)
         return file_tail(state.log_path, tail)

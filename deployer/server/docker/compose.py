@@ -1,7 +1,8 @@
-"""The `compose` runtime (and, re-exported, the `compose.yaml` generator of deployer.server.compose_render).
+"""The `compose` runtime: the container of the docker runtime as a Docker Compose project.
 
-`ComposeRuntime` writes the file to `<state_dir>/compose.yaml` and drives `docker compose` (v2 plugin)
-or `docker-compose` (v1), whichever exists, then loads the models through the same readiness code.
+`ComposeRuntime` writes the file (rendered by deployer.server.docker.compose_render) to
+`<state_dir>/compose.yaml` and drives `docker compose` (v2 plugin) or `docker-compose` (v1),
+whichever exists, then loads the models through the same readiness code.
 """
 
 from __future__ import annotations
@@ -17,12 +18,10 @@ from typing import Any
 
 from deployer.errors import EnvironmentProblem, MissingDependency, PortInUse, ServerError, UserError
 from deployer.server.base import RuntimeName, ServerSettings, ServerState, StopReport
-from deployer.server.compose_render import HEALTHCHECK_TEST, SERVICE, compose_document, render_compose
-from deployer.server.docker_engine import (  # shared by both container runtimes
-    _container_logs,
-    _exit_note,
-    _running,
-    container_backends,
+from deployer.server.docker.client import (  # shared by both container runtimes
+    container_launched,
+    container_logs,
+    container_running,
     docker_client,
     engine_allows_memlock,
     refuse_if_running,
@@ -31,19 +30,12 @@ from deployer.server.docker_engine import (  # shared by both container runtimes
     save_log,
     unload_before_stop,
 )
-from deployer.server.docker_plan import NVIDIA_ULIMITS, project_name
+from deployer.server.docker.compose_render import SERVICE, render_compose
+from deployer.server.docker.plan import NVIDIA_ULIMITS, image_of, project_name
 from deployer.server.lifecycle import Launched, ServerLifecycle, file_tail, forget
 from deployer.server.state import save_state
 
-__all__ = [
-    "COMPOSE_FILE",
-    "HEALTHCHECK_TEST",
-    "SERVICE",
-    "ComposeRuntime",
-    "compose_document",
-    "find_compose",
-    "render_compose",
-]
+__all__ = ["COMPOSE_FILE", "ComposePlan", "ComposeRuntime", "find_compose", "plan_compose"]
 
 log = logging.getLogger(__name__)
 
@@ -151,10 +143,10 @@ class ComposeRuntime(ServerLifecycle[ComposePlan]):
 
     def _prepare(self, settings: ServerSettings, plan: ComposePlan) -> None:
         refuse_if_running(self.client, settings.state_dir.absolute())
-        require_image(self.client, settings.image.strip())
+        require_image(self.client, image_of(settings))
 
     def _launch(self, settings: ServerSettings, plan: ComposePlan, state: ServerState) -> Launched:
-        if not engine_allows_memlock(self.client, settings.image.strip()):
+        if not engine_allows_memlock(self.client, image_of(settings)):
             plan = plan_compose(settings, self.compose, ulimits=tuple(u for u in NVIDIA_ULIMITS if u[0] != "memlock"))
         state = replace(state, project=plan.project)
         self._started[plan.project] = plan
@@ -166,14 +158,8 @@ class ComposeRuntime(ServerLifecycle[ComposePlan]):
         except BaseException:  # includes KeyboardInterrupt: never leave the project behind
             self._abort(state)
             raise
-        return Launched(
-            state=replace(state, container_id=str(container.id)),
-            describe=f"compose project {plan.project}",
-            alive=lambda: _running(container),
-            log_tail=lambda lines: _container_logs(container, lines),
-            backends=lambda: container_backends(container),
-            exit_note=lambda: _exit_note(container),
-        )
+        return container_launched(container, replace(state, container_id=str(container.id)),
+                                  f"compose project {plan.project}")
 
     def _abort(self, state: ServerState) -> None:
         self.down(state, stop_timeout_s=_ABORT_STOP_TIMEOUT_S, unload=False)
@@ -182,7 +168,7 @@ class ComposeRuntime(ServerLifecycle[ComposePlan]):
         if not state.project:
             return False
         try:
-            return _running(self._service_container(state.project))
+            return container_running(self._service_container(state.project))
         except ServerError:
             return False
 
@@ -257,7 +243,7 @@ class ComposeRuntime(ServerLifecycle[ComposePlan]):
         """Last `tail` lines of the service's log (or of the log saved at `down`)."""
         if state.project:
             with contextlib.suppress(ServerError):
-                return _container_logs(self._service_container(state.project), tail)
+                return container_logs(self._service_container(state.project), tail)
         return file_tail(state.log_path, tail)
 
 
