@@ -18,15 +18,11 @@ import numpy as np
 import pytest
 
 from deployer.errors import EnvironmentProblem, ExitCode, PortInUse, ServerError
-from deployer.image import build_cpu_image
 from deployer.server.base import ServerSettings, ServerState
-from deployer.server.docker_runtime import (
-    LABEL_MANAGED,
-    DockerRuntime,
-    docker_client,
-    managed_resources,
-    project_name,
-)
+from deployer.server.docker.client import docker_client, managed_resources
+from deployer.server.docker.cpu_image import build_cpu_image
+from deployer.server.docker.plan import LABEL_MANAGED, project_name
+from deployer.server.docker.runtime import DockerRuntime
 from deployer.server.state import load_state
 from deployer.smoke import SmokeModel, SmokeOptions, SmokeOutput, SmokeTensor, run_smoke
 from tests.triton_stats import wait_for_inferences
@@ -213,7 +209,7 @@ def test_serves_two_models_over_http_and_grpc_with_dynamic_batching(
         }
 
         # a second `up` for the same state dir, by either container runtime, is refused and kills nothing
-        from deployer.server.compose import ComposeRuntime
+        from deployer.server.docker.compose import ComposeRuntime
 
         for again, runtime_name in ((DockerRuntime(), "docker"), (ComposeRuntime(), "compose")):
             with pytest.raises(EnvironmentProblem, match="already running") as info:
@@ -353,7 +349,7 @@ UP_SCRIPT = """
 import sys
 from pathlib import Path
 from deployer.server.base import ServerSettings
-from deployer.server.docker_runtime import DockerRuntime
+from deployer.server.docker.runtime import DockerRuntime
 
 repo, state_dir, image, http, grpc, metrics = sys.argv[1:]
 settings = ServerSettings(
@@ -407,7 +403,7 @@ def test_ctrl_c_during_up_leaves_no_container(
 
 @pytest.mark.docker
 def test_cpu_image_is_reused_when_its_inputs_are_unchanged(cpu_image: str) -> None:
-    from deployer.image import LABEL_INPUTS, cpu_image_status
+    from deployer.server.docker.cpu_image import LABEL_INPUTS, cpu_image_status
 
     again = build_cpu_image()
     assert again.tag == cpu_image and not again.built, "a current image is reused, not rebuilt"
