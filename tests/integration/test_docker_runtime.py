@@ -346,7 +346,10 @@ class TritonPythonModel:
 """
 
 UP_SCRIPT = """
+import signal
 import sys
+# inherited SIG_IGN (the suite started in the background) would drop the test's Ctrl-C
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 from deployer.server.base import ServerSettings
 from deployer.server.docker.runtime import DockerRuntime
@@ -358,6 +361,23 @@ settings = ServerSettings(
 )
 DockerRuntime().up(settings)
 """
+
+
+def _wait_for_loading(http_port: int, model: str, deadline: float) -> bool:
+    import json
+    import urllib.request
+
+    while time.monotonic() < deadline:
+        try:
+            req = urllib.request.Request(f"http://127.0.0.1:{http_port}/v2/repository/index", data=b"{}")
+            with urllib.request.urlopen(req, timeout=2) as resp:
+                index = json.load(resp)
+            if any(m.get("name") == model and m.get("state") == "LOADING" for m in index):
+                return True
+        except OSError:
+            pass  # the server is not listening yet
+        time.sleep(0.2)
+    return False
 
 
 @pytest.mark.docker
@@ -389,7 +409,8 @@ def test_ctrl_c_during_up_leaves_no_container(
                 break
             time.sleep(0.5)
         assert proc.poll() is None, proc.communicate()[0].decode()
-        time.sleep(2)  # let readiness start loading the model
+        # interrupt while the model load is in flight (Triton lists it as LOADING), not before
+        assert _wait_for_loading(int(ports[0]), "slow", deadline), "the model never started loading"
         proc.send_signal(signal.SIGINT)
         output = proc.communicate(timeout=120)[0].decode()
     finally:
