@@ -62,7 +62,7 @@ def docker_unavailable_reason() -> str | None:
         # via importlib: the repo's own `docker/` directory would shadow the SDK for type checkers
         docker = importlib.import_module("docker")
     except ImportError:
-        return "docker SDK not installed (pip install 'deployer[docker]')"
+        return "docker SDK not installed (pip install 'triton-deployer[docker]')"
     try:
         client = docker.from_env(timeout=10)
         try:

@@ -33,7 +33,7 @@ def docker_client(timeout_s: float = 60.0) -> Any:
     except ImportError as exc:
         raise MissingDependency(
             "the docker runtime needs the docker SDK, which is not installed",
-            hint="pip install 'deployer[docker]'",
+            hint="pip install 'triton-deployer[docker]'",
         ) from exc
     where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     try:
