@@ -82,8 +82,13 @@ def _plan(reader: RepoReader, artifacts: Sequence[ModelArtifact], force: bool, c
         if art.name in seen:
             raise RepositoryError(f"model {art.name!r} appears twice in one publish")
         seen.add(art.name)
+    # The fingerprint is taken before the models are read: another run committing while this one plans
+    # then always differs from the state seen under the lock, so the plan is made again there. Taken
+    # after, it would describe the other run's result while the models were planned from the state
+    # before it, and two publishes would pick the same version number.
+    before = fingerprint(reader, [a.name for a in artifacts])
     models = tuple(_plan_model(reader, art, force, cache) for art in artifacts)
-    return PublishPlan(reader.root, models, force, fingerprint(reader, [a.name for a in artifacts]))
+    return PublishPlan(reader.root, models, force, before)
 
 
 def fingerprint(reader: RepoReader, names: Sequence[str]) -> str:

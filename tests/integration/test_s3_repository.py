@@ -106,7 +106,7 @@ def test_triton_serves_the_bucket_itself_then_rollback_and_prune(
         report = p.smoke(state=state)
         assert report.passed, [c for s in report.suites for c in s.checks if c.status == "fail"]
 
-        from deployer.serve import reload_model
+        from deployer.server.from_spec import reload_model
 
         want2 = _make_mlp_onnx(tmp_path / "model.onnx", seed=2).reference({"x": x})["y"]
         assert [m.version for m in p.publish().models] == [2]
