@@ -58,7 +58,7 @@ def test_conf_retries_stateless_and_pins_sequence_models(tmp_path: Path) -> None
 
 
 def test_unsafe_names_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="nginx.conf"):
+    with pytest.raises(UserError, match=r"nginx\.conf"):
         render_nginx_conf(plan_fleet(_base(tmp_path), 1, PORTS[:1], pinned_models=("a;b {",)).balancer)
 
 
