@@ -1,5 +1,6 @@
 """A spec with `server.replicas > 1` -> the fleet: up, down, status, smoke (through the balancer and
-against each replica). Builds on deployer.serve's single-server mapping; knows nothing of nginx."""
+against each replica). Builds on the single-server mappings (server.from_spec, smoke.from_spec);
+knows nothing of nginx."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def pinned_models(dep: Deployment) -> tuple[str, ...]:
 
 
 def up(dep: Deployment, *, runtime: RuntimeName | None = None) -> FleetState:
-    from deployer.serve import get_runtime, server_settings
+    from deployer.server.from_spec import get_runtime, server_settings
 
     settings = server_settings(dep, runtime=runtime)
     if settings.runtime != "local":
@@ -46,13 +47,13 @@ def up(dep: Deployment, *, runtime: RuntimeName | None = None) -> FleetState:
 
 
 def down(dep: Deployment) -> FleetState | None:
-    from deployer.serve import get_runtime
+    from deployer.server.from_spec import get_runtime
 
     return fleet_down(state_dir(dep), get_runtime)
 
 
 def status(dep: Deployment) -> FleetStatus:
-    from deployer.serve import get_runtime
+    from deployer.server.from_spec import get_runtime
 
     st = fleet_status(state_dir(dep), get_runtime)
     return st if st is not None else FleetStatus(False, None, ())
@@ -69,8 +70,8 @@ def current(dep: Deployment) -> FleetState:
 def smoke(dep: Deployment, *, fleet: FleetState | None = None, progress: Any = None) -> Any:
     """The smoke suite through the balancer, then against each replica; one SmokeReport whose
     per-replica suites are named `r<i>:<model>` (`r<i>:server` for the server checks)."""
-    from deployer.serve import smoke_models, smoke_options
     from deployer.smoke import run_smoke
+    from deployer.smoke.from_spec import smoke_models, smoke_options
     from deployer.smoke.report import ModelReport
 
     fleet = fleet or current(dep)

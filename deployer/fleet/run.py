@@ -120,7 +120,7 @@ def fleet_up(base: ServerSettings, replicas: int, *, pinned_models: tuple[str, .
              runtime: Any) -> FleetState:
     """Start `replicas` servers on `base`'s repository and nginx on `base`'s HTTP/gRPC ports.
 
-    `runtime` is the single-server runtime (deployer.serve.get_runtime). On any failure everything
+    `runtime` is the single-server runtime (deployer.server.from_spec.get_runtime). On any failure everything
     started so far is stopped again before the error propagates.
     """
     from deployer.server.local import check_ports_free
