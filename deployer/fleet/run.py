@@ -67,6 +67,11 @@ def free_ports(count: int, host: str) -> list[Ports]:
     return [Ports(*nums[3 * i:3 * i + 3]) for i in range(count)]
 
 
+def _nginx_running(pid: int | None) -> bool:
+    # the balancer is nginx, not tritonserver: checking for the wrong program left nginx running at `down`
+    return is_running(pid, b"nginx")
+
+
 def _fleet_path(state_dir: Path) -> Path:
     return state_dir / FLEET_FILE
 
@@ -127,7 +132,7 @@ def fleet_up(base: ServerSettings, replicas: int, *, pinned_models: tuple[str, .
 
     nginx = find_nginx()  # exit 3 before anything starts
     state_dir = base.state_dir.absolute()
-    if (previous := load_fleet(state_dir)) is not None and is_running(previous.balancer.pid):
+    if (previous := load_fleet(state_dir)) is not None and _nginx_running(previous.balancer.pid):
         raise EnvironmentProblem(f"a fleet started from {state_dir} is running (nginx pid {previous.balancer.pid})",
                                  hint="run `deployer down` first")
     check_ports_free(base.host, {"http_port": base.http_port, "grpc_port": base.grpc_port})
@@ -183,7 +188,7 @@ def fleet_down(state_dir: Path, runtime_for: Any) -> FleetState | None:
     st = load_fleet(state_dir.absolute())
     if st is None:
         return None
-    if st.balancer.pid is not None and is_running(st.balancer.pid):
+    if st.balancer.pid is not None and _nginx_running(st.balancer.pid):
         stop_group(st.balancer.pid, None, _STOP_GRACE_S)
     errors = []
     for r in st.replicas:
@@ -210,4 +215,4 @@ def fleet_status(state_dir: Path, runtime_for: Any) -> FleetStatus | None:
             rows.append((replica_name(i), ServerStatus(running=False, ready=False, models={}, state=None)))
         else:
             rows.append((replica_name(i), runtime_for(s.runtime).status(s)))
-    return FleetStatus(is_running(st.balancer.pid), st.balancer, tuple(rows), st.pinned_models)
+    return FleetStatus(_nginx_running(st.balancer.pid), st.balancer, tuple(rows), st.pinned_models)

@@ -18,6 +18,7 @@ import pytest
 
 from deployer import Pipeline
 from deployer.fleet import from_spec as fleet
+from deployer.fleet.run import FleetStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "examples" / "quickstart"
@@ -111,7 +112,7 @@ def _input(p: Pipeline) -> tuple[str, tuple[str, list[int]]]:
 
 
 def test_three_replicas_behind_nginx_spread_load_and_survive_a_sigkill(
-    tmp_path: Path, find_free_ports: Callable[..., list[int]]
+    tmp_path: Path, find_free_ports: Callable[..., list[int]], processes_mentioning: Callable[[str], list[int]]
 ) -> None:
     p = Pipeline.load(_spec(tmp_path, find_free_ports(3)))
     result = p.deploy(keep=True)
@@ -135,9 +136,10 @@ def test_three_replicas_behind_nginx_spread_load_and_survive_a_sigkill(
             load.wait_ok(300, 120.0)  # served by the two left, retried where the kill caught a request
         assert load.failed == [], load.failed[:5]
         status = p.status()
-        rows = dict(status.replicas)  # type: ignore[union-attr]
+        assert isinstance(status, FleetStatus) and status.balancer_running
+        rows = dict(status.replicas)
         assert not rows["r1"].running and rows["r0"].ready and rows["r2"].ready
         assert not status.ready
     finally:
         p.down()
-    assert not p.status().balancer_running  # type: ignore[union-attr]
+    assert processes_mentioning(str(tmp_path)) == []  # nginx and every tritonserver gone: no orphans
