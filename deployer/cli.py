@@ -282,6 +282,9 @@ def status(spec: SpecArg) -> None:
     p = _pipeline(spec, "onnxruntime")
     _print_repository(p.repository_status())
     st = p.status()
+    if hasattr(st, "replicas"):  # a fleet (server.replicas > 1)
+        _print_fleet(st)
+        return
     if st.state is None:
         out.print("not running")
         raise typer.Exit(int(ExitCode.CHECKS_FAILED))
@@ -292,6 +295,25 @@ def status(spec: SpecArg) -> None:
     out.print(table)
     out.print(f"running: {st.running}  ready: {st.ready}")
     if not (st.running and st.ready):
+        raise typer.Exit(int(ExitCode.CHECKS_FAILED))
+
+
+def _print_fleet(st: Any) -> None:
+    if st.balancer is None:
+        out.print("not running")
+        raise typer.Exit(int(ExitCode.CHECKS_FAILED))
+    b = st.balancer
+    out.print(f"balancer nginx (pid {b.pid}, {'up' if st.balancer_running else 'DOWN'}): http {b.http_url}  "
+              f"grpc {b.grpc_url}")
+    if st.pinned_models:
+        out.print(f"pinned to one replica per client (sequence models): {', '.join(st.pinned_models)}")
+    table = Table("replica", "state", "http", "models")
+    for name, r in st.replicas:
+        where = r.state.http_url if r.state else "-"
+        up_ = "up" if r.running and r.ready else ("running, not ready" if r.running else "down")
+        table.add_row(name, up_, where, ", ".join(f"{m} {s}" for m, s in r.models.items()))
+    out.print(table)
+    if not st.ready:
         raise typer.Exit(int(ExitCode.CHECKS_FAILED))
 
 
