@@ -61,7 +61,17 @@ def server_settings(dep: Deployment, *, runtime: RuntimeName | None = None) -> S
         log_verbose=s.log_verbose,
         response_cache_bytes=cache_bytes,
         extra_args=tuple(s.args),
+        backend_config=backend_config(dep),
     )
+
+
+def backend_config(dep: Deployment) -> tuple[str, ...]:
+    """`--backend-config` values the models need: Triton's TensorRT backend refuses version-compatible plans
+    (they embed the lean runtime, i.e. host code) unless started with `tensorrt,version-compatible=true`
+    (tensorrt_backend PR #74, README "Command line options")."""
+    vc = any(m.backend == "tensorrt" and m.spec.engine is not None and m.spec.engine.version_compatible
+             for m in dep.models)
+    return ("tensorrt,version-compatible=true",) if vc else ()
 
 
 def get_runtime(name: RuntimeName) -> ServerLifecycle[Any]:
