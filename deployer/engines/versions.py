@@ -101,6 +101,10 @@ class TritonTrt:
 # with a source (Model Navigator 0.8.1 support matrix); for 24.05 only the major (10) is sourced
 # (server#7307, tensorrt_backend r24.05); every other -py3 row is in the brief's "from memory" list.
 # The -trtllm-python-py3 images can pin a different TensorRT (server#8462): this table is for -py3 only.
+# Not verifiable here: Triton's release notes from 22.08 on (e.g.
+# https://docs.nvidia.com/deeplearning/triton-inference-server/release-notes/rel-24-08.html) no longer list
+# the TensorRT version and refer to the Deep Learning Frameworks Support Matrix, which could not be read
+# from this machine; the rows stay unverified (warn) until someone checks them there.
 TRITON_TRT_TABLE: tuple[TritonTrt, ...] = (
     TritonTrt("23.04", "8.6.1", False, "memory; brief D.2 unverified list"),
     TritonTrt("24.01", "8.6.1", False, "memory; brief D.2 unverified list"),
