@@ -156,8 +156,8 @@ class Pipeline:
         from deployer.engines.from_spec import built_engines
         from deployer.repository.from_spec import plan
 
-        engines, _infos, missing = built_engines(self.deployment)
-        return PlanResult(plan(self.deployment, force=force, engines=engines, skip=missing), missing)
+        engines, infos, missing = built_engines(self.deployment)
+        return PlanResult(plan(self.deployment, force=force, engines=engines, skip=missing, build_info=infos), missing)
 
     def publish(self, *, force: bool = False, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> PublishResult:
         """Build missing engines (engine cache), render and publish every model atomically."""
