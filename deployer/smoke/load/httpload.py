@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import numpy.typing as npt
 
 from deployer.dtypes import wire_dtype
-from deployer.smoke.loadgen import LoadResult, run_async, to_wire_array
+from deployer.smoke.load.loadgen import LoadResult, run_async, to_wire_array
 
 __all__ = ["build_http_request", "run_http_load"]
 
@@ -55,10 +55,20 @@ def _np_wire(arr: npt.NDArray[Any]) -> str:
     return str(np_to_triton_dtype(arr.dtype))
 
 
+class _Sink(Protocol):
+    """What a connection reports to: `_Driver` here, `measure._Recorder` for windowed measurements."""
+
+    request: bytes
+
+    def done(self, conn: _Conn, seconds: float, error: str) -> None: ...
+
+    def lost(self, conn: _Conn, error: str) -> None: ...
+
+
 class _Conn(asyncio.Protocol):
     """One keep-alive connection with at most one request in flight; parses only what it must."""
 
-    def __init__(self, driver: _Driver) -> None:
+    def __init__(self, driver: _Sink) -> None:
         self.driver = driver
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
