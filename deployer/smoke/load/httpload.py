@@ -76,6 +76,9 @@ class _Conn(asyncio.Protocol):
         self.status_ok = False
         self.t0 = 0.0
         self.busy = False
+        # the same request gets the same response head: once a 200 head is parsed, recognise it by prefix
+        self.ok_head = b""
+        self.ok_need = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -89,6 +92,8 @@ class _Conn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buf += data
         while self.busy:
+            if self.need < 0 and self.ok_head and self.buf.startswith(self.ok_head):
+                self.need, self.status_ok = self.ok_need, True
             if self.need < 0:
                 end_head = self.buf.find(b"\r\n\r\n")
                 if end_head < 0:
@@ -101,6 +106,8 @@ class _Conn(asyncio.Protocol):
                     return
                 self.need = end_head + 4 + int(head[i + 17 : head.index(b"\r\n", i + 2)])
                 self.status_ok = head.startswith(b"HTTP/1.1 200")
+                if self.status_ok:
+                    self.ok_head, self.ok_need = head, self.need
             if len(self.buf) < self.need:
                 return
             error = ""

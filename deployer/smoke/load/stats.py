@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from deployer.errors import EnvironmentProblem
+
 __all__ = ["ServerBreakdown", "StatsSnapshot", "breakdown", "fetch_stats", "parse_stats", "stats_url"]
 
 _PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
@@ -70,5 +72,11 @@ def stats_url(http_url: str, model: str, version: str | None) -> str:
 
 
 def fetch_stats(url: str, timeout_s: float) -> StatsSnapshot:
-    with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-        return parse_stats(json.load(resp))
+    """One snapshot; a server without the statistics extension (or not Triton) is an environment problem."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            return parse_stats(json.load(resp))
+    except (OSError, ValueError, AttributeError, TypeError) as exc:  # URLError/HTTPError are OSErrors
+        raise EnvironmentProblem(
+            f"cannot read Triton's statistics at {url}: {exc} (measure(..., stats=False) skips the breakdown)"
+        ) from exc

@@ -94,3 +94,35 @@ def test_bad_loads_and_unreachable_servers_are_typed_errors() -> None:
         port = s.getsockname()[1]
     with pytest.raises(EnvironmentProblem, match="cannot connect"):
         measure(f"http://127.0.0.1:{port}", "m", FEEDS, LoadSpec(warmup_s=0, window_s=0.1, max_windows=1))
+
+
+def test_out_of_range_loads_are_refused_before_any_connection() -> None:
+    for load, match in (
+        (LoadSpec(mode="open", rate=1e9), "rate"),
+        (LoadSpec(stability=0.0), "stability"),
+        (LoadSpec(mode="open", rate=10.0, open_connections=0), "open_connections"),
+        (LoadSpec(concurrency=0), "concurrency"),
+    ):
+        with pytest.raises(UserError, match=match):
+            measure("http://127.0.0.1:1", "m", FEEDS, load)
+
+
+def test_a_rate_the_client_cannot_keep_up_with_ends_on_time_and_shows_the_lag(slow_url: str) -> None:
+    # 50,000 req/s at a 100 req/s server over 4 sockets: the scheduler must not starve the loop
+    # (responses still read, the run ends), and the requests' wait for a socket is reported as send lag
+    load = LoadSpec(mode="open", rate=50_000, warmup_s=0.0, window_s=0.5, max_windows=2, open_connections=4)
+    t0 = time.perf_counter()
+    m = measure(slow_url, "m", FEEDS, load, stats=False, timeout_s=5.0)
+    assert time.perf_counter() - t0 < 10.0
+    assert m.errors == 0 and m.requests > 5 and m.throughput_rps <= 1 / SERVICE_S * 1.05
+    assert m.send_lag_p99_ms > 100  # waited for a socket, and that wait is in the latency too
+    assert m.p99_ms >= m.send_lag_p99_ms * 0.9
+
+
+def test_closed_loop_has_no_send_lag_and_a_non_triton_server_without_stats_is_an_environment_problem(
+    slow_url: str,
+) -> None:
+    m = measure(slow_url, "m", FEEDS, LoadSpec(concurrency=1, warmup_s=0, window_s=0.2, max_windows=1), stats=False)
+    assert (m.send_lag_p50_ms, m.send_lag_p99_ms) == (0.0, 0.0)
+    with pytest.raises(EnvironmentProblem, match="statistics"):
+        measure(slow_url, "m", FEEDS, LoadSpec(concurrency=1, warmup_s=0, window_s=0.2, max_windows=1))
