@@ -7,8 +7,7 @@ prints the tight ratios; this test catches a generator that hides queueing or mi
 from __future__ import annotations
 
 import shutil
-import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,22 +22,11 @@ FEEDS = {"features": np.random.default_rng(0).random((1, 16), dtype=np.float32)}
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 @pytest.fixture(scope="module")
-def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def url(tmp_path_factory: pytest.TempPathFactory, find_free_ports: Callable[..., list[int]]) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("measure")
     shutil.copy(ROOT / "examples" / "quickstart" / "classifier.onnx", tmp / "classifier.onnx")
-    http, grpc, metrics = _free_ports(3)
+    http, grpc, metrics = find_free_ports(3)
     spec = tmp / "deployer.yaml"
     spec.write_text(
         f"""repository: repo
