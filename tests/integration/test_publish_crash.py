@@ -68,7 +68,10 @@ MIN_KILL_TRIALS = 50  # per scenario (the hardening requirement)
 KILL_TRIALS = 70  # stopped earlier by TIME_BUDGET_S
 CALIBRATION_RUNS = 3
 GROUP = 10  # kill trials between healing publishes
-TIME_BUDGET_S = 45.0  # per scenario: caps a slow machine (the >= MIN_KILL_TRIALS assert still holds)
+TIME_BUDGET_S = 45.0  # per scenario: trials beyond MIN_KILL_TRIALS stop here
+# The minimum is a count, not a pace: on a loaded machine (49 kills in 45 s at load 17) the scenario goes on
+# until MIN_KILL_TRIALS, and only a machine this slow fails (a hung worker, not a busy one).
+DEADLINE_S = 600.0
 FILE_SIZE = 4 << 20
 KEEP = 3
 # Each model's own version_policy: `latest 1` (Triton's default) or `latest 2` (the pin covers two versions).
@@ -470,7 +473,8 @@ def run_scenario(sc: Scenario) -> Counter[str]:
     last: Last | None = None
     seen: set[Path] = set()
     try:
-        while kills < KILL_TRIALS and time.monotonic() - start < TIME_BUDGET_S:
+        while kills < KILL_TRIALS and (elapsed := time.monotonic() - start) < DEADLINE_S and (
+                kills < MIN_KILL_TRIALS or elapsed < TIME_BUDGET_S):
             if (prepared := sc.prepare(runs, snaps)) is not None:
                 snaps, last = prepared, None
             op, intents = sc.trial(runs, snaps, last)
@@ -513,7 +517,7 @@ def run_scenario(sc: Scenario) -> Counter[str]:
         f"operation {min(durations) * 1000:.0f} ms unkilled, commit at ~{commit_at * 1000:.0f} ms: "
         f"{dict(sorted(outcomes.items()))}"
     )
-    assert kills >= MIN_KILL_TRIALS, f"only {kills} SIGKILL trials within {TIME_BUDGET_S} s"
+    assert kills >= MIN_KILL_TRIALS, f"only {kills} SIGKILL trials within {DEADLINE_S} s"
     assert outcomes["killed"] >= kills // 3, "the trials must really kill"
     return outcomes
 
