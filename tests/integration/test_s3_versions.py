@@ -210,3 +210,34 @@ def test_cli_plan_publish_rollback_status_on_an_s3_spec(tmp_path: Path, seaweed:
     _make_mlp_onnx(bad / "model.onnx", seed=1)
     out = _cli("plan", write_spec(bad, seaweed, "no-such-bucket", find_free_ports(3)), cwd=bad, code=2)
     assert "bucket 'no-such-bucket'" in out and "does not exist" in out
+
+
+def test_a_change_committed_while_planning_is_seen_under_the_lock(loc: S3Location,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The S3 planner keeps the fingerprint-before-read order. A rollback by another run (one config PUT,
+    the listing unchanged) between this plan reading the model and the end of planning must make the
+    publish plan again under the lock; a fingerprint taken after the reads would match the state under
+    the lock, and the publish of version 2's content would leave the rollback's version 1 served."""
+    import deployer.repository.plan as planning
+
+    _publish(loc, _art(b"a"))
+    _publish(loc, _art(b"b"))
+    real = planning._plan_model
+    calls = []
+
+    def plan_then_other_run_rolls_back(*args: Any) -> Any:
+        result = real(*args)
+        if not calls:
+            calls.append(1)
+            rollback_s3(loc, "m", to=1)  # the other run, between reading the model and the end of planning
+        return result
+
+    with monkeypatch.context() as patched:  # undo only this (the credentials stay in the environment)
+        patched.setattr(planning, "_plan_model", plan_then_other_run_rolls_back)
+        racing = plan_publish_s3(loc, [_art(b"b")])
+    assert (racing.models[0].status, racing.models[0].config_action) == ("unchanged", "unchanged")
+    assert _serves(loc) == (1,)
+    result = apply_publish_s3(racing, loc)
+    assert result.replanned and result.models[0].version == 2
+    assert _versions(loc) == [1, 2] and _serves(loc) == (2,)
+    assert verify_s3(_reader(loc), ["m"]) == []
