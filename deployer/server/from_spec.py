@@ -64,6 +64,7 @@ def server_settings(dep: Deployment, *, runtime: RuntimeName | None = None) -> S
         repository_url=dep.remote.triton_url if dep.remote else None,
         # not secrets: which profile/region the server's AWS SDK uses (keys stay in the inherited environment)
         env=_s3_env(dep),
+        backend_config=backend_config(dep),
     )
 
 
@@ -72,6 +73,15 @@ def _s3_env(dep: Deployment) -> tuple[tuple[str, str], ...]:
         return ()
     env = (("AWS_DEFAULT_REGION", dep.remote.region), ("AWS_REGION", dep.remote.region))
     return (*env, ("AWS_PROFILE", dep.remote.profile)) if dep.remote.profile else env
+
+
+def backend_config(dep: Deployment) -> tuple[str, ...]:
+    """`--backend-config` values the models need: Triton's TensorRT backend refuses version-compatible plans
+    (they embed the lean runtime, i.e. host code) unless started with `tensorrt,version-compatible=true`
+    (tensorrt_backend PR #74, README "Command line options")."""
+    vc = any(m.backend == "tensorrt" and m.spec.engine is not None and m.spec.engine.version_compatible
+             for m in dep.models)
+    return ("tensorrt,version-compatible=true",) if vc else ()
 
 
 def get_runtime(name: RuntimeName) -> ServerLifecycle[Any]:

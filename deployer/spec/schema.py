@@ -463,6 +463,9 @@ class ServerSpec(_Strict):
     log_verbose: Int = Field(default=0, ge=0)
     response_cache_mb: Int = Field(default=64, ge=1, description="Cache size when a model enables it.")
     args: list[str] = Field(default_factory=list, description="Extra tritonserver flags (whitelisted).")
+    replicas: Int = Field(default=1, ge=1, le=64, description=(
+        "Triton servers on the shared repository; more than 1 puts nginx in front (one HTTP and one gRPC "
+        "endpoint on host:http_port/grpc_port)."))
 
 
 class Sla(_Strict):
