@@ -101,8 +101,9 @@ def running_seaweed(workdir: Path) -> Iterator[Seaweed]:
         binary, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}",
         f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
         "-s3", f"-s3.port={s3}", "-master.telemetry=false",
-        # small volumes, enough of them: the default max of 0 (auto) left no writable volume in a temp dir
-        "-master.volumeSizeLimitMB=256", "-volume.max=32",
+        # small volumes, enough of them: the default max of 0 (auto) left no writable volume in a temp dir,
+        # and every bucket is a collection that grows its own volumes (32 ran out at the 5th bucket)
+        "-master.volumeSizeLimitMB=64", "-volume.max=256",
         # the gateway's Iceberg (8181) and Lance (9101) listeners have fixed ports: off, so runs can overlap
         "-s3.port.iceberg=0", "-s3.port.lance=0",
     ]

@@ -5,9 +5,10 @@ random time drawn over an unkilled publish's duration, and SIGKILLs it. Then, wh
 from the bucket right now is checked object by object: config.pbtxt parses and pins versions; every
 pinned version's manifest lists its files and every one of them is there with exactly the recorded
 bytes (downloaded and re-hashed); the live config is the head's recorded config with that pin; and
-the head is the old version or the new one. After the trials a real tritonserver is started on the
-bucket and serves the model. The next publish after a kill takes the expired lock over (lease 1 s),
-removes the killed run's unserved leftovers and succeeds.
+the head is the old version or the new one. Then a real tritonserver is started on the bucket (a new
+process after every kill) and must load the model and answer exactly like the old model or the new
+one. The next publish after a kill takes the expired lock over (lease 1 s), removes the killed run's
+unserved leftovers and succeeds.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from tests.integration.conftest import _make_mlp_onnx
-from tests.integration.test_s3_repository import s3_env, write_spec  # noqa: F401 - s3_env is a fixture
+from tests.integration.test_s3_repository import infer, s3_env, write_spec  # noqa: F401 - s3_env is a fixture
 from tests.seaweed import Seaweed, running_seaweed
 
 pytestmark = pytest.mark.slow
@@ -105,13 +107,19 @@ def test_publish_killed_at_random_points_serves_old_or_new(
     seaweed.client().create_bucket(Bucket="crash-bucket")
     spec = write_spec(tmp_path, seaweed, "crash-bucket", find_free_ports(3), keep=3, lease=1.0)
     client = seaweed.client()
+    x = np.random.default_rng(5).standard_normal((2, 64)).astype(np.float32)
     seed = 100
-    _make_mlp_onnx(tmp_path / "model.onnx", in_dim=64, out_dim=64, seed=seed)
+    answers: dict[int, Any] = {}  # version -> what its model answers for x
+
+    def make_model(seed: int) -> Any:
+        return _make_mlp_onnx(tmp_path / "model.onnx", in_dim=64, out_dim=64, seed=seed).reference({"x": x})["y"]
+
+    answers[1] = make_model(seed)
     Pipeline.load(spec).publish()
     durations = []
-    for _ in range(2):  # calibrate on unkilled publishes of new content
+    for version in (2, 3):  # calibrate on unkilled publishes of new content
         seed += 1
-        _make_mlp_onnx(tmp_path / "model.onnx", in_dim=64, out_dim=64, seed=seed)
+        answers[version] = make_model(seed)
         proc = start_publisher(spec)
         go(proc)
         out, err = proc.communicate(timeout=120)
@@ -121,31 +129,46 @@ def test_publish_killed_at_random_points_serves_old_or_new(
     rng = random.Random(12)
     outcomes = {"old": 0, "new": 0}
     head, _ = served_state(client, "crash-bucket")
-    for _ in range(TRIALS):
+    starts = []
+    for trial in range(TRIALS):
         seed += 1
-        _make_mlp_onnx(tmp_path / "model.onnx", in_dim=64, out_dim=64, seed=seed)
+        pending = make_model(seed)
         proc = start_publisher(spec)
         go(proc)
-        time.sleep(rng.uniform(0, span * 1.2))
+        time.sleep(rng.uniform(0, span * 1.2))  # the random kill point, not a wait for a condition
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=60)
         now, _pinned = served_state(client, "crash-bucket")
         assert now in (head, head + 1), (head, now)  # the old version or the one being published
+        if now == head + 1:
+            answers[now] = pending
         outcomes["old" if now == head else "new"] += 1
         head = now
-        if _ % 5:  # the dead holder's lock: removed (as after `down`), every 5th left to expire and be taken over
+        # a new tritonserver on the bucket as it is now: it loads the model, and answers as `head` does
+        t0 = time.monotonic()
+        state = Pipeline.load(spec).up()
+        try:
+            starts.append(time.monotonic() - t0)
+            np.testing.assert_allclose(infer(state.http_url, x), answers[head], rtol=1e-5, atol=1e-6,
+                                       err_msg=f"trial {trial}: Triton does not serve version {head}")
+        finally:
+            Pipeline.load(spec).down()
+        if trial % 5:  # the dead holder's lock: removed (as after `down`), every 5th left to expire and be taken over
             client.delete_object(Bucket="crash-bucket", Key=f"{PREFIX}/.deployer.lock")
     print(f"\ncrash trials: {TRIALS} kills, {outcomes['old']} left the old version served, "
-          f"{outcomes['new']} the new one; calibrated publish {span:.2f} s")
+          f"{outcomes['new']} the new one; calibrated publish {span:.2f} s; tritonserver started on the bucket "
+          f"after each kill (start + load {min(starts):.1f}-{max(starts):.1f} s)")
+    assert outcomes["old"] and outcomes["new"]  # the kill points covered both sides of the switch
     # the next publish heals: takes the expired lock over, removes leftovers, serves its version
     seed += 1
-    _make_mlp_onnx(tmp_path / "model.onnx", in_dim=64, out_dim=64, seed=seed)
+    want = make_model(seed)
     p = Pipeline.load(spec)
     res = p.publish()
     assert served_state(client, "crash-bucket")[0] == res.models[0].version
     assert p.repository_status().problems == ()
-    p.up()  # a real tritonserver on the bucket after all the kills
+    state = p.up()
     try:
         assert p.status().models == {"mlp": "READY"}
+        np.testing.assert_allclose(infer(state.http_url, x), want, rtol=1e-5, atol=1e-6)
     finally:
         p.down()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -83,8 +84,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.triton
 def test_triton_serves_the_bucket_itself_then_rollback_and_prune(
-    tmp_path: Path, seaweed: Seaweed, s3_env: None, find_free_ports: Callable[..., list[int]]
+    tmp_path: Path, seaweed: Seaweed, s3_env: None, find_free_ports: Callable[..., list[int]],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)  # every log record of deployer and botocore, checked for the secret below
     make_bucket(seaweed, "serve-bucket")
     spec = write_spec(tmp_path, seaweed, "serve-bucket", find_free_ports(3), keep=2)
     x = np.random.default_rng(7).standard_normal((3, 4)).astype(np.float32)
@@ -100,6 +103,7 @@ def test_triton_serves_the_bucket_itself_then_rollback_and_prune(
     try:
         assert state.http_url
         argv = Path(f"/proc/{state.pid}/cmdline").read_bytes().split(b"\0")
+        assert not any(SECRET.encode() in a or KEY_ID.encode() in a for a in argv)  # only the inherited env
         assert f"--model-repository={p.deployment.remote.triton_url}".encode() in argv  # type: ignore[union-attr]
         assert p.deployment.remote is not None and p.deployment.remote.triton_url.startswith("s3://127.0.0.1:")
         np.testing.assert_allclose(infer(state.http_url, x), want1, rtol=1e-5)
@@ -130,14 +134,25 @@ def test_triton_serves_the_bucket_itself_then_rollback_and_prune(
     assert serving_state_s3(reader, "mlp").served == (3,)  # type: ignore[union-attr]
     assert verify_s3(reader, ["mlp"]) == []
     assert ".deployer.lock" not in reader.objects  # released
-    _no_secret_anywhere(tmp_path)
+    _no_secret_anywhere(tmp_path, seaweed, "serve-bucket", server_ran=True)
+    assert caplog.records and not any(SECRET in r.getMessage() for r in caplog.records)
+    assert SECRET not in caplog.text
 
 
-def _no_secret_anywhere(tmp_path: Path) -> None:
-    """The secret key is in no file deployer or Triton wrote (state, logs, manifests) nor in the bucket."""
-    for path in tmp_path.rglob("*"):
-        if path.is_file():
-            assert SECRET.encode() not in path.read_bytes(), f"credential written to {path}"
+def _no_secret_anywhere(tmp_path: Path, seaweed: Seaweed, bucket: str, *, server_ran: bool = False) -> None:
+    """The secret key is in no file deployer or Triton wrote (state, server log, spec dir) nor in any
+    object of the bucket (configs, manifests, models)."""
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not server_ran or any(p.name == "tritonserver.log" for p in files)  # the server's log is among them
+    for path in files:
+        assert SECRET.encode() not in path.read_bytes(), f"credential written to {path}"
+    client = seaweed.client()
+    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+            for o in page.get("Contents", [])]
+    assert keys
+    for key in keys:
+        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        assert SECRET.encode() not in body and KEY_ID.encode() not in body, f"credential in s3://{bucket}/{key}"
 
 
 def test_rollback_prune_and_manifest_without_triton(
@@ -168,7 +183,7 @@ def test_rollback_prune_and_manifest_without_triton(
     client.put_object(Bucket="rollback-bucket", Key="prod/models/mlp/1/model.onnx", Body=b"tampered")
     problems = verify_s3(S3Reader(client_for(p.deployment.remote), p.deployment.remote), ["mlp"])  # type: ignore[arg-type]
     assert any("model.onnx" in msg for msg in problems), problems
-    _no_secret_anywhere(tmp_path)
+    _no_secret_anywhere(tmp_path, seaweed, "rollback-bucket")
 
 
 def test_concurrent_publishers_are_serialized(
