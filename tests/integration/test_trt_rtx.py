@@ -229,6 +229,12 @@ def test_one_plan_per_compute_capability_ahead_of_time(tmp_path: Path) -> None:
     sm86, sm89 = read_manifest(plans["8.6"]), read_manifest(plans["8.9"])
     assert (sm86.compute_capability, sm89.compute_capability) == ("8.6", "8.9")
     assert sm86.cache_key != sm89.cache_key
+    config = p.render()["classifier"]  # the config names exactly the plans built for each architecture
+    for cc, plan in plans.items():
+        assert f'key: "{cc}"\n  value: "{plan.name}"' in config
+    with pytest.raises(BuildError, match="built by TensorRT-RTX"):  # and Triton could not load them
+        p.publish()
+    assert not (p.deployment.repository / "classifier").exists()
     hopper = _spec(tmp_path / "h", _classifier_model(tmp_path, engine={"compute_capabilities": ["9.0"]}))
     with pytest.raises(UserError, match=r"cannot build for compute capability 9\.0"):
         hopper.build()
