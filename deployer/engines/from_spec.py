@@ -91,7 +91,7 @@ def build_request(dep: Deployment, m: ResolvedModel) -> Any:
             data_files=tuple(dep.resolve_path(p) for p in c.data), batch_size=c.batch_size, max_batches=c.max_batches
         )
     profiles = tuple(
-        Profile(tuple(InputShapes(name, r.min, r.opt, r.max) for name, r in profile.items()))
+        Profile(tuple(InputShapes.of(name, r) for name, r in profile.items()))
         for profile in m.profiles
     )
     return BuildRequest(

@@ -10,23 +10,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from deployer.tensors import Shape as Shape  # re-exported: engines modules spell it from here
+from deployer.tensors import ShapeRange
+
 Precision = Literal["fp32", "tf32", "fp16", "bf16", "int8", "fp8"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
-Shape = tuple[int, ...]
 
 
-@dataclass(frozen=True)
-class InputShapes:
-    """Full shapes (batch dimension included) of one network input in one optimization profile.
+@dataclass(frozen=True, init=False)
+class InputShapes(ShapeRange):
+    """The spec's shape range (`deployer.tensors.ShapeRange`, the one min/opt/max type from spec to smoke)
+    of one network input, named: its full shapes (batch dimension included) in one optimization profile.
 
     For shape tensors (`is_shape_tensor` inputs of the network) the three tuples are the *values* of the
     tensor (batch in value[0] when Triton batches), passed to `set_shape_input` instead of `set_shape`.
     """
 
     name: str  # exact network input name (ONNX graph input), e.g. "input:0" — no quoting
-    min: Shape
-    opt: Shape
-    max: Shape
+
+    def __init__(self, name: str, min: Shape, opt: Shape, max: Shape) -> None:
+        object.__setattr__(self, "name", name)
+        super().__init__(min, opt, max)
+
+    @classmethod
+    def of(cls, name: str, shapes: ShapeRange) -> InputShapes:
+        """`shapes` (e.g. a spec profile's range) for the network input `name`."""
+        return cls(name, shapes.min, shapes.opt, shapes.max)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ class ModelArtifact:
     manifest: Mapping[str, Any] = field(default_factory=dict)
 
 
+# Shaped like ModelArtifact (duplicates: same shape): plain frozen records, nothing shared to factor.
 @dataclass(frozen=True)
 class FileAction:
     """One planned change on disk; `path` is absolute."""

@@ -127,6 +127,8 @@ class _List(_Node):
         return _SKIP if any(i is _SKIP for i in items) else items  # dropping one would shift the indexes
 
 
+# `lift` opens like _Map.lift (duplicates: same shape): a proto map has user keys, a message fixed ones;
+# what follows the shared mapping check differs.
 class _Dict(_Node):
     """A proto map: user-chosen keys, each value lifted by `item`."""
 

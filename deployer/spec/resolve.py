@@ -466,6 +466,7 @@ def _sequence(s: ModelSpec) -> dict[str, Any]:
     return d
 
 
+# Opens like _sequence (duplicates: same shape): one mapper per config section, different fields.
 def _optimization(s: ModelSpec) -> dict[str, Any]:
     o = s.optimization
     assert o is not None

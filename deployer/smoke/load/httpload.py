@@ -245,6 +245,8 @@ async def _http_load(
                 c.transport.close()
 
 
+# Same load knobs as `loadgen.run_load` (duplicates: a same-shape signature): each is a public entry
+# with its own transport-specific extras; the shared part is the LoadResult both return.
 def run_http_load(
     host: str,
     port: int,

@@ -247,3 +247,16 @@ def test_container_entry_without_tensorrt_exits_3(tmp_path: Path, onnx_model: Pa
     path = tmp_path / "req.json"
     path.write_text(json.dumps(doc))
     assert container_main([str(path)]) == 3
+
+
+def test_a_profile_input_is_the_spec_shape_range_named() -> None:
+    """One min/opt/max type from spec to engines: a profile entry is a `ShapeRange` with the input's name."""
+    from deployer.tensors import ShapeRange
+
+    spec_range = ShapeRange([1, 4], [4, 4], [8, 4])
+    item = InputShapes.of("x", spec_range)
+    assert isinstance(item, ShapeRange)
+    assert item == InputShapes("x", (1, 4), (4, 4), (8, 4)) != InputShapes("y", (1, 4), (4, 4), (8, 4))
+    assert (item.min, item.opt, item.max, item.at("opt")) == ((1, 4), (4, 4), (8, 4), (4, 4))
+    assert item.ordered and not InputShapes("x", (8, 4), (4, 4), (1, 4)).ordered
+    assert P.get("x") == item
