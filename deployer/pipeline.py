@@ -22,12 +22,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from deployer.errors import DeployerError
 from deployer.repository import DEFAULT_LOCK_TIMEOUT_S, PublishPlan, PublishResult, RollbackResult
 from deployer.server.base import RuntimeName, ServerState, ServerStatus
 from deployer.spec import Deployment
+
+if TYPE_CHECKING:
+    from deployer.k8s import K8sResult
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +185,12 @@ class Pipeline:
         from deployer.server.from_spec import compose_file
 
         return compose_file(self.deployment, base)
+
+    def k8s(self, output: Path | None = None) -> K8sResult:
+        """Kubernetes manifests for the spec, written into `output` (or returned as one YAML stream)."""
+        from deployer.k8s import k8s
+
+        return k8s(self.deployment, output)
 
     # ------------------------------------------------------------------ serving stages
 
