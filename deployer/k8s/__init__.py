@@ -13,8 +13,17 @@ from deployer.k8s.manifests import K8sPlan, Manifest, derive_name, plan_manifest
 from deployer.k8s.write import render_stream, render_texts, write_manifests
 from deployer.spec import Deployment
 
-__all__ = ["K8sPlan", "Manifest", "derive_name", "plan_manifests", "render_stream", "render_texts",
-           "K8sResult", "k8s", "write_manifests"]
+__all__ = [
+    "K8sPlan",
+    "K8sResult",
+    "Manifest",
+    "derive_name",
+    "k8s",
+    "plan_manifests",
+    "render_stream",
+    "render_texts",
+    "write_manifests",
+]
 
 
 @dataclass(frozen=True)

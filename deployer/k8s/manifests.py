@@ -22,7 +22,7 @@ from deployer.server.from_spec import server_settings
 from deployer.spec import Deployment
 from deployer.spec.schema import K8sSpec
 
-__all__ = ["HTTP_PORT", "GRPC_PORT", "METRICS_PORT", "K8sPlan", "Manifest", "derive_name", "plan_manifests"]
+__all__ = ["GRPC_PORT", "HTTP_PORT", "METRICS_PORT", "K8sPlan", "Manifest", "derive_name", "plan_manifests"]
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 CONTAINER = "tritonserver"
@@ -92,7 +92,7 @@ def _replicas(dep: Deployment, k: K8sSpec) -> int:
 def _argv(dep: Deployment, repository: str) -> list[str]:
     """tritonserver's argv, from the same settings and whitelist as every other runtime."""
     settings = with_server_defaults(server_settings(dep, runtime="docker"))
-    settings = replace(settings, host="0.0.0.0", http_port=HTTP_PORT, grpc_port=GRPC_PORT,  # noqa: S104 - pod IP
+    settings = replace(settings, host="0.0.0.0", http_port=HTTP_PORT, grpc_port=GRPC_PORT,
                        metrics_port=METRICS_PORT)
     argv = tritonserver_argv(settings, binary="tritonserver", repository=repository, backend_dir=None,
                              cache_dir=None, exit_on_error=True)
@@ -115,7 +115,8 @@ def _deployment(dep: Deployment, k: K8sSpec, meta: dict[str, Any], selector: dic
                 secret: str) -> dict[str, Any]:
     argv = _argv(dep, repository)
     env: list[dict[str, Any]] = [
-        {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, **({"optional": True} if opt else {})}}}
+        {"name": key,
+         "valueFrom": {"secretKeyRef": {"name": secret, "key": key, **({"optional": True} if opt else {})}}}
         for key, opt in (("AWS_ACCESS_KEY_ID", False), ("AWS_SECRET_ACCESS_KEY", False), ("AWS_SESSION_TOKEN", True))
     ]
     if k.s3_region:
@@ -154,7 +155,8 @@ def _deployment(dep: Deployment, k: K8sSpec, meta: dict[str, Any], selector: dic
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
                 # a changed spec changes the annotation, so `kubectl apply` rolls the pods
-                "metadata": {"labels": meta["labels"], "annotations": {"triton-deployer/spec-sha256": dep.spec_sha256}},
+                "metadata": {"labels": meta["labels"],
+                             "annotations": {"triton-deployer/spec-sha256": dep.spec_sha256}},
                 "spec": pod,
             },
         },
@@ -164,7 +166,8 @@ def _deployment(dep: Deployment, k: K8sSpec, meta: dict[str, Any], selector: dic
 def _service(meta: dict[str, Any], selector: dict[str, str]) -> dict[str, Any]:
     ports = [
         {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
-        {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "kubernetes.io/h2c"},
+        {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP",
+         "appProtocol": "kubernetes.io/h2c"},
         {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
     ]
     return {"apiVersion": "v1", "kind": "Service", "metadata": meta,
@@ -194,8 +197,8 @@ def _hpa(name: str, meta: dict[str, Any], k: K8sSpec, bounds: tuple[int, int]) -
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
             "minReplicas": bounds[0],
             "maxReplicas": bounds[1],
-            "metrics": [{"type": "Resource", "resource": {
-                "name": "cpu", "target": {"type": "Utilization", "averageUtilization": k.autoscaling.target_cpu_utilization}}}],
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                "type": "Utilization", "averageUtilization": k.autoscaling.target_cpu_utilization}}}],
             # a pod takes minutes to load its models: do not give capacity back on a short lull
             "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}},
         },

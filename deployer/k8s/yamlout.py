@@ -28,7 +28,7 @@ def ambiguous(value: str) -> bool:
 
 class _Representer(SafeRepresenter):
     def represent_str(self, data: str) -> ScalarNode:
-        return self.represent_scalar(_STR, data, style='"' if ambiguous(data) else None)  # type: ignore[no-any-return]
+        return self.represent_scalar(_STR, data, style='"' if ambiguous(data) else None)
 
 
 _Representer.add_representer(str, _Representer.represent_str)
@@ -40,7 +40,7 @@ def _yaml() -> YAML:
     y.default_flow_style = False
     y.width = 4096  # long `--load-model=...` args stay on one line (folding would be valid, but unreadable)
     y.indent(mapping=2, sequence=4, offset=2)
-    y.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
+    y.sort_base_mapping_type_on_output = False  # type: ignore[assignment]  # ruamel annotates it None
     return y
 
 

@@ -101,7 +101,8 @@ def test_kserve_inference_service_structure() -> None:
     assert predictor["serviceAccountName"] == "triton-s3-reader"
     assert predictor["model"]["modelFormat"] == {"name": "triton"}
     assert predictor["model"]["storageUri"] == "s3://models/prod"  # the endpoint goes to the ServiceAccount
-    assert not any(a.startswith(("--model-repository", "--http-port", "--grpc-port")) for a in predictor["model"]["args"])
+    managed = ("--model-repository", "--http-port", "--grpc-port")
+    assert not any(a.startswith(managed) for a in predictor["model"]["args"])
     assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 6)
     assert any("s3-endpoint annotation must be 'seaweed.storage:8333'" in n for n in plan.notes)
     # the stream for `kubectl apply -f -` leaves the alternative out (it would start a second Triton)
