@@ -392,6 +392,25 @@ def compose(
     out.print(f"wrote {output}; start it with `docker compose -f {output} up -d` (or docker-compose)")
 
 
+@app.command()
+@_handle_errors
+def k8s(
+    spec: SpecArg,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Directory for the manifests (default: print).")] = None,  # noqa: UP045, E501
+) -> None:
+    """Render Kubernetes manifests (Deployment, Service, HPA, PodDisruptionBudget; optional KServe) for the spec."""
+    result = _pipeline(spec, "onnxruntime").k8s(output)
+    if result.stream is not None:
+        out.print(result.stream, end="", markup=False)
+        return
+    for path in result.written:
+        out.print(f"wrote {path}", markup=False)
+    for note in result.plan.notes:
+        out.print(f"note: {note}", markup=False)
+    out.print(f"apply with `kubectl apply -f {output}` (not validated against a cluster: none was contacted)",
+              markup=False)
+
+
 @image_app.command("build-cpu")
 @_handle_errors
 def image_build_cpu(

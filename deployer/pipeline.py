@@ -31,6 +31,7 @@ from deployer.spec import Deployment
 
 if TYPE_CHECKING:
     from deployer.fleet.run import FleetStatus
+    from deployer.k8s import K8sResult
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,12 @@ class Pipeline:
         from deployer.server.from_spec import compose_file
 
         return compose_file(self.deployment, base)
+
+    def k8s(self, output: Path | None = None) -> K8sResult:
+        """Kubernetes manifests for the spec, written into `output` (or returned as one YAML stream)."""
+        from deployer.k8s import k8s
+
+        return k8s(self.deployment, output)
 
     # ------------------------------------------------------------------ serving stages
 

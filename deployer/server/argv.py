@@ -160,12 +160,14 @@ def tritonserver_argv(
     repository: str,
     backend_dir: str | None,
     cache_dir: str | None,
+    exit_on_error: bool = False,
 ) -> list[str]:
     """The full argv (binary first) that starts Triton for `settings`.
 
     Models are not listed (`--load-model`): the runtime loads them one by one through the repository API.
     `repository`, `backend_dir` and `cache_dir` are paths as the server process sees them; `None` keeps
-    Triton's default directory (e.g. /opt/tritonserver/backends inside an NGC image).
+    Triton's default directory (e.g. /opt/tritonserver/backends inside an NGC image). `exit_on_error` is
+    for servers that load their models at startup (Kubernetes pods): there a failed model must fail the pod.
     """
     ports = {
         "http_port": settings.http_port,
@@ -191,7 +193,7 @@ def tritonserver_argv(
         binary,
         f"--model-repository={repository}",
         "--model-control-mode=explicit",
-        "--exit-on-error=false",
+        f"--exit-on-error={'true' if exit_on_error else 'false'}",
         "--strict-readiness=true",
         f"--http-address={settings.host}",
         f"--http-port={settings.http_port}",
