@@ -64,15 +64,25 @@ def load_versions(state: ServerState, versions: Mapping[str, int]) -> None:
                 raise RuntimeError(f"load {model} v{version}: {exc.message()}") from None
             if not c.is_model_ready(model, str(version)):
                 raise RuntimeError(f"load {model}: version {version} is not ready after the load")
-        # the replaced version unloads once its in-flight requests are done; until then the server is
-        # not ready (strict readiness), so the replica's smoke waits for that instead of failing on it
+        # the replaced version unloads once its in-flight requests are done; the replica's smoke waits
+        # for that instead of failing on it (Triton's strict readiness is not used: a version that
+        # failed to load stays listed as failed and keeps the server "not ready" for good)
         deadline = time.monotonic() + _LOAD_TIMEOUT_S
-        while not c.is_server_ready():
+        while (busy := _unsettled(c.get_model_repository_index(), versions)):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the server was not ready {_LOAD_TIMEOUT_S:.0f} s after loading {dict(versions)}")
+                raise RuntimeError(f"{busy} {_LOAD_TIMEOUT_S:.0f} s after loading {dict(versions)}")
             time.sleep(0.05)
     finally:
         c.close()
+
+
+def _unsettled(index: list[dict[str, Any]], versions: Mapping[str, int]) -> str:
+    """'' when each model serves exactly its wanted version; else what is still moving."""
+    for row in index:
+        model, version, state = str(row.get("name")), row.get("version"), row.get("state")
+        if model in versions and str(versions[model]) != version and state in ("READY", "LOADING", "UNLOADING"):
+            return f"{model} v{version} is still {state}"
+    return ""
 
 
 def rollout(fleet: FleetState, *, publish: Callable[[], Mapping[str, int]], previous: Mapping[str, int],
