@@ -224,6 +224,16 @@ def publish(spec: SpecArg, force: Annotated[bool, typer.Option(help="Overwrite e
 
 @app.command()
 @_handle_errors
+def rollout(spec: SpecArg, fallback: FallbackOpt = None) -> None:
+    """Publish, then replica by replica (a running fleet): load the new versions, smoke that replica, go on.
+    On a failure the updated replicas return to the previous versions; exit 1 names the replica and check."""
+    result = _pipeline(spec, fallback).rollout()
+    moves = ", ".join(f"{m} v{old} -> v{new}" for m, (old, new) in result.changed.items()) or "nothing new"
+    out.print(f"rolled out {moves} on {', '.join(result.replicas)}")
+
+
+@app.command()
+@_handle_errors
 def rollback(
     spec: SpecArg,
     model: Annotated[str, typer.Argument(help="Model name.")],

@@ -262,6 +262,13 @@ class Pipeline:
 
         return down(self.deployment)
 
+    def rollout(self) -> Any:
+        """Publish, then replica by replica load the new versions and smoke that replica (a running fleet);
+        on a failure every replica returns to the previous versions and CheckFailed names the replica."""
+        from deployer.fleet import from_spec as fleet
+
+        return fleet.rollout(self.deployment, publish=self.publish)
+
     @property
     def _fleet(self) -> bool:
         return self.deployment.spec.server.replicas > 1

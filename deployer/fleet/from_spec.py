@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from deployer.errors import EnvironmentProblem, UserError
@@ -88,3 +89,32 @@ def smoke(dep: Deployment, *, fleet: FleetState | None = None, progress: Any = N
         extra += [ModelReport(f"r{i}:{m.model}", m.checks, m.served_by) for m in r.models]
     return dataclasses.replace(report, models=(*report.models, *extra),
                                target=f"fleet of {len(fleet.replicas)} behind nginx {fleet.balancer.http_url}")
+
+
+def rollout(dep: Deployment, *, publish: Callable[[], Any]) -> Any:
+    """`deployer rollout`: `publish()` (the pipeline's), then replica by replica load and smoke; a RolloutResult.
+    The repository is reached through the repository API only (serving_state, rollback)."""
+    from deployer.fleet.rollout import rollout as roll
+    from deployer.fleet.rollout import served_versions
+    from deployer.repository import rollback
+    from deployer.smoke import run_smoke
+    from deployer.smoke.from_spec import smoke_models, smoke_options
+
+    fleet = current(dep)
+    names = tuple(m.name for m in dep.models)
+    previous = served_versions(dep.repository, names)
+
+    def do_publish() -> dict[str, int]:
+        publish()
+        return served_versions(dep.repository, names)
+
+    def restore(back: Any) -> None:
+        for model, version in back.items():
+            rollback(dep.repository, model, version)
+
+    def smoke_replica(state: Any) -> Any:
+        options = smoke_options(dep)  # read after the publish: the smoke compares with the new models
+        short = dataclasses.replace(options, duration_s=min(options.duration_s, 1.0))
+        return run_smoke(state, smoke_models(dep), short)
+
+    return roll(fleet, publish=do_publish, previous=previous, restore=restore, smoke_replica=smoke_replica)

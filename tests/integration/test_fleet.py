@@ -143,3 +143,113 @@ def test_three_replicas_behind_nginx_spread_load_and_survive_a_sigkill(
     finally:
         p.down()
     assert processes_mentioning(str(tmp_path)) == []  # nginx and every tritonserver gone: no orphans
+
+
+# -- rollout ----------------------------------------------------------------------------------------
+
+_ECHO = '''import os
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+FACTOR = {factor}
+FAIL_ON = {fail_on!r}  # a file holding the pid of the tritonserver this version refuses to load on
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        if FAIL_ON and os.path.exists(FAIL_ON) and open(FAIL_ON).read().strip() == str(os.getppid()):
+            raise RuntimeError("this version refuses to load on this replica")
+
+    def execute(self, requests):
+        out = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "x").as_numpy()
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("y", (x * FACTOR).astype(np.float32))]))
+        return out
+'''
+
+
+def _echo_spec(tmp_path: Path, ports: list[int], *, factor: float, fail_on: str = "") -> Path:
+    (tmp_path / "echo.py").write_text(_ECHO.format(factor=factor, fail_on=fail_on))
+    http, grpc, metrics = ports
+    spec = tmp_path / "deployer.yaml"
+    spec.write_text(
+        f"""repository: repo
+server: {{runtime: local, replicas: 3, http_port: {http}, grpc_port: {grpc}, metrics_port: {metrics},
+         startup_timeout: 120}}
+smoke: {{concurrency: 2, duration: 0.3, batching_requests: 8}}
+models:
+  - name: echo
+    source: echo.py
+    backend: python
+    max_batch_size: 8
+    instance_group: [{{kind: CPU, count: 1}}]
+    inputs: [{{name: x, dtype: FP32, dims: [4]}}]
+    outputs: [{{name: y, dtype: FP32, dims: [4]}}]
+"""
+    )
+    return spec
+
+
+def _served(state: Any, model: str) -> list[str]:
+    import tritonclient.http as httpclient
+
+    c = httpclient.InferenceServerClient(state.http_url)
+    try:
+        return sorted(str(v) for v in c.get_model_metadata(model)["versions"])
+    finally:
+        c.close()
+
+
+def test_rollout_v1_to_v2_under_load_fails_no_request(
+    tmp_path: Path, find_free_ports: Callable[..., list[int]], processes_mentioning: Callable[[str], list[int]]
+) -> None:
+    ports = find_free_ports(3)
+    p = Pipeline.load(_echo_spec(tmp_path, ports, factor=1.0))
+    p.publish()
+    p.up()
+    try:
+        st = fleet.current(p.deployment)
+        assert [_served(r, "echo") for r in st.replicas] == [["1"]] * 3
+        with _Load(st.balancer.http_url, "echo", ("x", [1, 4]), 16) as load:
+            load.wait_ok(100, 120.0)
+            p2 = Pipeline.load(_echo_spec(tmp_path, ports, factor=2.0))
+            result = p2.rollout()
+            load.wait_ok(100, 120.0)
+        assert load.failed == [], load.failed[:5]
+        assert result.changed == {"echo": (1, 2)}
+        assert [_served(r, "echo") for r in st.replicas] == [["2"]] * 3
+    finally:
+        p.down()
+    assert processes_mentioning(str(tmp_path)) == []
+
+
+def test_rollout_whose_v2_fails_to_load_on_replica_2_returns_all_to_v1(
+    tmp_path: Path, find_free_ports: Callable[..., list[int]], processes_mentioning: Callable[[str], list[int]]
+) -> None:
+    from deployer.errors import CheckFailed
+
+    ports = find_free_ports(3)
+    p = Pipeline.load(_echo_spec(tmp_path, ports, factor=1.0))
+    p.publish()
+    p.up()
+    try:
+        st = fleet.current(p.deployment)
+        marker = tmp_path / "fail-on"
+        marker.write_text(str(st.replicas[1].pid))
+        with _Load(st.balancer.http_url, "echo", ("x", [1, 4]), 16) as load:
+            load.wait_ok(100, 120.0)
+            p2 = Pipeline.load(_echo_spec(tmp_path, ports, factor=2.0, fail_on=str(marker)))
+            with pytest.raises(CheckFailed, match=r"replica r1 .*check 'load' failed") as err:
+                p2.rollout()
+            load.wait_ok(100, 120.0)
+        assert err.value.exit_code == 1
+        assert load.failed == [], load.failed[:5]
+        assert [_served(r, "echo") for r in st.replicas] == [["1"]] * 3
+        from deployer.repository import serving_state
+
+        assert serving_state(p.deployment.repository / "echo").served == (1,)  # a restart serves v1 too
+    finally:
+        p.down()
+    assert processes_mentioning(str(tmp_path)) == []
