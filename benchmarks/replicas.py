@@ -73,7 +73,7 @@ models:
 def measure(d: Path, replicas: int, duration: float) -> dict[str, float]:
     import deployer
     from deployer.fleet import from_spec as fleet
-    from deployer.smoke.httpload import build_http_request, run_http_load
+    from deployer.smoke.load.httpload import build_http_request, run_http_load
 
     dep = deployer.load_deployment(write_spec(d, replicas))
     deployer.publish(dep)
