@@ -237,6 +237,39 @@ class Pipeline:
 
         return down(self.deployment)
 
+    def tune(self, model: str | None = None, *, url: str | None = None, dry_run: bool = False,
+             progress: Callable[[str, int, Any, Any], None] | None = None) -> Any:
+        """Tune one model's dynamic batching and instances on a running server; write the winner into the spec.
+
+        The server is the one given by `url` (host:port, explicit model control), else this spec's running
+        server, else one this call publishes, starts and stops. Returns a TuneResult (its
+        `raise_for_unmet()` raises CheckFailed when no candidate met the objective); bad `tune:` input
+        raises before any server is touched.
+        """
+        from deployer.serve import current_state
+        from deployer.tune import TuneServer, plan_tune, tune_model
+
+        plan, validator = plan_tune(self.deployment, model)
+        gpus = self.deployment.spec.server.gpus
+        gpu_text = gpus if isinstance(gpus, str) else ",".join(map(str, gpus))
+        if url is not None:
+            server = TuneServer(url.removeprefix("http://"), "url")
+            return tune_model(plan, validator, server, dry_run=dry_run, progress=progress)
+        state = current_state(self.deployment)
+        started = state is None or not self.status().running
+        if started:
+            self.publish()
+            state = self.up()
+        assert state is not None
+        server = TuneServer(state.http_url, state.runtime, state.grpc_url, gpu_text)
+        try:
+            return tune_model(plan, validator, server, dry_run=dry_run, progress=progress)
+        finally:
+            if started:
+                from deployer.serve import get_runtime
+
+                _safe_down(get_runtime, state)
+
     def deploy(self, *, keep: bool = False, progress: Callable[[str, Any], None] | None = None,
                on_stage: Callable[[str], None] | None = None) -> DeployResult:
         """build engines -> publish -> up -> smoke -> down (unless `keep`); validation happened at load.
@@ -338,6 +371,12 @@ def smoke(dep: Deployment) -> Any:
 def down(dep: Deployment) -> ServerState | None:
     """`Pipeline(dep).down()`."""
     return Pipeline(dep).down()
+
+
+def tune(dep: Deployment, model: str | None = None, *, url: str | None = None, dry_run: bool = False,
+         runtime: RuntimeName | None = None) -> Any:
+    """`Pipeline(dep).tune(...)`: a TuneResult."""
+    return Pipeline(dep, runtime=runtime).tune(model, url=url, dry_run=dry_run)
 
 
 def deploy(dep: Deployment, *, keep: bool = False, runtime: RuntimeName | None = None) -> DeployResult:
