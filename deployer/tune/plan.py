@@ -43,7 +43,8 @@ class TunePlan:
 
     def updates(self, c: Candidate) -> dict[str, Any]:
         """The spec keys of the model that change when `c` replaces the start point (Sub = edit inside)."""
-        s, upd = self.start, {}
+        s = self.start
+        upd: dict[str, Any] = {}
         if c.max_batch_size != s.max_batch_size:
             upd["max_batch_size"] = c.max_batch_size
         db = Sub()
@@ -54,8 +55,9 @@ class TunePlan:
         qp = Sub()
         if c.max_queue_size is not None and c.max_queue_size != s.max_queue_size:
             qp["max_queue_size"] = c.max_queue_size
-        if c.default_timeout_microseconds is not None and c.default_timeout_microseconds != s.default_timeout_microseconds:
-            qp["default_timeout_microseconds"] = c.default_timeout_microseconds
+        timeout = c.default_timeout_microseconds
+        if timeout is not None and timeout != s.default_timeout_microseconds:
+            qp["default_timeout_microseconds"] = timeout
         if qp:
             db["default_queue_policy"] = qp
         if db:

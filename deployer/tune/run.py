@@ -249,10 +249,10 @@ def write_back(plan: TunePlan, c: Candidate, comment: tuple[str, ...], *, dry_ru
             fh.write(new.encode("utf-8"))
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, path.stat().st_mode & 0o7777)
+        tmp.chmod(path.stat().st_mode & 0o7777)
         tuned = load_deployment(tmp).model(plan.model.name)  # the rewritten spec must validate
         _check_tuned(tuned, c)
-        os.replace(tmp, path)
+        tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -72,7 +72,7 @@ class ModelSession:
         """Triton's version from the server metadata ('' when unknown)."""
         try:
             return str(self.client.get_server_metadata().get("version", ""))
-        except Exception:  # noqa: BLE001 - cosmetic (the report's server line)
+        except Exception:
             return ""
 
     def begin(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ those spans is byte-identical by construction; `check_rewrite` proves the data c
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -88,7 +89,9 @@ def _line_start(text: str, index: int) -> int:
 
 def _line_end(text: str, index: int) -> int:
     end = text.find("\n", index)
-    return len(text) if end < 0 else end
+    if end < 0:
+        return len(text)
+    return end - 1 if end > index and text[end - 1] == "\r" else end
 
 
 def model_node(text: str, index: int) -> Any:
@@ -191,7 +194,7 @@ def rewrite(text: str, index: int, updates: Mapping[str, Any], comment: Sequence
     first = min(edits, key=lambda e: (e.start, e.end))
     edits.extend(_comment_edits(text, node, first, comment, nl))
     edits.sort(key=lambda e: (e.start, e.end, not e.first))
-    for a, b in zip(edits, edits[1:], strict=False):
+    for a, b in itertools.pairwise(edits):
         if b.start < a.end:
             raise AssertionError(f"overlapping spec edits {a} and {b}")
     out = text
@@ -213,7 +216,8 @@ def _comment_edits(text: str, node: Any, first: _Edit, comment: Sequence[str], n
     pos = lo
     while pos <= hi and pos < len(text):
         end = _line_end(text, pos)
-        nxt = end + 1 if end < len(text) else end
+        newline = text.find("\n", pos)
+        nxt = len(text) if newline < 0 else newline + 1
         if text[pos:end].lstrip().startswith(MARKER):
             out.append(_Edit(pos, nxt, ""))
         pos = nxt

@@ -45,7 +45,8 @@ def bumpy(seed: int):
 
     def f(c: Candidate) -> M:
         x = math.log2(c.max_batch_size) / 6
-        y = DELAY_LADDER.index(c.max_queue_delay_microseconds) / 7 if c.max_queue_delay_microseconds in DELAY_LADDER else 0
+        d = c.max_queue_delay_microseconds
+        y = DELAY_LADDER.index(d) / 7 if d in DELAY_LADDER else 0
         z = (c.instance_count - 1) / 3
         score = (math.exp(-((x - peaks[0]) ** 2) * 6) * math.exp(-((y - peaks[1] - 0.2 * (x - 0.5)) ** 2) * 5)
                  * math.exp(-((z - peaks[2]) ** 2) * 3) * (1.0 + 0.05 * len(c.preferred_batch_size)))
