@@ -64,7 +64,8 @@ def test_missing_keys_are_inserted_in_flow_and_block_models() -> None:
     check_rewrite(SPEC, new, 1, upd_b)
     assert "  - {name: b, source: b.onnx, dynamic_batching: {preserve_ordering: true, " \
            "max_queue_delay_microseconds: 250}, max_batch_size: 4}" in new
-    upd_c = {"dynamic_batching": {"max_queue_delay_microseconds": 1000}, "instance_group": [{"kind": "CPU", "count": 2}]}
+    upd_c = {"dynamic_batching": {"max_queue_delay_microseconds": 1000},
+             "instance_group": [{"kind": "CPU", "count": 2}]}
     new_c = rewrite(SPEC, 2, upd_c, [f"{MARKER} c"])
     check_rewrite(SPEC, new_c, 2, upd_c)
     assert new_c.startswith(SPEC.split("  - name: c")[0])  # nothing before model c changed
