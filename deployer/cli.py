@@ -356,6 +356,7 @@ def tune(
     url: Annotated[Optional[str], typer.Option(help="Tune on this running server (host:port, explicit model control).")] = None,  # noqa: UP045, E501
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the diff, write nothing.")] = False,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write every trial as JSON.")] = None,  # noqa: UP045
+    html_path: Annotated[Optional[Path], typer.Option("--html", help="Write an HTML report with plots.")] = None,  # noqa: UP045
     runtime: RuntimeOpt = None,
     fallback: FallbackOpt = None,
 ) -> None:
@@ -376,6 +377,11 @@ def tune(
     if json_path:
         write_json(result, json_path)
         out.print(f"wrote {json_path}")
+    if html_path:
+        from deployer.tune.html import write_html
+
+        write_html(result, html_path)
+        out.print(f"wrote {html_path}")
     result.raise_for_unmet()
 
 

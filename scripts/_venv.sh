@@ -4,7 +4,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${DEPLOYER_VENV:-$root/.venv}"
 # trt-rtx and precision: the real TensorRT-RTX tier (tests marked trt_rtx) and fp16 conversion run in CI.
-extras="${DEPLOYER_EXTRAS:-local,docker,dev,trt-rtx,precision}"
+extras="${DEPLOYER_EXTRAS:-local,docker,dev,trt-rtx,precision,tune}"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
