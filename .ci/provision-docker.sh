@@ -61,10 +61,10 @@ import logging
 import sys
 
 from deployer.errors import DeployerError
-from deployer.image import build_cpu_image
+from deployer.server.docker.cpu_image import build_cpu_image
 
 logging.basicConfig(level=logging.INFO, format="provision-docker: %(message)s", stream=sys.stderr)
-logging.getLogger("deployer.image").setLevel(logging.INFO)
+logging.getLogger("deployer.server.docker.cpu_image").setLevel(logging.INFO)
 try:
     result = build_cpu_image()
 except DeployerError as exc:

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import tomllib
 
+from deployer.server.docker.cpu_image import unmount_below
+
 ROOT = Path(__file__).resolve().parent.parent
 LABEL_INPUTS = "dev.deployer.unit-image.inputs-sha256"
 LABEL_KIND = "dev.deployer.image.kind"
@@ -188,23 +190,12 @@ def ensure_base(target: Target, cache: Path) -> tuple[str, bool]:
         _run(["docker", "import", "--message", f"debootstrap --variant=minbase {target.suite}", str(tarball),
               target.base_image], "docker import")
     finally:
-        _unmount_below(rootfs)
+        unmount_below(rootfs)  # debootstrap mounts /proc and /sys: never let rmtree walk into them
         shutil.rmtree(tmp, ignore_errors=True)
     info = image_info(target.base_image)
     if info is None:
         raise RuntimeError(f"docker import did not create {target.base_image}")
     return str(info["Id"]), True
-
-
-def _unmount_below(root: Path) -> None:
-    """debootstrap mounts /proc and /sys in the target: never let rmtree walk into them."""
-    try:
-        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines() if line.strip()]
-    except OSError:
-        return
-    prefix = str(root.resolve())
-    for mount in sorted((m for m in mounts if m == prefix or m.startswith(prefix + "/")), key=len, reverse=True):
-        subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
 
 
 def download_wheels(target: Target, reqs: list[str], no_deps: list[str], dest: Path) -> int:

@@ -302,7 +302,8 @@ def inprocess_ort(path: Path, batch: int, duration: float, instances: int = 1, t
 
 def bench_throughput(work: Path, duration: float, rounds: int, ort_threads: int = 0, ort_spin: bool = True,
                      backend: Path | None = None, hidden: int = HIDDEN) -> dict[str, Any]:
-    from deployer import pipeline, serve
+    from deployer import pipeline
+    from deployer.server.from_spec import server_settings
     from deployer.server.local import LocalRuntime
     from deployer.spec import load_deployment
 
@@ -316,7 +317,7 @@ def bench_throughput(work: Path, duration: float, rounds: int, ort_threads: int 
         local_mod._ORT_BACKEND_SRC = backend.resolve()
         print(f"PROTOTYPE backend: {backend}")
     runtime = LocalRuntime()
-    state = runtime.up(serve.server_settings(dep))
+    state = runtime.up(server_settings(dep))
     try:
         with urllib.request.urlopen(f"http://{HOST}:{state.http_port}/v2/models/mlp/config", timeout=10) as r:
             cfg = json.load(r)

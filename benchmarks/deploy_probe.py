@@ -49,6 +49,8 @@ _TARGETS: list[tuple[str, str, str]] = [
     ("deployer.server.local", "LocalRuntime.down", "down"),
     ("deployer.server.docker_runtime", "DockerRuntime.up", "up"),
     ("deployer.server.docker_runtime", "DockerRuntime.down", "down"),
+    ("deployer.server.docker.runtime", "DockerRuntime.up", "up"),
+    ("deployer.server.docker.runtime", "DockerRuntime.down", "down"),
     ("deployer.smoke", "run_smoke", "smoke"),
     ("deployer.smoke.runner", "run_smoke", "smoke"),
 ]

@@ -410,7 +410,7 @@ def image_build_cpu(
     force: Annotated[bool, typer.Option(help="Rebuild even when the inputs did not change.")] = False,
 ) -> None:
     """Build (or reuse) a CPU Triton image from PyPI wheels and a Debian base, without any registry."""
-    from deployer.image import CPU_IMAGE, build_cpu_image
+    from deployer.server.docker.cpu_image import CPU_IMAGE, build_cpu_image
 
     result = build_cpu_image(tag=tag or CPU_IMAGE, base_image=base_image, force=force)
     what = "built" if result.built else "up to date"

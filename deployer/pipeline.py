@@ -168,7 +168,7 @@ class Pipeline:
                  lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> RollbackOutcome:
         """Serve an earlier version again (deletes nothing unless `prune`); a running server reloads it."""
         from deployer.repository import rollback
-        from deployer.serve import reload_model
+        from deployer.server.from_spec import reload_model
 
         result = rollback(self.deployment.repository, model, to, prune=prune, lock_timeout_s=lock_timeout_s)
         return RollbackOutcome(result, reload_model(self.deployment.spec_path, model))
@@ -179,34 +179,21 @@ class Pipeline:
 
     def compose_file_at(self, base: Path) -> str:
         """The compose.yaml text, paths relative to `base` (the directory the file will live in)."""
-        import os
-        from dataclasses import replace
+        from deployer.server.from_spec import compose_file
 
-        from deployer.serve import server_settings
-        from deployer.server.compose import render_compose
-        from deployer.server.docker_plan import project_name
-
-        settings = server_settings(self.deployment, runtime="compose")
-
-        def rel(p: Path) -> Path:
-            return Path(os.path.relpath(p.absolute(), base))
-
-        # Relative paths keep the file usable on any machine that checks the project out; the project name
-        # comes from the same function the runtimes use (a relative state dir gives a portable name).
-        settings = replace(settings, repository=rel(settings.repository), state_dir=rel(settings.state_dir))
-        return render_compose(settings, project=project_name(settings.state_dir), load_models=True)
+        return compose_file(self.deployment, base)
 
     # ------------------------------------------------------------------ serving stages
 
     def up(self) -> ServerState:
         """Start the server on the published repository and load every model."""
-        from deployer.serve import up
+        from deployer.server.from_spec import up
 
         return up(self.deployment, runtime=self.runtime)
 
     def status(self) -> ServerStatus:
         """Is this spec's server running and ready, and how is each model."""
-        from deployer.serve import status
+        from deployer.server.from_spec import status
 
         return status(self.deployment)
 
@@ -227,13 +214,13 @@ class Pipeline:
 
     def smoke(self, *, state: ServerState | None = None, progress: Callable[[str, Any], None] | None = None) -> Any:
         """Run the smoke suite against this spec's running server; returns the SmokeReport."""
-        from deployer.serve import smoke
+        from deployer.smoke.from_spec import smoke
 
         return smoke(self.deployment, state=state, progress=progress)
 
     def down(self) -> ServerState | None:
         """Stop this spec's server (whatever runtime started it); the state that was stopped, if any."""
-        from deployer.serve import down
+        from deployer.server.from_spec import down
 
         return down(self.deployment)
 
@@ -246,7 +233,7 @@ class Pipeline:
         `raise_for_unmet()` raises CheckFailed when no candidate met the objective); bad `tune:` input
         raises before any server is touched.
         """
-        from deployer.serve import current_state
+        from deployer.server.from_spec import current_state
         from deployer.tune import TuneServer, plan_tune, tune_model
 
         plan, validator = plan_tune(self.deployment, model)
@@ -266,7 +253,7 @@ class Pipeline:
             return tune_model(plan, validator, server, dry_run=dry_run, progress=progress)
         finally:
             if started:
-                from deployer.serve import get_runtime
+                from deployer.server.from_spec import get_runtime
 
                 _safe_down(get_runtime, state)
 
@@ -278,7 +265,7 @@ class Pipeline:
         """
         from deployer.engines.from_spec import needs_engine
         from deployer.repository.from_spec import publish
-        from deployer.serve import get_runtime, up
+        from deployer.server.from_spec import get_runtime, up
 
         result = DeployResult()
 

@@ -11,6 +11,7 @@ import functools
 import importlib.util
 import os
 import shutil
+import signal
 import subprocess
 
 import pytest
@@ -61,7 +62,7 @@ def docker_unavailable_reason() -> str | None:
         # via importlib: the repo's own `docker/` directory would shadow the SDK for type checkers
         docker = importlib.import_module("docker")
     except ImportError:
-        return "docker SDK not installed (pip install 'deployer[docker]')"
+        return "docker SDK not installed (pip install 'triton-deployer[docker]')"
     try:
         client = docker.from_env(timeout=10)
         try:
@@ -71,6 +72,15 @@ def docker_unavailable_reason() -> str | None:
     except Exception as exc:
         return f"no Docker engine answers: {type(exc).__name__}: {exc}"
     return None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C tests need Python's SIGINT handler. A shell starting the suite in the background (`cmd &`,
+    CI wrappers, nohup) sets SIGINT to SIG_IGN, which Python keeps and children inherit: then
+    `_thread.interrupt_main` does nothing and a child's SIGINT is dropped. Restore it, for us and for
+    the children we spawn."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -138,10 +138,10 @@ def barrier(ready: Path, go: Path) -> int:
     _preload()
     line = sys.stdin.readline()
     ready.touch()
-    deadline = time.monotonic() + 60.0
+    deadline = time.monotonic() + 240.0
     while not go.exists():
         if time.monotonic() > deadline:
-            print("no go signal within 60 s", file=sys.stderr)
+            print("no go signal within 240 s", file=sys.stderr)
             return 2
         time.sleep(0.001)
     _say(json.dumps(run_op(json.loads(line))))

@@ -201,7 +201,7 @@ def _docker_client(client: Any | None) -> Any:
         docker = importlib.import_module("docker")  # untyped SDK; a repo-level docker/ dir confuses mypy
     except ImportError as exc:
         raise MissingDependency(
-            "the container builder needs the docker SDK", hint="pip install 'deployer[docker]'"
+            "the container builder needs the docker SDK", hint="pip install 'triton-deployer[docker]'"
         ) from exc
     try:
         return docker.from_env()

@@ -76,8 +76,13 @@ def _plan(repo: Path, artifacts: Sequence[ModelArtifact], force: bool, cache: _H
         if art.name in seen:
             raise RepositoryError(f"model {art.name!r} appears twice in one publish")
         seen.add(art.name)
+    # The fingerprint is taken before the models are read: another run committing while this one plans
+    # then always differs from the state seen under the lock, so the plan is made again there. Taken
+    # after, it would describe the other run's result while the models were planned from the state
+    # before it, and two publishes would pick the same version number.
+    before = fingerprint(repo, [a.name for a in artifacts])
     models = tuple(_plan_model(repo, art, force, cache) for art in artifacts)
-    return PublishPlan(repo, models, force, fingerprint(repo, [a.name for a in artifacts]))
+    return PublishPlan(repo, models, force, before)
 
 
 def fingerprint(repo: Path, names: Sequence[str]) -> str:

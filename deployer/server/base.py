@@ -12,6 +12,12 @@ from typing import Literal, Protocol
 
 RuntimeName = Literal["local", "docker", "compose"]
 
+# NVIDIA's Triton images by NGC release; TRITON_RELEASE is the one whose server (Triton 2.51.0) the
+# nvidia-pytriton 0.7.0 wheel ships: the local runtime's server and deployer's CPU image.
+NGC_IMAGE_TEMPLATE = "nvcr.io/nvidia/tritonserver:{release}-py3"
+TRITON_RELEASE = "24.10"
+DEFAULT_IMAGE = NGC_IMAGE_TEMPLATE.format(release=TRITON_RELEASE)
+
 # tritonserver flags every runtime adds unless `extra_args` (the spec's server.args) sets them.
 # --exit-timeout-secs: after SIGTERM Triton waits this long for in-flight requests, open HTTP
 #   connections and unloading models before it exits on its own (default 30 s); `down` unloads the
@@ -35,7 +41,7 @@ class ServerSettings:
     metrics_port: int = 8002
     startup_timeout_s: float = 120.0  # deadline for the server and then each model to be ready
     tritonserver: Path | None = None  # local: explicit binary; None = PATH, then the nvidia-pytriton wheel
-    image: str = "nvcr.io/nvidia/tritonserver:24.10-py3"  # docker/compose
+    image: str = DEFAULT_IMAGE  # docker/compose
     gpus: tuple[str, ...] | Literal["all"] = ()  # docker/compose: () = no GPU
     shm_size: str = "1g"
     log_verbose: int = 0

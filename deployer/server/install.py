@@ -74,12 +74,12 @@ def find_tritonserver(settings: ServerSettings) -> TritonInstall:
     if spec is None or not spec.submodule_search_locations:
         raise MissingDependency(
             "no tritonserver found: server.tritonserver is unset, none is on PATH, nvidia-pytriton is absent",
-            hint="pip install 'deployer[local]' (ships tritonserver 2.51), or put tritonserver on PATH",
+            hint="pip install 'triton-deployer[local]' (ships tritonserver 2.51), or put tritonserver on PATH",
         )
     binary = Path(next(iter(spec.submodule_search_locations))) / "tritonserver" / "bin" / "tritonserver"
     if not _executable(binary):
         raise MissingDependency(
             f"the nvidia-pytriton wheel has no usable tritonserver at {binary}",
-            hint="reinstall it: pip install --force-reinstall 'deployer[local]'",
+            hint="reinstall it: pip install --force-reinstall 'triton-deployer[local]'",
         )
     return _install_at(binary, "pytriton")

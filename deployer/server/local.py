@@ -1,41 +1,40 @@
 """The `local` runtime: a real `tritonserver` process on this machine, no Docker.
 
 Discovery (`find_tritonserver`, deployer.server.install) and planning (`plan_launch`) are separate
-from the one place that acts (`LocalRuntime.up`); stopping the process group is
-deployer.server.process. The server runs detached in its own session/process group with its log in
-`<state_dir>/tritonserver.log`; the state is recorded in `<state_dir>/server.json`.
+from the one place that acts (`LocalRuntime._launch`, run by the shared lifecycle of
+deployer.server.lifecycle); stopping the process group is deployer.server.process. The server
+runs detached in its own session/process group with its log in `<state_dir>/tritonserver.log`; the
+state is recorded in `<state_dir>/server.json`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
 import time
-from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from deployer.errors import EnvironmentProblem, MissingDependency, PortInUse, RepositoryError
+from deployer.errors import EnvironmentProblem, MissingDependency
 from deployer.server.argv import tritonserver_argv
 from deployer.server.backends import DEPLOYER_CPU, inventory
-from deployer.server.base import (
-    RuntimeName,
-    ServerSettings,
-    ServerState,
-    ServerStatus,
-    StopReport,
-    with_server_defaults,
-)
+from deployer.server.base import RuntimeName, ServerSettings, ServerState, StopReport, with_server_defaults
 from deployer.server.install import TritonInstall, find_tritonserver
+from deployer.server.lifecycle import (
+    LOG_FILE,
+    Launched,
+    ServerLifecycle,
+    check_ports_free,
+    file_tail,
+    forget,
+    unload_for_stop,
+)
 from deployer.server.process import is_running, stop_group
-from deployer.server.readiness import ReadinessReport, query_status, unload_models, wait_until_ready
-from deployer.server.state import clear_state, load_state, save_state, state_path
+from deployer.server.state import clear_state, load_state, state_path
 
 __all__ = [
     "LOG_FILE",
@@ -50,11 +49,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LOG_FILE = "tritonserver.log"
 _BACKENDS = "backends"
 _ORT_BACKEND_SRC = Path(__file__).parent / "backends" / "onnxruntime" / "model.py"
 _TRITON_BACKENDS = Path("/opt/tritonserver/backends")  # Triton's default --backend-directory
-_UNLOAD_TIMEOUT_S = 10.0  # down: models still finishing in-flight requests get this long to unload
 _STOP_GRACE_S = 20.0  # after SIGTERM (Triton itself gives up after --exit-timeout-secs); then SIGKILL
 _ABORT_GRACE_S = 3.0  # a failed up(): nothing to drain, and Triton ignores SIGTERM while a model loads
 
@@ -159,48 +156,23 @@ def plan_launch(settings: ServerSettings, install: TritonInstall) -> LaunchPlan:
     )
 
 
-def check_ports_free(host: str, ports: dict[str, int]) -> None:
-    """Raise `PortInUse` for the first port something already listens on at `host`."""
-    for name, port in ports.items():
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise PortInUse(f"cannot resolve server.host {host!r}: {exc}", hint="use an IP address") from exc
-        family, kind, proto, _, addr = infos[0]
-        with socket.socket(family, kind, proto) as sock:
-            # SO_REUSEADDR: only a live listener conflicts, not TIME_WAIT leftovers (Triton sets it too)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(addr)
-            except OSError as exc:
-                raise PortInUse(
-                    f"port {port} ({name}) on {host} is already in use: {exc.strerror}",
-                    hint=f"stop what listens there (`ss -ltnp 'sport = :{port}'` shows it; `deployer down` "
-                    f"if it is a server deployer started) or choose another server.{name}",
-                ) from exc
-
-
-def _tail(path: Path | None, lines: int) -> str:
-    if path is None or not path.is_file():
-        return ""
-    with path.open("r", encoding="utf-8", errors="replace") as fh:
-        return "".join(deque(fh, maxlen=lines))
-
-
-class LocalRuntime:
+class LocalRuntime(ServerLifecycle[None]):
     """Runtime protocol implementation for a local `tritonserver` process."""
 
     name: RuntimeName = "local"
 
     def __init__(self) -> None:
+        super().__init__()
         self._children: dict[int, subprocess.Popen[bytes]] = {}
-        self.last_report: ReadinessReport | None = None
-        self.last_stop: StopReport | None = None
 
-    # -- up ------------------------------------------------------------------------------------------
+    # -- how the server is planned, found and started (the lifecycle is ServerLifecycle.up) ----------
 
-    def up(self, settings: ServerSettings) -> ServerState:
-        """Start tritonserver, load `settings.models` one by one, wait for readiness, record the state."""
+    def _plan(self, settings: ServerSettings) -> None:
+        # nothing to plan before the port check: `plan_launch` needs the installed server, and finding
+        # it must not hide a busy port on a machine without one
+        return None
+
+    def _prepare(self, settings: ServerSettings, plan: None) -> None:
         state_dir = settings.state_dir.absolute()
         previous = load_state(state_dir)
         if previous is not None:
@@ -211,24 +183,13 @@ class LocalRuntime:
                     hint="run `deployer down` first",
                 )
             clear_state(state_dir)  # stale: its process is gone
-        if not settings.repository.is_dir():
-            raise RepositoryError(
-                f"model repository {settings.repository} does not exist or is not a directory",
-                hint="publish the repository first (`deployer publish`) or fix the repository path",
-            )
-        check_ports_free(
-            settings.host,
-            {
-                "http_port": settings.http_port,
-                "grpc_port": settings.grpc_port,
-                "metrics_port": settings.metrics_port,
-            },
-        )
+
+    def _launch(self, settings: ServerSettings, plan: None, state: ServerState) -> Launched:
         install = find_tritonserver(settings)
-        plan = plan_launch(settings, install)
-        self._prepare(plan)
+        launch = plan_launch(settings, install)
+        self._prepare_files(launch)
         # what the server will find, read back from the directory it is given (the smoke report names it)
-        backends = inventory(plan.backend_dir or _TRITON_BACKENDS)
+        backends = inventory(launch.backend_dir or _TRITON_BACKENDS)
         if dict(backends).get("onnxruntime") == DEPLOYER_CPU:
             log.warning(
                 "%s has no native onnxruntime backend; ONNX models run on deployer's Python-based "
@@ -236,29 +197,18 @@ class LocalRuntime:
                 install.binary,
             )
         launched_at = time.monotonic()
-        state = self._start(settings, plan, backends)
-        try:
-            self.last_report = wait_until_ready(
-                state.http_url,
-                settings.models,
-                timeout_s=settings.startup_timeout_s,
-                is_alive=lambda: self._alive(state.pid),
-                log_tail=lambda: _tail(plan.log_path, 60),
-                launched_at=launched_at,
-            )
-        except BaseException:  # includes KeyboardInterrupt: never leave the server behind
-            self.down(state, grace_s=_ABORT_GRACE_S, unload=False)
-            raise
-        log.info(
-            "tritonserver (pid %s) up: ready %.2f s, models %s",
-            state.pid,
-            self.last_report.server_s,
-            ", ".join(f"{m} {s:.2f} s" for m, s in self.last_report.model_load_s) or "none",
+        pid = self._start(launch)
+        return Launched(
+            state=replace(state, log_path=launch.log_path, pid=pid, backends=backends),
+            describe=f"tritonserver (pid {pid})",
+            alive=lambda: self._alive(pid),
+            log_tail=lambda lines: file_tail(launch.log_path, lines),
+            backends=lambda: backends,
+            launched_at=launched_at,
         )
-        return state
 
     @staticmethod
-    def _prepare(plan: LaunchPlan) -> None:
+    def _prepare_files(plan: LaunchPlan) -> None:
         plan.log_path.parent.mkdir(parents=True, exist_ok=True)
         if plan.backend_dir is None or not (plan.backend_files or plan.python_onnxruntime_backend):
             return  # the install's own backend dir, used as is
@@ -277,7 +227,7 @@ class LocalRuntime:
             # a copy, not a link: upgrading deployer must not change a running server's backend
             shutil.copyfile(_ORT_BACKEND_SRC, ort_dir / "model.py")
 
-    def _start(self, settings: ServerSettings, plan: LaunchPlan, backends: tuple[tuple[str, str], ...]) -> ServerState:
+    def _start(self, plan: LaunchPlan) -> int:
         env = {**os.environ, **dict(plan.env)}
         with plan.log_path.open("wb") as logfile:
             try:
@@ -294,26 +244,14 @@ class LocalRuntime:
             except OSError as exc:
                 raise EnvironmentProblem(f"cannot start {plan.argv[0]}: {exc}") from exc
         self._children[proc.pid] = proc
-        state = ServerState(
-            runtime="local",
-            host=settings.host,
-            http_port=settings.http_port,
-            grpc_port=settings.grpc_port,
-            metrics_port=settings.metrics_port,
-            models=settings.models,
-            log_path=plan.log_path,
-            pid=proc.pid,
-            started_at=time.time(),
-            backends=backends,
-        )
-        try:
-            # recorded before readiness so a `deployer down` from another shell can find it
-            save_state(plan.log_path.parent, state)
-        except BaseException:
-            self.down(state, grace_s=_ABORT_GRACE_S, unload=False)
-            raise
         log.info("started %s (pid %d), log %s", plan.argv[0], proc.pid, plan.log_path)
-        return state
+        return proc.pid
+
+    def _abort(self, state: ServerState) -> None:
+        self.down(state, grace_s=_ABORT_GRACE_S, unload=False)
+
+    def _is_running(self, state: ServerState) -> bool:
+        return self._alive(state.pid)
 
     def _alive(self, pid: int | None) -> bool:
         if pid is not None and pid in self._children:
@@ -334,36 +272,22 @@ class LocalRuntime:
         report = StopReport()
         if pid is not None and (pid in self._children or is_running(pid)):
             if unload:
-                done = unload_models(state.http_url, state.models, timeout_s=_UNLOAD_TIMEOUT_S)
-                if done.pending or done.error:
-                    log.warning("unloading before the stop: still loaded %s %s", list(done.pending), done.error)
-                report = StopReport(unload_s=done.seconds, unloaded=done.unloaded, pending=done.pending)
+                report = unload_for_stop(state)
             seconds, killed = stop_group(pid, self._children.pop(pid, None), grace_s)
             if killed:
                 log.warning("tritonserver (pid %d) still running %.0f s after SIGTERM; killed it", pid, grace_s)
             report = StopReport(report.unload_s, seconds, report.unloaded, report.pending, killed)
         self.last_stop = report
-        if state.log_path is not None:
-            recorded = None
-            with contextlib.suppress(EnvironmentProblem):
-                recorded = load_state(state.log_path.parent)
-            if recorded is None or recorded.pid == pid:
-                clear_state(state.log_path.parent)
+        forget(state, "pid")
 
     def close(self) -> None:
         """Stop every server this instance started that is still running (for tests and atexit)."""
         for pid in list(self._children):
             stop_group(pid, self._children.pop(pid), _ABORT_GRACE_S)
 
-    def status(self, state: ServerState | None) -> ServerStatus:
-        """Process liveness plus the server's own view of readiness and of each model."""
-        if state is None:
-            return ServerStatus(running=False, ready=False, models={}, state=None)
-        return query_status(state, running=self._alive(state.pid))
-
     def logs(self, state: ServerState, tail: int = 200) -> str:
         """Last `tail` lines of the server log."""
-        return _tail(state.log_path, tail)
+        return file_tail(state.log_path, tail)
 
     @staticmethod
     def state_file(settings: ServerSettings) -> Path:

@@ -235,6 +235,8 @@ def _interruptible(fn: Callable[[], _T]) -> _T:
     return result[0]
 
 
+# The parameters of `wait_until_ready` again (the duplicate scan sees the shape): this is its body, run in
+# the worker thread of `_interruptible`.
 def _wait_and_load(
     url: str,
     models: Sequence[str],

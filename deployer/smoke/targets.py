@@ -36,6 +36,11 @@ def _dtype(name: str, dtype: str) -> str:
         raise UserError(f"tensor {name!r}: {exc}") from exc
 
 
+# Why not the spec's `deployer.spec.Tensor`: smoke runs without a spec too (benchmarks and the runtime
+# tests build targets by hand), so it validates and normalizes what it is given here; the spec's
+# description carries config-only fields (format, optional, ragged batching, labels). The one mapping
+# from a spec is deployer.smoke.from_spec.smoke_models; the shape range is the shared
+# deployer.tensors.ShapeRange, not a copy.
 @dataclass(frozen=True)
 class SmokeTensor:
     """One model input.

@@ -28,7 +28,14 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, DocumentStartEvent, ScalarEvent
+from ruamel.yaml.events import (
+    AliasEvent,
+    CollectionEndEvent,
+    CollectionStartEvent,
+    DocumentStartEvent,
+    MappingStartEvent,
+    ScalarEvent,
+)
 from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.scanner import Scanner, ScannerError
 
@@ -73,8 +80,8 @@ _CONTROL_NAMES = {0x00: "NUL", 0x07: "BEL", 0x08: "backspace", 0x0B: "vertical t
                   0x1B: "ESC", 0x7F: "DEL"}
 
 
-def _error(file: str, message: str, hint: str = "", line: int = 0, column: int = 0) -> SpecError:
-    return SpecError([SpecIssue("", message, hint, file=file, line=line, column=column)])
+def _error(file: str, message: str, hint: str = "", line: int = 0, column: int = 0, path: str = "") -> SpecError:
+    return SpecError([SpecIssue(path, message, hint, file=file, line=line, column=column)])
 
 
 def line_col(text: str, index: int) -> tuple[int, int]:
@@ -175,10 +182,14 @@ def _forbidden_character(file: str, text: str, index: int) -> SpecError:
 class _Frame:
     """An open collection while scanning events: its expanded size so far, its height, its anchor."""
 
-    __slots__ = ("anchor", "height", "size")
+    __slots__ = ("anchor", "children", "height", "in_key", "is_map", "key", "label", "size")
 
-    def __init__(self, anchor: str | None) -> None:
+    def __init__(self, anchor: str | None, is_map: bool) -> None:
         self.anchor, self.size, self.height = anchor, 1, 1
+        self.is_map, self.children = is_map, 0  # in a mapping, even-numbered children are keys
+        self.in_key = False  # this collection is a mapping key or inside one
+        self.key = ""  # a mapping's last scalar key: names the value that follows
+        self.label = ""  # how the parent reaches this collection: ".key" or "[i]"
 
 
 class _Limits:
@@ -196,6 +207,22 @@ class _Limits:
         mark = event.start_mark
         return _error(self.file, message, hint, mark.line + 1, mark.column + 1)
 
+    def fail_at(self, event: Any, message: str, hint: str) -> SpecError:
+        """`fail` with the YAML path of the mapping whose key is at fault."""
+        frames = self.open
+        while len(frames) > 1 and frames[-1].in_key:
+            frames = frames[:-1]
+        mark = event.start_mark
+        path = "".join(f.label for f in frames).lstrip(".")
+        return _error(self.file, message, hint, mark.line + 1, mark.column + 1, path=path)
+
+    def label(self) -> str:
+        """The label of a collection starting under the innermost open one."""
+        if not self.open:
+            return ""
+        parent = self.open[-1]
+        return f".{parent.key}" if parent.is_map else f"[{parent.children - 1}]"
+
     def node(self, event: Any, size: int, height: int) -> None:
         """A node of `size` nodes and `height` levels once expanded, placed under the open collections."""
         self.nodes += size
@@ -211,15 +238,38 @@ class _Limits:
             parent.size += size
             parent.height = max(parent.height, height + 1)
 
+    def key_check(self, event: Any, height: int) -> bool:
+        """Refuse a collection nested inside a mapping key (`? [[a]]: 1`): the constructor would fail
+        hashing it instead of saying where. Flat ones (`? [a, b]`) become tuples, refused later with
+        their YAML path. Returns whether a collection starting here is (part of) a key."""
+        if not self.open:
+            return False
+        parent = self.open[-1]
+        parent.children += 1
+        at_key = parent.is_map and parent.children % 2 == 1
+        # `height`: 1 for a collection starting here (its children are checked as they come), the
+        # named node's height for an alias (`? *x` naming `[[1]]` is nested too)
+        if at_key and isinstance(event, ScalarEvent):
+            parent.key = str(event.value)
+        if (parent.in_key and height >= 1) or (at_key and height >= 2):
+            raise self.fail_at(event, "keys should be strings: a list or mapping is nested in a mapping key",
+                            "keys are plain names: write `key: value` (remove the `?` or the brackets)")
+        return parent.in_key or at_key
+
     def check(self, events: Iterable[Any]) -> Iterator[Any]:
         for event in events:
+            if isinstance(event, ScalarEvent | CollectionStartEvent | AliasEvent):
+                named = self.anchors.get(event.anchor, (1, 0)) if isinstance(event, AliasEvent) else (1, 0)
+                in_key = self.key_check(event, 1 if isinstance(event, CollectionStartEvent) else named[1])
             if isinstance(event, ScalarEvent):
                 self.node(event, 1, 0)
                 if event.anchor is not None:
                     self.anchors[event.anchor] = (1, 0)
             elif isinstance(event, CollectionStartEvent):
                 self.node(event, 1, 1)  # counted now, so an endless collection stops at the limit
-                self.open.append(_Frame(event.anchor))
+                label = self.label()
+                self.open.append(_Frame(event.anchor, isinstance(event, MappingStartEvent)))
+                self.open[-1].in_key, self.open[-1].label = in_key, label
             elif isinstance(event, CollectionEndEvent):
                 frame = self.open.pop()
                 if self.open:  # fold the child's expansion into its parent (its own node is counted)

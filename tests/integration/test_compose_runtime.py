@@ -19,10 +19,12 @@ import numpy as np
 import pytest
 
 from deployer.errors import EnvironmentProblem, ExitCode, PortInUse, ServerError
-from deployer.image import build_cpu_image
 from deployer.server.base import ServerSettings, ServerState
-from deployer.server.compose import COMPOSE_FILE, ComposeRuntime, find_compose, render_compose
-from deployer.server.docker_runtime import LABEL_MANAGED, docker_client, managed_resources
+from deployer.server.docker.client import docker_client, managed_resources
+from deployer.server.docker.compose import COMPOSE_FILE, ComposeRuntime, find_compose
+from deployer.server.docker.compose_render import render_compose
+from deployer.server.docker.cpu_image import build_cpu_image
+from deployer.server.docker.plan import LABEL_MANAGED
 from deployer.server.state import load_state
 from tests.triton_stats import wait_for_inferences
 
@@ -201,7 +203,7 @@ def test_model_failing_to_load_is_named_and_the_project_removed(
     assert info.value.exit_code == ExitCode.CHECKS_FAILED
     assert "model 'pyadd' failed to load" in info.value.message
     assert "boom at import" in info.value.message, "Triton's reason is quoted"
-    from deployer.server.docker_runtime import project_name
+    from deployer.server.docker.plan import project_name
 
     assert managed_resources(docker_client(), project_name(settings.state_dir.absolute())) == EMPTY
 
@@ -257,7 +259,7 @@ def test_container_exiting_early_shows_its_log(
     make_settings: Callable[..., ServerSettings],
     model_repository: Path,
 ) -> None:
-    from deployer.server.docker_runtime import project_name
+    from deployer.server.docker.plan import project_name
 
     settings = _settings(make_settings, model_repository, (), image=cpu_image, extra_args=("--rate-limit=bogus",))
     with pytest.raises(ServerError) as info:

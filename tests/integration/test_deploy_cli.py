@@ -142,7 +142,7 @@ def test_deploy_through_container_runtimes(
     """The same smoke suite passes through docker and compose against the CPU image."""
     import importlib
 
-    from deployer.image import CPU_IMAGE
+    from deployer.server.docker.cpu_image import CPU_IMAGE
 
     spec = write_spec(tmp_path, find_free_ports(3))
     spec.write_text(spec.read_text().replace("runtime: local,", f"runtime: local, image: {CPU_IMAGE},"))

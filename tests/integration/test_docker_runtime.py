@@ -18,15 +18,11 @@ import numpy as np
 import pytest
 
 from deployer.errors import EnvironmentProblem, ExitCode, PortInUse, ServerError
-from deployer.image import build_cpu_image
 from deployer.server.base import ServerSettings, ServerState
-from deployer.server.docker_runtime import (
-    LABEL_MANAGED,
-    DockerRuntime,
-    docker_client,
-    managed_resources,
-    project_name,
-)
+from deployer.server.docker.client import docker_client, managed_resources
+from deployer.server.docker.cpu_image import build_cpu_image
+from deployer.server.docker.plan import LABEL_MANAGED, project_name
+from deployer.server.docker.runtime import DockerRuntime
 from deployer.server.state import load_state
 from deployer.smoke import SmokeModel, SmokeOptions, SmokeOutput, SmokeTensor, run_smoke
 from tests.triton_stats import wait_for_inferences
@@ -213,7 +209,7 @@ def test_serves_two_models_over_http_and_grpc_with_dynamic_batching(
         }
 
         # a second `up` for the same state dir, by either container runtime, is refused and kills nothing
-        from deployer.server.compose import ComposeRuntime
+        from deployer.server.docker.compose import ComposeRuntime
 
         for again, runtime_name in ((DockerRuntime(), "docker"), (ComposeRuntime(), "compose")):
             with pytest.raises(EnvironmentProblem, match="already running") as info:
@@ -350,10 +346,13 @@ class TritonPythonModel:
 """
 
 UP_SCRIPT = """
+import signal
 import sys
+# inherited SIG_IGN (the suite started in the background) would drop the test's Ctrl-C
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 from deployer.server.base import ServerSettings
-from deployer.server.docker_runtime import DockerRuntime
+from deployer.server.docker.runtime import DockerRuntime
 
 repo, state_dir, image, http, grpc, metrics = sys.argv[1:]
 settings = ServerSettings(
@@ -362,6 +361,23 @@ settings = ServerSettings(
 )
 DockerRuntime().up(settings)
 """
+
+
+def _wait_for_loading(http_port: int, model: str, deadline: float) -> bool:
+    import json
+    import urllib.request
+
+    while time.monotonic() < deadline:
+        try:
+            req = urllib.request.Request(f"http://127.0.0.1:{http_port}/v2/repository/index", data=b"{}")
+            with urllib.request.urlopen(req, timeout=2) as resp:
+                index = json.load(resp)
+            if any(m.get("name") == model and m.get("state") == "LOADING" for m in index):
+                return True
+        except OSError:
+            pass  # the server is not listening yet
+        time.sleep(0.2)
+    return False
 
 
 @pytest.mark.docker
@@ -393,7 +409,8 @@ def test_ctrl_c_during_up_leaves_no_container(
                 break
             time.sleep(0.5)
         assert proc.poll() is None, proc.communicate()[0].decode()
-        time.sleep(2)  # let readiness start loading the model
+        # interrupt while the model load is in flight (Triton lists it as LOADING), not before
+        assert _wait_for_loading(int(ports[0]), "slow", deadline), "the model never started loading"
         proc.send_signal(signal.SIGINT)
         output = proc.communicate(timeout=120)[0].decode()
     finally:
@@ -407,7 +424,7 @@ def test_ctrl_c_during_up_leaves_no_container(
 
 @pytest.mark.docker
 def test_cpu_image_is_reused_when_its_inputs_are_unchanged(cpu_image: str) -> None:
-    from deployer.image import LABEL_INPUTS, cpu_image_status
+    from deployer.server.docker.cpu_image import LABEL_INPUTS, cpu_image_status
 
     again = build_cpu_image()
     assert again.tag == cpu_image and not again.built, "a current image is reused, not rebuilt"

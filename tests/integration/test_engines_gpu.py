@@ -159,7 +159,7 @@ def test_container_builder_runs_in_docker_and_reports_missing_tensorrt(built: tu
     import docker
     from deployer.engines import onnx_facts_for, plan_container_build, run_container_build
     from deployer.errors import BuildError
-    from deployer.image import build_cpu_image
+    from deployer.server.docker.cpu_image import build_cpu_image
 
     _, req = built
     image = build_cpu_image().tag  # reused when present; has python3 + numpy but no TensorRT

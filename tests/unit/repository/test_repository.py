@@ -407,6 +407,36 @@ def test_stale_plan_is_replanned_under_the_lock(tmp_path: Path) -> None:
     assert verify_repository(repo) == []
 
 
+def test_a_publish_committed_while_planning_is_seen_under_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another run commits between this plan reading the model and finishing: the plan must still be made
+    again under the lock (the fingerprint describes the state the models were read from), not collide with
+    the other run's version (found as ENOTEMPTY in the concurrent-publish crash test)."""
+    import deployer.repository.plan as planning
+
+    repo = tmp_path / "repo"
+    _publish(repo, _art(payload=b"a"))
+    real = planning._plan_model
+    calls = []
+
+    def plan_then_other_run_commits(*args: object) -> object:
+        result = real(*args)  # type: ignore[arg-type]
+        if not calls:
+            calls.append(1)
+            _publish(repo, _art(payload=b"b"))  # the other run, between reading the model and the end
+        return result
+
+    monkeypatch.setattr(planning, "_plan_model", plan_then_other_run_commits)
+    racing = plan_publish(repo, [_art(payload=b"c")])
+    monkeypatch.undo()
+    assert racing.models[0].version == 2 and _versions(repo) == [1, 2]
+    result = apply_publish(racing)
+    assert result.replanned and result.models[0].version == 3
+    assert _versions(repo) == [1, 2, 3]
+    assert verify_repository(repo) == []
+
+
 def test_leftovers_of_killed_runs_are_reported_and_cleaned(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     _publish(repo, _art(payload=b"a"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import configparser
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +17,32 @@ def test_import_linter_contracts_are_kept() -> None:
                             text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 broken" in result.stdout
+
+
+def _layer_modules(section: str) -> set[str]:
+    config = configparser.ConfigParser()
+    config.read(ROOT / ".importlinter")
+    contract = config[f"importlinter:contract:{section}"]
+    containers = contract.get("containers", "").split()
+    names = set()
+    for line in contract["layers"].split("\n"):
+        for name in line.replace("|", ":").split(":"):
+            if name.strip():
+                names.add(f"{containers[0]}.{name.strip()}" if containers else name.strip())
+    return names
+
+
+def test_every_module_of_a_layered_package_is_in_a_layer() -> None:
+    """A new top-level module, server module or docker module must be placed in the layering, not left
+    outside every contract where it could import anything."""
+    import deployer
+    import deployer.server
+    import deployer.server.docker
+
+    for section, package in (("layers", deployer), ("server", deployer.server), ("docker", deployer.server.docker)):
+        present = {f"{package.__name__}.{m.name}" for m in pkgutil.iter_modules(package.__path__)}
+        present.discard("deployer.__main__")  # the `python -m deployer` shim: it only calls cli.main
+        assert present - _layer_modules(section) == set(), f"not in the {section!r} contract's layers"
 
 
 def test_no_import_cycles_between_modules() -> None:

@@ -1,8 +1,8 @@
 """Pure planning of the Triton container shared by the `docker` and `compose` runtimes.
 
 `plan_container(settings)` computes the whole container as a frozen `ContainerSpec` (unit-tested);
-`deployer.server.docker_runtime.DockerRuntime.up` is the one place that applies it, and
-`deployer.server.compose.render_compose` writes the same container as a compose service.
+`deployer.server.docker.runtime.DockerRuntime.up` is the one place that applies it, and
+`deployer.server.docker.compose.render_compose` writes the same container as a compose service.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from deployer.errors import UserError
 from deployer.server.argv import tritonserver_argv
-from deployer.server.base import ServerSettings
+from deployer.server.base import DEFAULT_IMAGE, ServerSettings
 
 __all__ = [
     "CONTAINER_PORTS",
@@ -29,6 +29,7 @@ __all__ = [
     "container_command",
     "gpu_request",
     "image_hint",
+    "image_of",
     "managed_labels",
     "parse_size",
     "plan_container",
@@ -46,8 +47,8 @@ CONTAINER_PORTS: tuple[tuple[str, int], ...] = (("http_port", 8000), ("grpc_port
 NVIDIA_ULIMITS: tuple[tuple[str, int, int], ...] = (("memlock", -1, -1), ("stack", 67108864, 67108864))
 
 
-# deployer's registry-free CPU image (built by `deployer image build-cpu`, deployer/image.py); named
-# here, below the image builder, so the runtimes and the builder share one name without a cycle.
+# deployer's registry-free CPU image (built by `deployer image build-cpu`, deployer.server.docker.cpu_image);
+# named here, below the image builder, so the runtimes and the builder share one name without a cycle.
 CPU_IMAGE_REPOSITORY = "deployer/tritonserver-cpu"
 CPU_IMAGE = f"{CPU_IMAGE_REPOSITORY}:2.51-py311"
 
@@ -185,10 +186,17 @@ def managed_labels(state_dir: Path, project: str | None = None) -> tuple[tuple[s
     return tuple(labels)
 
 
+def image_of(settings: ServerSettings) -> str:
+    """`settings.image` without surrounding blanks; `UserError` when that leaves nothing."""
+    image = settings.image.strip()
+    if not image:
+        raise UserError("server.image is empty", hint=f"e.g. {DEFAULT_IMAGE}")
+    return image
+
+
 def plan_container(settings: ServerSettings) -> ContainerSpec:
     """The container for `settings` (pure). Raises `UserError` for values Docker would reject."""
-    if not settings.image.strip():
-        raise UserError("server.image is empty", hint="e.g. nvcr.io/nvidia/tritonserver:24.10-py3")
+    image = image_of(settings)
     if not settings.repository.is_absolute():
         raise UserError(
             f"the model repository path must be absolute for Docker, got {settings.repository}",
@@ -198,7 +206,7 @@ def plan_container(settings: ServerSettings) -> ContainerSpec:
     state_dir = settings.state_dir.absolute()
     return ContainerSpec(
         name=project_name(state_dir),
-        image=settings.image.strip(),
+        image=image,
         command=container_command(settings),
         labels=managed_labels(state_dir),
         ports=tuple((cport, settings.host, host_ports[name]) for name, cport in CONTAINER_PORTS),

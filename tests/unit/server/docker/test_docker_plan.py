@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from deployer.errors import ExitCode, UserError
-from deployer.image import CPU_IMAGE, NGC_IMAGE, cpu_image_inputs, recipe_dir
 from deployer.server.base import ServerSettings
-from deployer.server.docker_runtime import (
+from deployer.server.docker.cpu_image import CPU_IMAGE, NGC_IMAGE, cpu_image_inputs, recipe_dir
+from deployer.server.docker.plan import (
     LABEL_MANAGED,
     LABEL_PROJECT,
     LABEL_STATE_DIR,

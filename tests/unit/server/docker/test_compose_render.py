@@ -10,8 +10,9 @@ from ruamel.yaml import YAML
 
 from deployer.errors import UserError
 from deployer.server.base import ServerSettings
-from deployer.server.compose import HEALTHCHECK_TEST, SERVICE, plan_compose, render_compose
-from deployer.server.docker_runtime import LABEL_MANAGED, LABEL_PROJECT, LABEL_STATE_DIR, container_command
+from deployer.server.docker.compose import plan_compose
+from deployer.server.docker.compose_render import HEALTHCHECK_TEST, SERVICE, render_compose
+from deployer.server.docker.plan import LABEL_MANAGED, LABEL_PROJECT, LABEL_STATE_DIR, container_command
 
 
 def _settings(**overrides: Any) -> ServerSettings:

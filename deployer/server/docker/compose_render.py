@@ -2,7 +2,7 @@
 
 Image, command, ports bound to `settings.host`, the repository read-only at /models, shm size, NVIDIA's
 ulimits, GPU reservation, labels, and a healthcheck on Triton's ready endpoint. Used by `deployer compose`
-(the file committed next to a spec) and by `deployer.server.compose.ComposeRuntime` (its own copy).
+(the file committed next to a spec) and by `deployer.server.docker.compose.ComposeRuntime` (its own copy).
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import io
 from pathlib import Path
 from typing import Any
 
-from deployer.errors import UserError
 from deployer.server.base import ServerSettings
-from deployer.server.docker_plan import (
+from deployer.server.docker.plan import (
     CONTAINER_PORTS,
     CONTAINER_REPOSITORY,
     NVIDIA_ULIMITS,
     container_command,
     gpu_request,
+    image_of,
     managed_labels,
     parse_size,
 )
@@ -58,15 +58,14 @@ def compose_document(
     names the model. With a relative `settings.state_dir` and repository (and an explicit `project`)
     the output does not depend on the machine, as a file committed to git must not.
     """
-    if not settings.image.strip():
-        raise UserError("server.image is empty", hint="e.g. nvcr.io/nvidia/tritonserver:24.10-py3")
+    image = image_of(settings)
     parse_size(settings.shm_size)  # validate now; compose would fail later and less clearly
     command = list(container_command(settings))
     if load_models:
         command.extend(f"--load-model={m}" for m in settings.models)
     labels = dict(managed_labels(settings.state_dir, project))
     service: dict[str, Any] = {
-        "image": settings.image.strip(),
+        "image": image,
         "command": command,
         "init": True,
         "ports": [f"{settings.host}:{getattr(settings, name)}:{cport}" for name, cport in CONTAINER_PORTS],

@@ -15,14 +15,14 @@ from typing import Any
 from deployer.errors import EnvironmentProblem, MissingDependency
 from deployer.server.backends import INVENTORY_SCRIPT, parse_inventory
 from deployer.server.base import ServerState, StopReport
-from deployer.server.docker_plan import LABEL_MANAGED, LABEL_PROJECT, image_hint, project_name
-from deployer.server.readiness import unload_models
+from deployer.server.docker.plan import LABEL_MANAGED, LABEL_PROJECT, image_hint, project_name
+from deployer.server.lifecycle import Launched, unload_for_stop
+from deployer.server.process import is_running
 from deployer.server.state import clear_state, load_state
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 20  # after SIGTERM (Triton itself gives up after --exit-timeout-secs); then SIGKILL
-UNLOAD_TIMEOUT_S = 10.0  # down: models still finishing in-flight requests get this long to unload
 CONTAINER_BACKENDS = "/opt/tritonserver/backends"  # Triton's default; deployer never overrides it
 
 
@@ -33,7 +33,7 @@ def docker_client(timeout_s: float = 60.0) -> Any:
     except ImportError as exc:
         raise MissingDependency(
             "the docker runtime needs the docker SDK, which is not installed",
-            hint="pip install 'deployer[docker]'",
+            hint="pip install 'triton-deployer[docker]'",
         ) from exc
     where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     try:
@@ -60,12 +60,12 @@ def require_image(client: Any, image: str) -> str:
         ) from exc
 
 
-def _is_ours(container: Any) -> bool:
+def is_ours(container: Any) -> bool:
     labels = container.labels or {}
     return bool(labels.get(LABEL_MANAGED) == "true")
 
 
-def _container_logs(container: Any, tail: int) -> str:
+def container_logs(container: Any, tail: int) -> str:
     try:
         data = container.logs(stdout=True, stderr=True, tail=tail)
     except Exception as exc:  # the log is a courtesy; never hide the real error behind it
@@ -73,15 +73,15 @@ def _container_logs(container: Any, tail: int) -> str:
     return data.decode("utf-8", errors="replace") if isinstance(data, bytes) else str(data)
 
 
-def _save_log(container: Any, path: Path | None) -> None:
+def save_log(container: Any, path: Path | None) -> None:
     if path is None:
         return
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(_container_logs(container, 100_000), encoding="utf-8")
+        path.write_text(container_logs(container, 100_000), encoding="utf-8")
 
 
-def _remove(container: Any, log_path: Path | None, *, stop_timeout: int = STOP_TIMEOUT_S) -> None:
+def remove_container(container: Any, log_path: Path | None, *, stop_timeout: int = STOP_TIMEOUT_S) -> None:
     """Stop (SIGTERM, then SIGKILL after `stop_timeout`), keep the log, remove. Idempotent."""
     from docker.errors import APIError, NotFound
 
@@ -90,7 +90,7 @@ def _remove(container: Any, log_path: Path | None, *, stop_timeout: int = STOP_T
         if container.status in ("running", "restarting", "paused"):
             with contextlib.suppress(APIError):
                 container.stop(timeout=stop_timeout)
-        _save_log(container, log_path)
+        save_log(container, log_path)
         container.remove(force=True, v=True)
 
 
@@ -111,7 +111,7 @@ def remove_managed(client: Any, project: str | None = None) -> dict[str, list[st
     filters = {"label": [f"{LABEL_MANAGED}=true"] + ([f"{LABEL_PROJECT}={project}"] if project else [])}
     removed: dict[str, list[str]] = {"containers": [], "networks": [], "volumes": []}
     for container in client.containers.list(all=True, filters=filters):
-        _remove(container, None, stop_timeout=5)
+        remove_container(container, None, stop_timeout=5)
         removed["containers"].append(container.name)
     for kind, collection in (("networks", client.networks), ("volumes", client.volumes)):
         for item in collection.list(filters=filters):
@@ -133,14 +133,11 @@ def refuse_if_running(client: Any, state_dir: Path) -> None:
             f"a server started from {state_dir} is already running (container {running[0].name})",
             hint="run `deployer down` first",
         )
-    if previous is not None and previous.runtime == "local":
-        from deployer.server.local import is_running
-
-        if is_running(previous.pid):
-            raise EnvironmentProblem(
-                f"a server started from {state_dir} is already running (local runtime, pid {previous.pid})",
-                hint="run `deployer down` first",
-            )
+    if previous is not None and previous.runtime == "local" and is_running(previous.pid):
+        raise EnvironmentProblem(
+            f"a server started from {state_dir} is already running (local runtime, pid {previous.pid})",
+            hint="run `deployer down` first",
+        )
     remove_managed(client, project)
     if previous is not None:
         clear_state(state_dir)
@@ -184,7 +181,7 @@ def engine_allows_memlock(client: Any, image: str) -> bool:
     return allowed
 
 
-def _running(container: Any) -> bool:
+def container_running(container: Any) -> bool:
     from docker.errors import NotFound
 
     try:
@@ -194,7 +191,7 @@ def _running(container: Any) -> bool:
     return bool(container.status in ("created", "running", "restarting"))
 
 
-def _exit_note(container: Any) -> str:
+def exit_note(container: Any) -> str:
     from docker.errors import NotFound
 
     try:
@@ -226,12 +223,18 @@ def container_backends(container: Any) -> tuple[tuple[str, str], ...]:
     return found
 
 
+def container_launched(container: Any, state: ServerState, describe: str) -> Launched:
+    """What the shared lifecycle watches of a started container (both container runtimes)."""
+    return Launched(
+        state=state,
+        describe=describe,
+        alive=lambda: container_running(container),
+        log_tail=lambda lines: container_logs(container, lines),
+        backends=lambda: container_backends(container),
+        exit_note=lambda: exit_note(container),
+    )
+
+
 def unload_before_stop(state: ServerState, container: Any) -> StopReport:
-    """Unload every model through the published HTTP port before the container gets SIGTERM: Triton's
-    own shutdown polls its unloading models once a second (see `readiness.unload_models`)."""
-    if not _running(container):
-        return StopReport()
-    done = unload_models(state.http_url, state.models, timeout_s=UNLOAD_TIMEOUT_S)
-    if done.pending or done.error:
-        log.warning("unloading before the stop: still loaded %s %s", list(done.pending), done.error)
-    return StopReport(unload_s=done.seconds, unloaded=done.unloaded, pending=done.pending)
+    """`lifecycle.unload_for_stop` while the container still runs (nothing to unload otherwise)."""
+    return unload_for_stop(state) if container_running(container) else StopReport()

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from deployer.errors import EnvironmentProblem, MissingDependency
-from deployer.server.docker_plan import CPU_IMAGE, CPU_IMAGE_REPOSITORY
+from deployer.server.base import DEFAULT_IMAGE, TRITON_RELEASE
+from deployer.server.docker.client import docker_client
+from deployer.server.docker.plan import CPU_IMAGE, CPU_IMAGE_REPOSITORY
 
 __all__ = [
     "BASE_IMAGE",
@@ -44,14 +46,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TRITON_RELEASE = "24.10"  # NGC release whose server (Triton 2.51.0) nvidia-pytriton 0.7.0 ships
-NGC_IMAGE = f"nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-py3"
+NGC_IMAGE = DEFAULT_IMAGE  # the NGC image of the same server (Triton 2.51.0)
 BASE_IMAGE = "deployer/debian-bookworm-minbase:py311"
 LABEL_INPUTS = "dev.deployer.image.inputs-sha256"
 LABEL_KIND = "dev.deployer.image.kind"
 _STAGE_LABEL = "dev.deployer.build-stage=cpu-image-unpack"  # set in the Dockerfile's first stage (docs)
 _RECIPE_FILES = ("Dockerfile", "entrypoint.sh", "healthcheck.py", "requirements.txt")
-_BACKEND_MODEL = Path(__file__).parent / "server" / "backends" / "onnxruntime" / "model.py"
+_BACKEND_MODEL = Path(__file__).parents[1] / "backends" / "onnxruntime" / "model.py"
 _DEBOOTSTRAP_PACKAGES = "python3,python3-venv,libpython3.11,ca-certificates"
 # The image runs CPython 3.11 on manylinux x86_64, whatever Python runs deployer on the host.
 _PIP_TARGET = (
@@ -99,8 +100,9 @@ class ImageBuild:
 
 
 def recipe_dir() -> Path:
-    """The `docker/` recipe: packaged next to this module, or at the source checkout's root."""
-    for candidate in (Path(__file__).parent / "docker", Path(__file__).parent.parent / "docker"):
+    """The `docker/` recipe: packaged inside the `deployer` package (wheel), or at the source checkout's root."""
+    package = Path(__file__).parents[2]  # deployer/server/docker/cpu_image.py -> deployer/
+    for candidate in (package / "docker", package.parent / "docker"):
         if (candidate / "Dockerfile").is_file():
             return candidate
     raise MissingDependency(
@@ -144,7 +146,6 @@ def _image_or_none(client: Any, ref: str) -> Any:
 
 def cpu_image_status(tag: str = CPU_IMAGE, *, base_image: str = BASE_IMAGE) -> str:
     """`"missing"`, `"stale"` (inputs changed) or `"current"` for the CPU image `tag`."""
-    from deployer.server.docker_runtime import docker_client
 
     client = docker_client()
     image = _image_or_none(client, tag)
@@ -170,7 +171,7 @@ def _run(argv: list[str], what: str, *, timeout: float) -> None:
         raise EnvironmentProblem(f"{what} failed (exit {proc.returncode})", details=tail)
 
 
-def _unmount_below(root: Path) -> None:
+def unmount_below(root: Path) -> None:
     """Unmount whatever is mounted at or below `root` (deepest first); debootstrap mounts /proc, /sys."""
     try:
         mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines() if line.strip()]
@@ -226,7 +227,7 @@ def ensure_base_image(
         repository, _, version = tag.rpartition(":")
         client.api.import_image(src=str(tarball), repository=repository, tag=version)
     finally:
-        _unmount_below(rootfs)  # never let rmtree walk into a /proc or /sys left mounted
+        unmount_below(rootfs)  # never let rmtree walk into a /proc or /sys left mounted
         shutil.rmtree(tmp, ignore_errors=True)
     image = _image_or_none(client, tag)
     if image is None:
@@ -325,7 +326,6 @@ def build_cpu_image(
     """
     from filelock import FileLock
 
-    from deployer.server.docker_runtime import docker_client
 
     t0 = time.monotonic()
     client = client or docker_client()

@@ -17,7 +17,7 @@ import pytest
 import tomllib
 from packaging.specifiers import SpecifierSet
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 PROJECT = PYPROJECT["project"]
 DIST = "triton-deployer"  # PyPI's `deployer` is an unrelated 2014 project: never publish under it

@@ -19,7 +19,7 @@ from deployer.server.backends import (
 )
 from deployer.server.base import SERVER_DEFAULT_FLAGS, ServerSettings, with_server_defaults
 
-OURS = Path(__file__).parents[2] / "deployer" / "server" / "backends" / "onnxruntime" / "model.py"
+OURS = Path(__file__).parents[3] / "deployer" / "server" / "backends" / "onnxruntime" / "model.py"
 
 
 def _backend_dir(root: Path) -> Path:

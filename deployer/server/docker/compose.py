@@ -1,7 +1,8 @@
-"""The `compose` runtime (and, re-exported, the `compose.yaml` generator of deployer.server.compose_render).
+"""The `compose` runtime: the container of the docker runtime as a Docker Compose project.
 
-`ComposeRuntime` writes the file to `<state_dir>/compose.yaml` and drives `docker compose` (v2 plugin)
-or `docker-compose` (v1), whichever exists, then loads the models through the same readiness code.
+`ComposeRuntime` writes the file (rendered by deployer.server.docker.compose_render) to
+`<state_dir>/compose.yaml` and drives `docker compose` (v2 plugin) or `docker-compose` (v1),
+whichever exists, then loads the models through the same readiness code.
 """
 
 from __future__ import annotations
@@ -16,41 +17,25 @@ from pathlib import Path
 from typing import Any
 
 from deployer.errors import EnvironmentProblem, MissingDependency, PortInUse, ServerError, UserError
-from deployer.server.base import (
-    RuntimeName,
-    ServerSettings,
-    ServerState,
-    ServerStatus,
-    StopReport,
-    with_server_defaults,
-)
-from deployer.server.compose_render import HEALTHCHECK_TEST, SERVICE, compose_document, render_compose
-from deployer.server.docker_engine import (  # shared by both container runtimes
-    _container_logs,
-    _exit_note,
-    _running,
-    container_backends,
+from deployer.server.base import RuntimeName, ServerSettings, ServerState, StopReport
+from deployer.server.docker.client import (  # shared by both container runtimes
+    container_launched,
+    container_logs,
+    container_running,
     docker_client,
     engine_allows_memlock,
     refuse_if_running,
     remove_managed,
     require_image,
+    save_log,
     unload_before_stop,
 )
-from deployer.server.docker_plan import CONTAINER_PORTS, NVIDIA_ULIMITS, project_name
-from deployer.server.docker_runtime import LOG_FILE
-from deployer.server.readiness import ReadinessReport, query_status, wait_until_ready
-from deployer.server.state import clear_state, load_state, save_state
+from deployer.server.docker.compose_render import SERVICE, render_compose
+from deployer.server.docker.plan import NVIDIA_ULIMITS, image_of, project_name
+from deployer.server.lifecycle import Launched, ServerLifecycle, file_tail, forget
+from deployer.server.state import save_state
 
-__all__ = [
-    "COMPOSE_FILE",
-    "HEALTHCHECK_TEST",
-    "SERVICE",
-    "ComposeRuntime",
-    "compose_document",
-    "find_compose",
-    "render_compose",
-]
+__all__ = ["COMPOSE_FILE", "ComposePlan", "ComposeRuntime", "find_compose", "plan_compose"]
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +43,6 @@ COMPOSE_FILE = "compose.yaml"
 _COMPOSE_TIMEOUT_S = 300.0
 _STOP_TIMEOUT_S = 20  # after SIGTERM (Triton itself gives up after --exit-timeout-secs); then SIGKILL
 _ABORT_STOP_TIMEOUT_S = 5  # after a failed `up` nothing is in flight
-_LOG_TAIL = 60
 
 
 # -- compose CLI discovery -------------------------------------------------------------------------
@@ -129,17 +113,16 @@ def _run(argv: list[str], timeout: float = _COMPOSE_TIMEOUT_S) -> subprocess.Com
         raise EnvironmentProblem(f"`{' '.join(argv[:2])} ...` failed: {exc}") from exc
 
 
-class ComposeRuntime:
+class ComposeRuntime(ServerLifecycle[ComposePlan]):
     """Runtime protocol implementation driving Docker Compose."""
 
     name: RuntimeName = "compose"
 
     def __init__(self, client: Any = None, compose: tuple[str, ...] | None = None) -> None:
+        super().__init__()
         self._client = client
         self._compose = compose
         self._started: dict[str, ComposePlan] = {}  # project -> plan, for close()
-        self.last_report: ReadinessReport | None = None
-        self.last_stop: StopReport | None = None
 
     @property
     def client(self) -> Any:
@@ -153,66 +136,41 @@ class ComposeRuntime:
             self._compose = find_compose()
         return self._compose
 
-    def up(self, settings: ServerSettings) -> ServerState:
-        """Write compose.yaml, `compose up -d`, load `settings.models`, wait for readiness, record."""
-        from deployer.server.local import check_ports_free
+    # -- how the project is planned, found and started (the lifecycle is ServerLifecycle.up) ---------
 
-        settings = with_server_defaults(settings)
-        plan = plan_compose(settings, self.compose)
-        if not settings.repository.is_dir():
-            raise UserError(
-                f"model repository {settings.repository} does not exist",
-                hint="publish the models first (`deployer publish SPEC`)",
-            )
-        state_dir = settings.state_dir.absolute()
-        log_path = state_dir / LOG_FILE
-        refuse_if_running(self.client, state_dir)
-        require_image(self.client, settings.image.strip())
-        check_ports_free(settings.host, {name: getattr(settings, name) for name, _ in CONTAINER_PORTS})
-        if not engine_allows_memlock(self.client, settings.image.strip()):
+    def _plan(self, settings: ServerSettings) -> ComposePlan:
+        return plan_compose(settings, self.compose)
+
+    def _prepare(self, settings: ServerSettings, plan: ComposePlan) -> None:
+        refuse_if_running(self.client, settings.state_dir.absolute())
+        require_image(self.client, image_of(settings))
+
+    def _launch(self, settings: ServerSettings, plan: ComposePlan, state: ServerState) -> Launched:
+        if not engine_allows_memlock(self.client, image_of(settings)):
             plan = plan_compose(settings, self.compose, ulimits=tuple(u for u in NVIDIA_ULIMITS if u[0] != "memlock"))
-        state = ServerState(
-            runtime="compose",
-            host=settings.host,
-            http_port=settings.http_port,
-            grpc_port=settings.grpc_port,
-            metrics_port=settings.metrics_port,
-            models=settings.models,
-            log_path=log_path,
-            project=plan.project,
-            started_at=time.time(),
-        )
+        state = replace(state, project=plan.project)
         self._started[plan.project] = plan
-        container: Any = None
         try:
-            save_state(state_dir, state)
+            # recorded before `compose up`: a `deployer down` in another shell finds the project by it
+            save_state(plan.file.parent, state)
             self._compose_up(plan)
             container = self._service_container(plan.project)
-            state = replace(state, container_id=str(container.id))
-            save_state(state_dir, state)
-            self.last_report = wait_until_ready(
-                state.http_url,
-                settings.models,
-                timeout_s=settings.startup_timeout_s,
-                is_alive=lambda: _running(container),
-                log_tail=lambda: _container_logs(container, _LOG_TAIL),
-            )
-            state = replace(state, backends=container_backends(container))
-            save_state(state_dir, state)
-        except ServerError as exc:
-            exited = _exit_note(container) if container is not None else ""
-            self.down(state, stop_timeout_s=_ABORT_STOP_TIMEOUT_S, unload=False)
-            raise ServerError(exc.message + exited, hint=exc.hint, details=exc.details) from exc
         except BaseException:  # includes KeyboardInterrupt: never leave the project behind
-            self.down(state, stop_timeout_s=_ABORT_STOP_TIMEOUT_S, unload=False)
+            self._abort(state)
             raise
-        log.info(
-            "compose project %s up: ready %.2f s, models %s",
-            plan.project,
-            self.last_report.server_s,
-            ", ".join(f"{m} {s:.2f} s" for m, s in self.last_report.model_load_s) or "none",
-        )
-        return state
+        return container_launched(container, replace(state, container_id=str(container.id)),
+                                  f"compose project {plan.project}")
+
+    def _abort(self, state: ServerState) -> None:
+        self.down(state, stop_timeout_s=_ABORT_STOP_TIMEOUT_S, unload=False)
+
+    def _is_running(self, state: ServerState) -> bool:
+        if not state.project:
+            return False
+        try:
+            return container_running(self._service_container(state.project))
+        except ServerError:
+            return False
 
     def _compose_up(self, plan: ComposePlan) -> None:
         plan.file.parent.mkdir(parents=True, exist_ok=True)
@@ -269,19 +227,11 @@ class ComposeRuntime:
             container = self._service_container(state.project)
             if unload:
                 report = unload_before_stop(state, container)
-            if state.log_path is not None:
-                with contextlib.suppress(OSError):
-                    state.log_path.parent.mkdir(parents=True, exist_ok=True)
-                    state.log_path.write_text(_container_logs(container, 100_000), encoding="utf-8")
+            save_log(container, state.log_path)
         t0 = time.monotonic()
         self._teardown(plan, stop_timeout_s)
         self.last_stop = replace(report, stop_s=time.monotonic() - t0)
-        if state_dir is not None:
-            recorded = None
-            with contextlib.suppress(EnvironmentProblem):
-                recorded = load_state(state_dir)
-            if recorded is None or recorded.project == state.project:
-                clear_state(state_dir)
+        forget(state, "project")
 
     def close(self) -> None:
         """Tear down every project this instance started (tests, atexit)."""
@@ -289,25 +239,12 @@ class ComposeRuntime:
             plan = self._started.pop(project)
             self._teardown(plan)
 
-    def status(self, state: ServerState | None) -> ServerStatus:
-        """Container liveness plus the server's own view of readiness and of each model."""
-        if state is None or not state.project:
-            return ServerStatus(running=False, ready=False, models={}, state=state)
-        try:
-            running = _running(self._service_container(state.project))
-        except ServerError:
-            running = False
-        return query_status(state, running=running)
-
     def logs(self, state: ServerState, tail: int = 200) -> str:
         """Last `tail` lines of the service's log (or of the log saved at `down`)."""
         if state.project:
             with contextlib.suppress(ServerError):
-                return _container_logs(self._service_container(state.project), tail)
-        if state.log_path is not None and state.log_path.is_file():
-            lines = state.log_path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
-            return "".join(lines[-tail:])
-        return ""
+                return container_logs(self._service_container(state.project), tail)
+        return file_tail(state.log_path, tail)
 
 
 def _compose_or_none() -> tuple[str, ...] | None:
