@@ -226,7 +226,7 @@ class Served:
 
 
 def served_phase(state: Any, model: str, duration: float, ncpu: int) -> Served:
-    from deployer.smoke.httpload import build_http_request, run_http_load
+    from deployer.smoke.load.httpload import build_http_request, run_http_load
 
     x = np.random.default_rng(1).random((1, D_IN), dtype=np.float32)
     req = build_http_request(f"{HOST}:{state.http_port}", model, {"x": x}, ("y",))
@@ -252,7 +252,7 @@ def served_phase(state: Any, model: str, duration: float, ncpu: int) -> Served:
 
 def loadgen_ceiling(state: Any, duration: float) -> tuple[float, float]:
     """run_http_load against `GET /v2/health/ready` (no inference): (requests/s, client CPU us/request)."""
-    from deployer.smoke.httpload import run_http_load
+    from deployer.smoke.load.httpload import run_http_load
 
     req = f"GET /v2/health/ready HTTP/1.1\r\nHost: {HOST}:{state.http_port}\r\n\r\n".encode()
     res = run_http_load(HOST, state.http_port, req, concurrency=CONCURRENCY, duration_s=duration)

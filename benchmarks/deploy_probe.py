@@ -2,7 +2,8 @@
 
     python benchmarks/deploy_probe.py EVENTS.json -- -v deploy SPEC
 
-It does what the console script does (`from deployer.cli import main; main()`), after installing:
+It does what the console script does (`deployer.cli:run`: `main()`, then `exit_process(code)`; older
+versions: `main()` and the interpreter's exit), after installing:
 
 - wrappers (wall clock, `time.time()`) around the calls that make up a deploy, each installed as soon
   as its module has been imported by deployer itself, so nothing is imported earlier than deployer
@@ -16,8 +17,8 @@ Wrappers whose target does not exist (the library is being reshaped) are skipped
 fewer parts. The events are written to EVENTS.json when `main()` returns, just before the interpreter
 starts to exit; the parent times the exit itself (until the process is gone).
 
-What-if: with DEPLOY_PROBE_FAST_EXIT=1 the process ends like a CLI that calls `os._exit` once its
-output is flushed (skipping the interpreter's teardown), to measure that change before making it.
+What-if for a version without `exit_process`: with DEPLOY_PROBE_FAST_EXIT=1 the process ends like a
+CLI that calls `os._exit` once its output is flushed (skipping the interpreter's teardown).
 """
 
 from __future__ import annotations
@@ -159,6 +160,9 @@ def main() -> int:
         with open(out, "w", encoding="utf-8") as fh:
             json.dump({"marks": marks, "events": events, "import_spans": import_spans}, fh)
     status = int(code or 0) if not isinstance(code, str) else 1
+    exit_process = getattr(sys.modules["deployer.cli"], "exit_process", None)
+    if exit_process is not None:  # the console script (`deployer.cli:run`) ends the process this way
+        exit_process(status)
     if os.environ.get("DEPLOY_PROBE_FAST_EXIT") == "1":
         sys.stdout.flush()
         sys.stderr.flush()

@@ -1,6 +1,6 @@
 """`python -m deployer`."""
 
-from deployer.cli import main
+from deployer.cli import run
 
 if __name__ == "__main__":
-    main()
+    run()

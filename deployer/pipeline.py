@@ -22,12 +22,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from deployer.errors import DeployerError
 from deployer.repository import DEFAULT_LOCK_TIMEOUT_S, PublishPlan, PublishResult, RollbackResult
 from deployer.server.base import RuntimeName, ServerState, ServerStatus
 from deployer.spec import Deployment
+
+if TYPE_CHECKING:
+    from deployer.fleet.run import FleetStatus
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +156,8 @@ class Pipeline:
         from deployer.engines.from_spec import built_engines
         from deployer.repository.from_spec import plan
 
-        engines, _infos, missing = built_engines(self.deployment)
-        return PlanResult(plan(self.deployment, force=force, engines=engines, skip=missing), missing)
+        engines, infos, missing = built_engines(self.deployment)
+        return PlanResult(plan(self.deployment, force=force, engines=engines, skip=missing, build_info=infos), missing)
 
     def publish(self, *, force: bool = False, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> PublishResult:
         """Build missing engines (engine cache), render and publish every model atomically."""
@@ -170,7 +173,12 @@ class Pipeline:
         from deployer.repository import rollback
         from deployer.server.from_spec import reload_model
 
-        result = rollback(self.deployment.repository, model, to, prune=prune, lock_timeout_s=lock_timeout_s)
+        if self.deployment.remote is not None:
+            from deployer.repository.s3_apply import rollback_s3
+
+            result = rollback_s3(self.deployment.remote, model, to, prune=prune, lock_timeout_s=lock_timeout_s)
+        else:
+            result = rollback(self.deployment.repository, model, to, prune=prune, lock_timeout_s=lock_timeout_s)
         return RollbackOutcome(result, reload_model(self.deployment.spec_path, model))
 
     def compose_file(self) -> str:
@@ -186,14 +194,24 @@ class Pipeline:
     # ------------------------------------------------------------------ serving stages
 
     def up(self) -> ServerState:
-        """Start the server on the published repository and load every model."""
+        """Start the server on the published repository and load every model (a fleet: the balancer's
+        state; `deployer.fleet` has the replicas)."""
+        if self._fleet:
+            from deployer.fleet import from_spec as fleet
+
+            return fleet.up(self.deployment, runtime=self.runtime).balancer
         from deployer.server.from_spec import up
 
         return up(self.deployment, runtime=self.runtime)
 
-    def status(self) -> ServerStatus:
-        """Is this spec's server running and ready, and how is each model."""
+    def status(self) -> ServerStatus | FleetStatus:
+        """Is this spec's server running and ready, and how is each model (a fleet: a FleetStatus)."""
         from deployer.server.from_spec import status
+
+        if self._fleet:
+            from deployer.fleet import from_spec as fleet
+
+            return fleet.status(self.deployment)
 
         return status(self.deployment)
 
@@ -201,6 +219,8 @@ class Pipeline:
         """Per model what the repository serves and holds, and every problem `verify_repository` finds."""
         from deployer.repository import list_versions, serving_state, verify_repository
 
+        if self.deployment.remote is not None:
+            return _s3_repository_status(self.deployment)
         repo = self.deployment.repository
         served: dict[str, Any] = {}
         versions: dict[str, tuple[Any, ...]] = {}
@@ -216,11 +236,22 @@ class Pipeline:
         """Run the smoke suite against this spec's running server; returns the SmokeReport."""
         from deployer.smoke.from_spec import smoke
 
+        if self._fleet:
+            from deployer.fleet import from_spec as fleet
+
+            return fleet.smoke(self.deployment, progress=progress)
+
         return smoke(self.deployment, state=state, progress=progress)
 
     def down(self) -> ServerState | None:
         """Stop this spec's server (whatever runtime started it); the state that was stopped, if any."""
         from deployer.server.from_spec import down
+
+        if self._fleet:
+            from deployer.fleet import from_spec as fleet
+
+            stopped = fleet.down(self.deployment)
+            return stopped.balancer if stopped else None
 
         return down(self.deployment)
 
@@ -242,8 +273,15 @@ class Pipeline:
         if url is not None:
             server = TuneServer(url.removeprefix("http://"), "url")
             return tune_model(plan, validator, server, dry_run=dry_run, progress=progress)
+        if self._fleet:
+            from deployer.errors import UserError
+
+            # trials reload the model on one server; behind the balancer they would hit every replica unevenly
+            raise UserError("tune needs one server, not a fleet (server.replicas > 1)",
+                            hint="tune one replica with --url HOST:PORT, then deploy the fleet")
         state = current_state(self.deployment)
-        started = state is None or not self.status().running
+        status = self.status()
+        started = state is None or not (isinstance(status, ServerStatus) and status.running)
         if started:
             self.publish()
             state = self.up()
@@ -256,6 +294,19 @@ class Pipeline:
                 from deployer.server.from_spec import get_runtime
 
                 _safe_down(get_runtime, state)
+
+    @property
+    def _fleet(self) -> bool:
+        return self.deployment.spec.server.replicas > 1
+
+    def _stop(self, get_runtime: Callable[[RuntimeName], Any], state: ServerState) -> None:
+        if not self._fleet:
+            _safe_down(get_runtime, state)
+            return
+        try:
+            self.down()
+        except DeployerError as exc:  # as _safe_down: never mask the original outcome
+            log.error("stopping the fleet failed: %s", exc.render())
 
     def deploy(self, *, keep: bool = False, progress: Callable[[str, Any], None] | None = None,
                on_stage: Callable[[str], None] | None = None) -> DeployResult:
@@ -284,7 +335,7 @@ class Pipeline:
         result.published = [f"{m.name}:{m.version}:{m.status}" for m in published.models]
         result.timings["publish"] = time.perf_counter() - t
         t = stage("up")
-        state = up(self.deployment, runtime=self.runtime)
+        state = self.up() if self._fleet else up(self.deployment, runtime=self.runtime)
         result.state = state
         result.timings["up"] = time.perf_counter() - t
         stopped = False
@@ -293,16 +344,27 @@ class Pipeline:
             result.report = self.smoke(state=state, progress=progress)
             result.timings["smoke"] = time.perf_counter() - t
         except BaseException:
-            _safe_down(get_runtime, state)
+            self._stop(get_runtime, state)
             stopped = True
             raise
         finally:
             if not keep and not stopped:
                 t = stage("down")
-                _safe_down(get_runtime, state)
+                self._stop(get_runtime, state)
                 result.timings["down"] = time.perf_counter() - t
         result.kept = keep
         return result
+
+
+def _s3_repository_status(dep: Deployment) -> RepositoryStatus:
+    from deployer.repository.s3 import S3Reader, client_for
+    from deployer.repository.s3_apply import list_versions_s3, serving_state_s3, verify_s3
+
+    assert dep.remote is not None
+    reader = S3Reader(client_for(dep.remote), dep.remote)
+    names = [m.name for m in dep.models]
+    return RepositoryStatus({n: serving_state_s3(reader, n) for n in names},
+                            {n: tuple(list_versions_s3(reader, n)) for n in names}, tuple(verify_s3(reader, names)))
 
 
 def _safe_down(get_runtime: Callable[[RuntimeName], Any], state: ServerState) -> None:
@@ -345,7 +407,7 @@ def up(dep: Deployment, *, runtime: RuntimeName | None = None) -> ServerState:
     return Pipeline(dep, runtime=runtime).up()
 
 
-def status(dep: Deployment) -> ServerStatus:
+def status(dep: Deployment) -> ServerStatus | FleetStatus:
     """`Pipeline(dep).status()`."""
     return Pipeline(dep).status()
 

@@ -9,11 +9,14 @@ request JSON next to the engine so anyone can reproduce the build.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
 import os
 import shlex
+import types
+import typing
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ from deployer.errors import BuildError, MissingDependency
 
 from .manifest import manifest_path, read_manifest, write_manifest
 from .preflight import OnnxFacts
-from .request import BuilderFlags, BuildInfo, BuildRequest, CalibrationSettings, InputShapes, Profile
+from .request import BuildInfo, BuildRequest, CalibrationSettings
 
 LOGGER = logging.getLogger(__name__)
 
@@ -32,6 +35,7 @@ IN = Path("/deployer/in")
 OUT = Path("/deployer/out")
 CACHE = Path("/deployer/cache")
 CALIB = Path("/deployer/calib")
+ACCURACY = Path("/deployer/accuracy")
 
 
 def default_image(triton_release: str) -> str:
@@ -92,37 +96,34 @@ def request_to_json(request: BuildRequest) -> dict[str, Any]:
 
 
 def request_from_json(doc: dict[str, Any]) -> BuildRequest:
-    """Inverse of `request_to_json`."""
-    profiles = tuple(
-        Profile(tuple(InputShapes(s["name"], tuple(s["min"]), tuple(s["opt"]), tuple(s["max"])) for s in p["inputs"]))
-        for p in doc["profiles"]
-    )
-    calib = doc.get("calibration")
-    calibration = (
-        None
-        if calib is None
-        else CalibrationSettings(
-            data_files=tuple(Path(f) for f in calib["data_files"]),
-            batch_size=calib["batch_size"],
-            max_batches=calib["max_batches"],
-            cache_path=Path(calib["cache_path"]) if calib.get("cache_path") else None,
-            algorithm=calib["algorithm"],
-        )
-    )
-    return BuildRequest(
-        model_name=doc["model_name"],
-        onnx_path=Path(doc["onnx_path"]),
-        profiles=profiles,
-        max_batch_size=doc["max_batch_size"],
-        output_path=Path(doc["output_path"]),
-        cache_dir=Path(doc["cache_dir"]),
-        precision=doc["precision"],
-        strongly_typed=doc["strongly_typed"],
-        calibration=calibration,
-        workspace_bytes=doc["workspace_bytes"],
-        builder_flags=BuilderFlags(**doc["builder_flags"]),
-        target_trt_version=doc["target_trt_version"],
-    )
+    """Inverse of `request_to_json`: every field, decoded from the dataclass annotations (a field added to
+    BuildRequest later cannot be silently dropped on its way into the container)."""
+    value = _decode(BuildRequest, doc)
+    assert isinstance(value, BuildRequest)
+    return value
+
+
+def _decode(tp: Any, value: Any) -> Any:
+    """JSON value -> `tp` (dataclasses, Path, tuple[X, ...], X | None, Literal and plain scalars/dicts).
+
+    Stdlib only: it runs inside the NGC image, which has no pydantic.
+    """
+    if value is None:
+        return None
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        hints = typing.get_type_hints(tp)
+        return tp(**{f.name: _decode(hints[f.name], value[f.name])
+                     for f in dataclasses.fields(tp) if f.name in value})
+    if tp is Path:
+        return Path(value)
+    if origin is tuple:
+        item = args[0] if len(args) == 2 and args[1] is Ellipsis else None
+        return tuple(_decode(item if item is not None else args[i], v) for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        return _decode(options[0], value) if len(options) == 1 else value
+    return value
 
 
 def plan_container_build(
@@ -136,7 +137,7 @@ def plan_container_build(
     """Map host paths into the container and compute the command (pure).
 
     The ONNX directory is mounted (external data stays next to the model), the output directory and
-    cache directory read-write, each calibration file's directory read-only.
+    cache directory read-write, each calibration and accuracy file's directory read-only.
     """
     onnx_dir = request.onnx_path.resolve().parent
     out_dir = request.output_path.resolve().parent
@@ -161,12 +162,22 @@ def plan_container_build(
             CACHE / "calibration" / cache_path.name if cache_path else None,
             calibration.algorithm,
         )
+    accuracy = request.accuracy
+    if accuracy is not None:  # evaluation data and labels, read-only like the calibration data
+        def mounted(i: int, f: Path) -> Path:
+            mounts.append(Mount(f.resolve().parent, ACCURACY / str(i)))
+            return ACCURACY / str(i) / f.name
+
+        data = tuple(mounted(i, f) for i, f in enumerate(accuracy.data_files))
+        labels = mounted(len(data), accuracy.labels) if accuracy.labels else None
+        accuracy = replace(accuracy, data_files=data, labels=labels)
     inside = replace(
         request,
         onnx_path=IN / request.onnx_path.name,
         output_path=OUT / request.output_path.name,
         cache_dir=CACHE,
         calibration=calibration,
+        accuracy=accuracy,
     )
     doc = {"request": request_to_json(inside), "facts": _facts_json(facts), "image": image}
     request_file = request.output_path.with_name(request.output_path.name + ".request.json")

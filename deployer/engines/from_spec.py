@@ -139,22 +139,52 @@ def build_engines_for(
         if needs_engine(m) and (only is None or m.name in only):
             choice = builder or (m.spec.engine.builder if m.spec.engine else "local")
             (container if choice == "container" else local).extend(build_requests(dep, m))
+    _check_container_gpus(container)  # before anything is built: one host GPU per requested architecture
+    built = [(r.request, r.info, r.cache_hit) for r in build_engines(local, trt_module=trt_module)]
+    built += [(req, _container_build(dep, req), False) for req in container]
     engines: dict[str, Path] = {}
     infos: dict[str, Mapping[str, Any]] = {}
-    for r in build_engines(local, trt_module=trt_module):
-        name = r.request.model_name
-        doc = {**build_info_to_dict(r.info), "cache_hit": r.cache_hit}
-        cc = r.request.compute_capability
-        if cc:  # one plan per architecture: keep them all
+    for req, info, cache_hit in built:
+        name = req.model_name
+        doc = {**build_info_to_dict(info), "cache_hit": cache_hit}
+        if req.compute_capability:  # one plan per architecture: keep them all (publish names them)
             earlier = infos[name].get("cc_engines", {}) if name in infos else {}
-            doc["cc_engines"] = {**earlier, cc: str(r.info.engine_path)}
-        engines.setdefault(name, r.info.engine_path)
+            doc["cc_engines"] = {**earlier, req.compute_capability: str(info.engine_path)}
+        engines.setdefault(name, info.engine_path)
         infos[name] = doc
-    for req in container:
-        info = _container_build(dep, req)
-        engines[req.model_name] = req.output_path
-        infos[req.model_name] = {**build_info_to_dict(info), "cache_hit": False}
     return engines, infos
+
+
+def _container_gpu(request: Any) -> str | None:
+    """The host GPU (index) the container builds `request` on: the one of its compute capability, if any.
+
+    Standard TensorRT builds only for the device it runs on, so a per-architecture plan needs a host GPU
+    of that architecture; None = no architecture requested (the spec's `server.gpus`).
+
+    Raises:
+        UserError: no visible host GPU has the requested compute capability.
+    """
+    from deployer.engines.manifest import detect_gpus
+
+    cc = request.compute_capability
+    if not cc:
+        return None
+    gpus = detect_gpus()
+    for gpu in gpus:
+        if gpu.compute_capability == cc:
+            return str(gpu.index)
+    here = ", ".join(f"{g.index}: {g.name} (sm {g.compute_capability})" for g in gpus) or "none"
+    raise UserError(
+        f"model {request.model_name!r}: engine.compute_capabilities asks for a plan for sm {cc}, but no GPU "
+        f"of that architecture is visible to the container builder (GPUs here: {here})",
+        hint="build on a machine with one GPU of each listed architecture, or list only the architectures "
+        "present here in engine.compute_capabilities",
+    )
+
+
+def _check_container_gpus(requests: Collection[Any]) -> None:
+    for req in requests:
+        _container_gpu(req)
 
 
 def _container_build(dep: Deployment, request: Any) -> Any:
@@ -164,8 +194,8 @@ def _container_build(dep: Deployment, request: Any) -> Any:
     version = request.target_trt_version or "10"
     facts = onnx_facts_for(request, version)
     gpus = dep.spec.server.gpus
-    plan = plan_container_build(request, facts, image=default_image(dep.spec.target.triton),
-                                gpus="all" if gpus in ("all", "none") else ",".join(str(g) for g in gpus))
+    device = _container_gpu(request) or ("all" if gpus in ("all", "none") else ",".join(str(g) for g in gpus))
+    plan = plan_container_build(request, facts, image=default_image(dep.spec.target.triton), gpus=device)
     return run_container_build(plan)
 
 

@@ -101,6 +101,10 @@ class TritonTrt:
 # with a source (Model Navigator 0.8.1 support matrix); for 24.05 only the major (10) is sourced
 # (server#7307, tensorrt_backend r24.05); every other -py3 row is in the brief's "from memory" list.
 # The -trtllm-python-py3 images can pin a different TensorRT (server#8462): this table is for -py3 only.
+# Not verifiable here: Triton's release notes from 22.08 on (e.g.
+# https://docs.nvidia.com/deeplearning/triton-inference-server/release-notes/rel-24-08.html) no longer list
+# the TensorRT version and refer to the Deep Learning Frameworks Support Matrix, which could not be read
+# from this machine; the rows stay unverified (warn) until someone checks them there.
 TRITON_TRT_TABLE: tuple[TritonTrt, ...] = (
     TritonTrt("23.04", "8.6.1", False, "memory; brief D.2 unverified list"),
     TritonTrt("24.01", "8.6.1", False, "memory; brief D.2 unverified list"),
@@ -177,24 +181,41 @@ def trt_major(version: str) -> int:
     return parse_trt_version(version).major
 
 
-def version_compatible_runs_on(built: TrtVersion, runtime: TrtVersion) -> tuple[bool, str | None]:
-    """Can a VERSION_COMPATIBLE plan built with `built` run on TensorRT `runtime`? (ok, caveat)
+# Major-version steps a VERSION_COMPATIBLE plan survives, as NVIDIA documents them:
+# https://docs.nvidia.com/deeplearning/tensorrt/10.16.1/inference-library/version-compatibility.html
+#   "engines built with TensorRT 8 work with TensorRT 9 and TensorRT 10 runtimes", never older ones, and
+#   "the plan must be built with a version at least 8.6 or higher, and the runtime must be 8.6 or higher";
+# https://docs.nvidia.com/deeplearning/tensorrt/11.1.0/inference-library/engine-compatibility.html
+#   "engines built with TensorRT 10 work with TensorRT 11", 11.0 plans with "11.1 and later 11.x".
+# 8.x -> 11 is listed by neither page, so it is refused.
+_VC_MAJOR_STEPS = frozenset({(8, 9), (8, 10), (9, 10), (10, 11)})
+_VC_FIRST = (8, 6)
 
-    TensorRT's rule (brief C.5, "Version Compatibility" 10.16.1/11.1.0 and the 11.4.1 support matrix):
-    within one major version, newer runtimes load older version-compatible plans, never the reverse;
-    across majors only 8.6 VC -> 10.x and 10.x VC -> 11.x are listed (by the 11.4.1 matrix, not the
-    11.1.0 page), so those pass with a caveat. TensorRT-RTX plans never run on standard TensorRT.
+
+def _older(a: TrtVersion, b: TrtVersion) -> bool:
+    """a < b on the components both specify ("10.3" is not older than "10.3.0.26")."""
+    for x, y in zip((a.major, a.minor, a.patch, a.build), (b.major, b.minor, b.patch, b.build), strict=True):
+        if x is None or y is None or x != y:
+            return x is not None and y is not None and x < y
+    return False
+
+
+def version_compatible_runs_on(built: TrtVersion, runtime: TrtVersion) -> tuple[bool, str | None]:
+    """Can a VERSION_COMPATIBLE plan built with `built` run on TensorRT `runtime`? (ok, why not)
+
+    TensorRT's rule (the pages cited at `_VC_MAJOR_STEPS`): both versions >= 8.6, the runtime not older than
+    the builder, and either the same major or a documented major step (8 -> 9/10, 9 -> 10, 10 -> 11).
+    TensorRT-RTX plans never run on standard TensorRT.
     """
     if built.flavor != runtime.flavor:
-        return False, None
-    if built.major == runtime.major:
-        return runtime.key() >= built.key(), None
-    if (built.major, runtime.major) in ((8, 10), (10, 11)) and (built.major, built.minor) >= (8, 6):
-        return True, (
-            f"a version-compatible plan from TensorRT {built} on TensorRT {runtime} crosses a major version: "
-            "listed as supported by the 11.4.1 support matrix only (the 11.1.0 page says same major only)"
-        )
-    return False, None
+        return False, f"TensorRT-RTX and standard TensorRT plans do not mix ({built} vs {runtime})"
+    if built.flavor == "tensorrt" and min((built.major, built.minor), (runtime.major, runtime.minor)) < _VC_FIRST:
+        return False, "version compatibility exists from TensorRT 8.6 on (builder and runtime)"
+    if _older(runtime, built):
+        return False, f"a version-compatible plan never runs on an older TensorRT ({runtime} < {built})"
+    if built.major != runtime.major and (built.major, runtime.major) not in _VC_MAJOR_STEPS:
+        return False, f"TensorRT documents no version compatibility from {built.major}.x to {runtime.major}.x"
+    return True, None
 
 
 def check_triton_can_serve(build_info: BuildInfo) -> None:
@@ -229,15 +250,14 @@ def check_engine_matches_target(build_info: BuildInfo, target_trt_version: str, 
     target = parse_trt_version(target_trt_version)
     if built.matches(target):
         return
+    why_not = None
     if "VERSION_COMPATIBLE" in build_info.flags:
-        ok, caveat = version_compatible_runs_on(built, target)
+        ok, why_not = version_compatible_runs_on(built, target)
         if ok:
-            if caveat:
-                LOGGER.warning("model %s: %s", build_info.model_name, caveat)
             return
     message = (
         f"engine {build_info.engine_path} for model {build_info.model_name!r} was built with TensorRT {built} "
-        f"but the target Triton runs TensorRT {target}"
+        f"but the target Triton runs TensorRT {target}" + (f" (version-compatible, but {why_not})" if why_not else "")
     )
     if not verified:
         LOGGER.warning("%s (the target's TensorRT version comes from an unverified table row: set target.tensorrt "

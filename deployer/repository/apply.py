@@ -16,6 +16,7 @@ from deployer.repository import fs, serving
 from deployer.repository.lock import DEFAULT_LOCK_TIMEOUT_S, repository_lock
 from deployer.repository.plan import _plan, fingerprint, hash_cache
 from deployer.repository.records import ModelPlan, PublishedModel, PublishPlan, PublishResult, RollbackResult
+from deployer.repository.store import LocalReader
 
 LOGGER = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def apply_publish(plan: PublishPlan, *, lock_timeout_s: float = DEFAULT_LOCK_TIM
         RepositoryError: the re-plan fails or a source changed after planning.
         EnvironmentProblem: locked too long, or a directory is not writable (nothing changed then).
     """
-    repo = plan.repository
+    repo = Path(plan.repository)
     try:
         repo.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -60,15 +61,15 @@ def apply_publish(plan: PublishPlan, *, lock_timeout_s: float = DEFAULT_LOCK_TIM
     with repository_lock(repo, lock_timeout_s):
         fs.clean_stale(repo, [repo / n for n in names])
         replanned = False
-        if fingerprint(repo, names) != plan.fingerprint:
+        if fingerprint(LocalReader(repo), names) != plan.fingerprint:
             LOGGER.info("repository %s changed since planning; planning again under the lock", repo)
-            plan = _plan(repo, [m.artifact for m in plan.models], plan.force, hash_cache(plan))
+            plan = _plan(LocalReader(repo), [m.artifact for m in plan.models], plan.force, hash_cache(plan))
             replanned = True
         done: list[PublishedModel] = []
         if not plan.changed:
             done = [_result(m, config_written=False) for m in plan.models]
             return PublishResult(repo, tuple(done), replanned, plan)
-        for d in sorted({m.model_dir if not m.new_model else repo for m in plan.models if m.changed}):
+        for d in sorted({Path(m.model_dir) if not m.new_model else repo for m in plan.models if m.changed}):
             fs.probe_writable(d)
         op = fs.new_operation_dir(repo)
         try:
@@ -109,7 +110,7 @@ def _stage(m: ModelPlan, op: Path) -> Path:
         if m.status == "replace":  # every other version that stays, hard-linked: the swap must keep them
             for v in m.existing_versions:
                 if v != m.version and v not in m.prune:
-                    fs.link_tree(m.model_dir / str(v), root / str(v))
+                    fs.link_tree(Path(m.model_dir) / str(v), root / str(v))
         _stage_version(m, root / str(m.version))
         fs.write_bytes_durable(root / fs.CONFIG_NAME, m.live_config_text.encode())
         fs.fsync_dir(root)
@@ -150,7 +151,7 @@ def _stage_version(m: ModelPlan, vdir: Path) -> None:
 
 
 def _commit(m: ModelPlan, staged: Path | None, op: Path) -> PublishedModel:
-    name, model_dir = m.artifact.name, m.model_dir
+    name, model_dir = m.artifact.name, Path(m.model_dir)
     config_written = False
     if staged is not None and m.new_model:
         staged.rename(model_dir)  # the whole model appears at once, config included

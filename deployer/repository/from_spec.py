@@ -105,9 +105,14 @@ def _make_dirs(path: Path) -> list[Path]:
     return missing
 
 
-def model_files(m: ResolvedModel, engine: Path | None = None, onnx: Path | None = None) -> tuple[ArtifactFile, ...]:
+def model_files(m: ResolvedModel, engine: Path | None = None, onnx: Path | None = None,
+                cc_engines: Mapping[str, str] | None = None) -> tuple[ArtifactFile, ...]:
     """Files of one version directory, under Triton's default file name for the backend.
 
+    A tensorrt model with `cc_model_filenames` in its config (several `engine.compute_capabilities`)
+    publishes one plan per architecture under exactly the names the config gives (`cc_engines` maps each
+    compute capability to its built plan) and no `model.plan`: on a GPU of another architecture Triton
+    then fails to find the file instead of loading a plan built for a different GPU.
     `onnx` replaces the source ONNX (a tensorrt model served through the onnxruntime fallback publishes
     the fp16 / Q/DQ ONNX its engine is built from, so smoke tests the precision actually built).
     """
@@ -120,6 +125,14 @@ def model_files(m: ResolvedModel, engine: Path | None = None, onnx: Path | None 
             if m.source is not None and m.source.suffix in (".plan", ".engine"):
                 return (ArtifactFile("model.plan", source=m.source),)
             raise UserError(f"model {m.name!r} needs a built engine", hint="run `deployer build SPEC` first")
+        names: Mapping[str, str] = m.config.get("cc_model_filenames", {})
+        if names:
+            missing = sorted(set(names) - set(cc_engines or {}))
+            if missing:
+                raise UserError(f"model {m.name!r} has no built engine for compute capability "
+                                f"{', '.join(missing)} (engine.compute_capabilities)",
+                                hint="run `deployer build SPEC` first")
+            return tuple(ArtifactFile(names[cc], source=Path((cc_engines or {})[cc])) for cc in sorted(names))
         return (ArtifactFile("model.plan", source=engine),)
     assert m.source is not None and m.default_filename is not None
     if m.onnx is not None and m.onnx.external_data and m.source.is_file():
@@ -153,13 +166,14 @@ def artifacts(
         if m.onnx is not None:
             manifest["source_sha256"] = m.onnx.sha256
             manifest["source"] = str(m.source)
-        if build_info and m.name in build_info:
-            manifest["build"] = dict(build_info[m.name])
+        info = (build_info or {}).get(m.name, {})
+        if info:
+            manifest["build"] = dict(info)
         out.append(
             ModelArtifact(
                 name=m.name,
                 config_text=rendered[m.name],
-                files=model_files(m, (engines or {}).get(m.name), _fallback_onnx(dep, m)),
+                files=model_files(m, (engines or {}).get(m.name), _fallback_onnx(dep, m), info.get("cc_engines")),
                 version=m.version,
                 keep_versions=m.keep_versions,
                 manifest=manifest,
@@ -169,9 +183,13 @@ def artifacts(
 
 
 def plan(dep: Deployment, *, force: bool = False, engines: Mapping[str, Path] | None = None,
-         skip: Collection[str] = ()) -> PublishPlan:
+         skip: Collection[str] = (), build_info: Mapping[str, Mapping[str, Any]] | None = None) -> PublishPlan:
     """What publishing would change; writes nothing. Models in `skip` (no engine built yet) are left out."""
-    arts = [a for a in artifacts(dep, render_all(dep), engines, skip=skip) if a.name not in skip]
+    arts = [a for a in artifacts(dep, render_all(dep), engines, build_info, skip=skip) if a.name not in skip]
+    if dep.remote is not None:
+        from deployer.repository.s3_apply import plan_publish_s3
+
+        return plan_publish_s3(dep.remote, arts, force=force)
     return plan_publish(dep.repository, arts, force=force)
 
 
@@ -185,8 +203,13 @@ def publish(
 ) -> PublishResult:
     """Render, plan and atomically publish every model of the deployment."""
     rendered = render_all(dep)
-    the_plan = plan_publish(dep.repository, artifacts(dep, rendered, engines, build_info), force=force)
-    return apply_publish(the_plan, lock_timeout_s=lock_timeout_s)
+    arts = artifacts(dep, rendered, engines, build_info)
+    if dep.remote is not None:
+        from deployer.repository.s3_apply import apply_publish_s3, plan_publish_s3
+
+        return apply_publish_s3(plan_publish_s3(dep.remote, arts, force=force), dep.remote,
+                                lock_timeout_s=lock_timeout_s)
+    return apply_publish(plan_publish(dep.repository, arts, force=force), lock_timeout_s=lock_timeout_s)
 
 
 def load_order(models: Sequence[ResolvedModel]) -> tuple[str, ...]:

@@ -6,7 +6,7 @@ import itertools
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from deployer.errors import RepositoryError
 from deployer.repository import fs, serving
@@ -18,6 +18,7 @@ from deployer.repository.records import (
     PublishPlan,
     _Entry,
 )
+from deployer.repository.store import LocalReader, RepoReader, parse_manifest
 
 LOGGER = logging.getLogger(__name__)
 
@@ -59,7 +60,13 @@ def plan_publish(repository: Path, artifacts: Sequence[ModelArtifact], *, force:
     Raises:
         RepositoryError: invalid names/paths, missing sources, version conflicts, bad keep_versions.
     """
-    return _plan(_fs_abs(repository), artifacts, force, {})
+    return plan_with(LocalReader(_fs_abs(repository)), artifacts, force=force)
+
+
+def plan_with(reader: RepoReader, artifacts: Sequence[ModelArtifact], *, force: bool = False,
+              cache: _HashCache | None = None) -> PublishPlan:
+    """`plan_publish` against any repository view (a directory, an S3 prefix): one planner for all."""
+    return _plan(reader, artifacts, force, cache or {})
 
 
 def _fs_abs(repository: Path) -> Path:
@@ -67,9 +74,8 @@ def _fs_abs(repository: Path) -> Path:
     return Path(repository).expanduser().resolve()
 
 
-def _plan(repo: Path, artifacts: Sequence[ModelArtifact], force: bool, cache: _HashCache) -> PublishPlan:
-    if repo.exists() and not repo.is_dir():
-        raise RepositoryError(f"repository path {repo} exists and is not a directory")
+def _plan(reader: RepoReader, artifacts: Sequence[ModelArtifact], force: bool, cache: _HashCache) -> PublishPlan:
+    reader.check_root()
     seen: set[str] = set()
     for art in artifacts:
         fs.check_model_name(art.name)
@@ -80,34 +86,26 @@ def _plan(repo: Path, artifacts: Sequence[ModelArtifact], force: bool, cache: _H
     # then always differs from the state seen under the lock, so the plan is made again there. Taken
     # after, it would describe the other run's result while the models were planned from the state
     # before it, and two publishes would pick the same version number.
-    before = fingerprint(repo, [a.name for a in artifacts])
-    models = tuple(_plan_model(repo, art, force, cache) for art in artifacts)
-    return PublishPlan(repo, models, force, before)
+    before = fingerprint(reader, [a.name for a in artifacts])
+    models = tuple(_plan_model(reader, art, force, cache) for art in artifacts)
+    return PublishPlan(reader.root, models, force, before)
 
 
-def fingerprint(repo: Path, names: Sequence[str]) -> str:
+def fingerprint(reader: RepoReader, names: Sequence[str]) -> str:
     """Digest of the state a plan depends on: version listing, manifests and config of each model."""
     state: dict[str, object] = {}
     for name in sorted(names):
-        model_dir = repo / name
-        if not model_dir.is_dir():
+        if not reader.model_exists(name):
             state[name] = None
             continue
         versions = {}
-        for number, vdir in sorted(fs.version_dirs(model_dir).items()):
-            try:
-                versions[str(number)] = fs.sha256_bytes((vdir / fs.MANIFEST_NAME).read_bytes())
-            except OSError:
-                versions[str(number)] = "no-manifest:" + ",".join(sorted(fs.disk_files(vdir)))
-        state[name] = {"versions": versions, "config": _read_bytes_sha(model_dir / fs.CONFIG_NAME)}
+        for number in sorted(reader.versions(name)):
+            data = reader.manifest_bytes(name, number)
+            versions[str(number)] = (fs.sha256_bytes(data) if data is not None
+                                     else "no-manifest:" + ",".join(reader.version_files(name, number)))
+        config = reader.config_text(name)
+        state[name] = {"versions": versions, "config": None if config is None else fs.sha256_bytes(config.encode())}
     return fs.sha256_bytes(json.dumps(state, sort_keys=True).encode())
-
-
-def _read_bytes_sha(path: Path) -> str | None:
-    try:
-        return fs.sha256_bytes(path.read_bytes())
-    except OSError:
-        return None
 
 
 def expand_entries(art: ModelArtifact, cache: _HashCache) -> tuple[_Entry, ...]:
@@ -180,34 +178,33 @@ def _check_artifact(art: ModelArtifact) -> None:
         raise RepositoryError(f"model {art.name!r}: manifest is not JSON-serializable: {exc}") from exc
 
 
-def _matches(vdir: Path, content: str) -> bool:
-    """True if an existing version holds exactly `content` (manifest says so AND the disk agrees)."""
-    manifest = fs.read_manifest(vdir)
+def _matches(reader: RepoReader, name: str, version: int, content: str) -> bool:
+    """True if an existing version holds exactly `content` (manifest says so AND the storage agrees)."""
+    manifest = parse_manifest(reader.manifest_bytes(name, version))
     if manifest is None or manifest.get("content_sha256") != content:
         return False
-    problems = fs.manifest_problems(vdir, manifest)
+    problems = reader.problems(name, version, manifest)
     if problems:
-        LOGGER.warning("%s: manifest matches but the disk does not (%s); publishing anew", vdir, problems[0])
+        LOGGER.warning("%s/%d: manifest matches but the storage does not (%s); publishing anew", name, version,
+                       problems[0])
     return not problems
 
 
-def _plan_model(repo: Path, art: ModelArtifact, force: bool, cache: _HashCache) -> ModelPlan:
+def _plan_model(reader: RepoReader, art: ModelArtifact, force: bool, cache: _HashCache) -> ModelPlan:
     _check_artifact(art)
     entries = expand_entries(art, cache)
     config_sha = fs.sha256_bytes(art.config_text.encode())
     content = fs.content_sha256({e.relpath: e.sha256 for e in entries}, config_sha)
-    model_dir = repo / art.name
-    fs.refuse_symlink(model_dir, "model directory")
-    if model_dir.exists() and not model_dir.is_dir():
-        raise RepositoryError(f"{model_dir} exists and is not a directory", hint="move it away")
-    existing = fs.version_dirs(model_dir)
+    model_dir = reader.root / art.name
+    exists = reader.model_exists(art.name)
+    existing = reader.versions(art.name)
     numbers = tuple(sorted(existing))
     config_path = model_dir / fs.CONFIG_NAME
-    live_now = _read_text(config_path)
+    live_now = reader.config_text(art.name)
     head = serving.head_of(live_now)
     if head not in existing:
         head = numbers[-1] if numbers else None
-    version, status = _choose_version(art, existing, numbers, head, content, force)
+    version, status = _choose_version(reader, art, numbers, head, content, force)
     after = sorted(set(numbers) | {version}, reverse=True)
     served = serving.served_versions(serving.policy_of(art.config_text), after, version)
     prune = _prune(after, served, art.keep_versions)
@@ -217,7 +214,7 @@ def _plan_model(repo: Path, art: ModelArtifact, force: bool, cache: _HashCache) 
     config_action: FileActionKind = (
         "create" if current_config is None else "unchanged" if current_config == live_sha else "update"
     )
-    actions = _file_actions(model_dir, version, status, entries, existing.get(version))
+    actions = _file_actions(reader, art.name, model_dir, version, status, entries)
     config_size = len(live.encode())
     actions.append(FileAction(config_action, config_path, "config", config_size, live_sha))
     actions.extend(FileAction("delete", existing[v], "version") for v in prune)
@@ -231,7 +228,7 @@ def _plan_model(repo: Path, art: ModelArtifact, force: bool, cache: _HashCache) 
         existing_versions=numbers,
         prune=prune,
         actions=tuple(actions),
-        new_model=not model_dir.exists(),
+        new_model=not exists,
         entries=entries,
         served=served,
         live_config_text=live,
@@ -240,15 +237,14 @@ def _plan_model(repo: Path, art: ModelArtifact, force: bool, cache: _HashCache) 
 
 
 def _choose_version(
-    art: ModelArtifact, existing: Mapping[int, Path], numbers: tuple[int, ...], head: int | None, content: str,
-    force: bool,
+    reader: RepoReader, art: ModelArtifact, numbers: tuple[int, ...], head: int | None, content: str, force: bool,
 ) -> tuple[int, str]:
     """Auto: reuse the head or a kept newer version holding this very content, else newest + 1."""
     if art.version is None:
         candidates = [head] if head is not None else []
         candidates += [v for v in sorted(numbers, reverse=True) if head is None or v > head]
         for v in candidates:
-            if v is not None and _matches(existing[v], content):
+            if v is not None and _matches(reader, art.name, v, content):
                 return v, "unchanged"
         nxt = (numbers[-1] if numbers else 0) + 1
         if nxt > fs.MAX_VERSION:
@@ -256,12 +252,12 @@ def _choose_version(
                                   hint="publish an explicit lower version, or prune the highest one")
         return nxt, "new"
     version = art.version
-    if version not in existing:
+    if version not in numbers:
         if numbers and version < numbers[-1]:
             LOGGER.info("model %r: version %d < newest %d; newer versions are kept but not served",
                         art.name, version, numbers[-1])
         return version, "new"
-    if _matches(existing[version], content):
+    if _matches(reader, art.name, version, content):
         return version, "unchanged"
     if force:
         return version, "replace"
@@ -279,17 +275,8 @@ def _prune(after: list[int], served: tuple[int, ...], keep: int | None) -> tuple
     return tuple(sorted(v for v in after[keep:] if v not in served))
 
 
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RepositoryError(f"cannot read {path}: {exc}", hint="fix or remove the file") from exc
-
-
 def _file_actions(
-    model_dir: Path, version: int, status: str, entries: tuple[_Entry, ...], old_dir: Path | None
+    reader: RepoReader, name: str, model_dir: PurePath, version: int, status: str, entries: tuple[_Entry, ...]
 ) -> list[FileAction]:
     vdir = model_dir / str(version)
     manifest_path = vdir / fs.MANIFEST_NAME
@@ -300,11 +287,11 @@ def _file_actions(
         acts = [FileAction("unchanged", vdir / e.relpath, "file", e.size, e.sha256) for e in entries]
         return [*acts, FileAction("unchanged", manifest_path, "manifest")]
     # replace: compare with what the old version holds
-    assert old_dir is not None
-    old_manifest = fs.read_manifest(old_dir) or {}
+    old_bytes = reader.manifest_bytes(name, version)
+    old_manifest = parse_manifest(old_bytes) or {}
     old_files = old_manifest.get("files") if isinstance(old_manifest.get("files"), dict) else {}
     assert isinstance(old_files, dict)
-    on_disk = fs.disk_files(old_dir)
+    on_disk = set(reader.version_files(name, version))
     acts = []
     for e in entries:
         meta = old_files.get(e.relpath)
@@ -315,6 +302,6 @@ def _file_actions(
         acts.append(FileAction(kind, vdir / e.relpath, "file", e.size, e.sha256))
     new_rels = {e.relpath for e in entries}
     acts.extend(FileAction("delete", vdir / rel, "file") for rel in sorted(set(on_disk) - new_rels))
-    had_manifest = (old_dir / fs.MANIFEST_NAME).exists()
+    had_manifest = old_bytes is not None
     acts.append(FileAction("update" if had_manifest else "create", manifest_path, "manifest"))
     return acts

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Literal
 
 FileActionKind = Literal["create", "update", "unchanged", "delete"]
@@ -43,7 +43,7 @@ class FileAction:
     """One planned change on disk; `path` is absolute."""
 
     action: FileActionKind
-    path: Path
+    path: PurePath  # a Path for a directory repository, PurePosixPath("/bucket/prefix/...") for S3
     kind: Literal["file", "manifest", "config", "version"]
     size: int | None = None
     sha256: str | None = None
@@ -82,7 +82,7 @@ class ModelPlan:
     """
 
     artifact: ModelArtifact
-    model_dir: Path
+    model_dir: PurePath
     version: int
     status: VersionStatus
     config_action: FileActionKind
@@ -119,7 +119,7 @@ class ModelPlan:
 class PublishPlan:
     """The result of `plan_publish`: pure data, nothing written yet."""
 
-    repository: Path
+    repository: PurePath
     models: tuple[ModelPlan, ...]
     force: bool
     fingerprint: str  # digest of the repository state the plan was computed from
@@ -155,14 +155,14 @@ class PublishedModel:
     status: VersionStatus
     config_written: bool
     pruned: tuple[int, ...]
-    version_dir: Path
+    version_dir: PurePath
 
 
 @dataclass(frozen=True)
 class PublishResult:
     """The outcome of `apply_publish`; `plan` is the plan actually applied (re-planned if the repo moved)."""
 
-    repository: Path
+    repository: PurePath
     models: tuple[PublishedModel, ...]
     replanned: bool
     plan: PublishPlan
@@ -176,7 +176,7 @@ class RollbackResult:
     deleted because `prune=True` was asked for.
     """
 
-    repository: Path
+    repository: PurePath
     model: str
     version: int
     removed: tuple[int, ...]
@@ -190,13 +190,13 @@ class VersionInfo:
     """One numeric version dir of a model, as found on disk."""
 
     number: int
-    path: Path
+    path: PurePath
     manifest: Mapping[str, Any] | None
     complete: bool  # manifest present and every file matches its recorded sha256
     problems: tuple[str, ...] = ()
 
 
-def _rel(path: Path, root: Path) -> str:
+def _rel(path: PurePath, root: PurePath) -> str:
     try:
         return path.relative_to(root).as_posix()
     except ValueError:

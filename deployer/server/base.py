@@ -49,6 +49,9 @@ class ServerSettings:
     backend_config: tuple[str, ...] = ()  # --backend-config values, e.g. "python,shm-default-byte-size=..."
     extra_args: tuple[str, ...] = ()  # further tritonserver flags, validated against a whitelist
     env: tuple[tuple[str, str], ...] = field(default=())  # extra environment for the server process
+    # local runtime: `--model-repository` is this URL (s3://host:port/bucket/prefix) instead of `repository`;
+    # credentials reach the server only through its inherited environment, never through settings.
+    repository_url: str | None = None
 
 
 def with_server_defaults(settings: ServerSettings) -> ServerSettings:

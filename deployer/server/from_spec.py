@@ -61,7 +61,27 @@ def server_settings(dep: Deployment, *, runtime: RuntimeName | None = None) -> S
         log_verbose=s.log_verbose,
         response_cache_bytes=cache_bytes,
         extra_args=tuple(s.args),
+        repository_url=dep.remote.triton_url if dep.remote else None,
+        # not secrets: which profile/region the server's AWS SDK uses (keys stay in the inherited environment)
+        env=_s3_env(dep),
+        backend_config=backend_config(dep),
     )
+
+
+def _s3_env(dep: Deployment) -> tuple[tuple[str, str], ...]:
+    if dep.remote is None:
+        return ()
+    env = (("AWS_DEFAULT_REGION", dep.remote.region), ("AWS_REGION", dep.remote.region))
+    return (*env, ("AWS_PROFILE", dep.remote.profile)) if dep.remote.profile else env
+
+
+def backend_config(dep: Deployment) -> tuple[str, ...]:
+    """`--backend-config` values the models need: Triton's TensorRT backend refuses version-compatible plans
+    (they embed the lean runtime, i.e. host code) unless started with `tensorrt,version-compatible=true`
+    (tensorrt_backend PR #74, README "Command line options")."""
+    vc = any(m.backend == "tensorrt" and m.spec.engine is not None and m.spec.engine.version_compatible
+             for m in dep.models)
+    return ("tensorrt,version-compatible=true",) if vc else ()
 
 
 def get_runtime(name: RuntimeName) -> ServerLifecycle[Any]:
@@ -85,6 +105,9 @@ def up(dep: Deployment, *, runtime: RuntimeName | None = None) -> ServerState:
     """Start the server for a published repository and load every model (the runtime checks the
     repository exists)."""
     settings = server_settings(dep, runtime=runtime)
+    if dep.remote is not None and settings.runtime != "local":
+        raise UserError(f"an s3:// repository is served by the local runtime only, not {settings.runtime!r}",
+                        hint="use server.runtime: local (or --runtime local) with repository: s3://...")
     return get_runtime(settings.runtime).up(settings)
 
 

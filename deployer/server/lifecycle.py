@@ -182,7 +182,8 @@ class ServerLifecycle(ABC, Generic[PlanT]):
         """Start the server, load `settings.models` one by one, wait for readiness, record the state."""
         settings = with_server_defaults(settings)
         plan = self._plan(settings)
-        check_repository(settings.repository)
+        if settings.repository_url is None:  # an s3:// repository is checked by its publish, not here
+            check_repository(settings.repository)
         self._prepare(settings, plan)
         check_ports_free(settings.host, server_ports(settings))
         state_dir = settings.state_dir.absolute()

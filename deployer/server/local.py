@@ -33,7 +33,7 @@ from deployer.server.lifecycle import (
     forget,
     unload_for_stop,
 )
-from deployer.server.process import is_running, stop_group
+from deployer.server.process import group_members, is_running, stop_group
 from deployer.server.state import clear_state, load_state, state_path
 
 __all__ = [
@@ -142,7 +142,7 @@ def plan_launch(settings: ServerSettings, install: TritonInstall) -> LaunchPlan:
     argv = tritonserver_argv(
         settings,
         binary=str(install.binary),
-        repository=str(settings.repository.absolute()),
+        repository=settings.repository_url or str(settings.repository.absolute()),
         backend_dir=str(backend_dir) if backend_dir else None,
         cache_dir=str(install.caches_dir) if install.caches_dir else None,
     )
@@ -270,8 +270,10 @@ class LocalRuntime(ServerLifecycle[None]):
         """
         pid = state.pid
         report = StopReport()
-        if pid is not None and (pid in self._children or is_running(pid)):
-            if unload:
+        alive = pid is not None and (pid in self._children or is_running(pid))
+        # a SIGKILLed tritonserver leaves its backend stubs running in its process group: stop them too
+        if pid is not None and (alive or group_members(pid)):
+            if unload and alive:
                 report = unload_for_stop(state)
             seconds, killed = stop_group(pid, self._children.pop(pid, None), grace_s)
             if killed:

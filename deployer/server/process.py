@@ -36,8 +36,8 @@ def proc_state(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[0]
 
 
-def is_running(pid: int | None) -> bool:
-    """True when `pid` is a live (non-zombie) tritonserver process."""
+def is_running(pid: int | None, program: bytes = b"tritonserver") -> bool:
+    """True when `pid` is a live (non-zombie) `program` process (tritonserver unless told)."""
     if pid is None or pid <= 0:
         return False
     state = proc_state(pid)
@@ -48,7 +48,7 @@ def is_running(pid: int | None) -> bool:
     except OSError:
         return False
     # guard against pid reuse after a reboot or a crash
-    return b"tritonserver" in cmdline
+    return program in cmdline
 
 
 def group_members(pgid: int) -> list[int]:

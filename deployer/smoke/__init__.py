@@ -10,8 +10,8 @@ The load generators are usable on their own (benchmarks): `build_http_request` +
 
 from __future__ import annotations
 
-from deployer.smoke.httpload import build_http_request, run_http_load
-from deployer.smoke.loadgen import LoadResult, build_request, percentile, run_load, run_threaded_load
+from deployer.smoke.load.httpload import build_http_request, run_http_load
+from deployer.smoke.load.loadgen import LoadResult, build_request, percentile, run_load, run_threaded_load
 from deployer.smoke.report import (
     CheckResult,
     ModelReport,

@@ -18,7 +18,7 @@ from deployer.config.diff import diff_config, model_metadata_diffs
 from deployer.dtypes import wire_dtype
 from deployer.errors import DeployerError
 from deployer.smoke.compare import compare_arrays, default_tolerance
-from deployer.smoke.loadgen import to_wire_array
+from deployer.smoke.load.loadgen import to_wire_array
 from deployer.smoke.report import CheckResult
 from deployer.smoke.targets import Protocol, SmokeModel
 

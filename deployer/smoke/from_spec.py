@@ -59,6 +59,12 @@ def _published_config(dep: Deployment, m: ResolvedModel) -> Mapping[str, Any]:
     them), so that smoke checks the pin Triton obeys rather than the spec's `latest`."""
     from deployer.repository import serving_state
 
+    if dep.remote is not None:
+        from deployer.repository.s3_apply import s3_serving_state
+
+        remote = s3_serving_state(dep.remote, m.name)
+        return dict(m.config) if remote is None else {
+            **dict(m.config), "version_policy": {"specific": {"versions": list(remote.served)}}}
     model_dir = dep.repository / m.name
     if not model_dir.is_dir():
         return dict(m.config)

@@ -24,7 +24,7 @@ from deployer.smoke.checks import (
     infer,
 )
 from deployer.smoke.inputs import InferCase, load_golden, make_inputs, plan_cases, shape_range
-from deployer.smoke.loadchecks import check_batching, check_metrics, check_perf, scrape_metrics
+from deployer.smoke.load.loadchecks import check_batching, check_metrics, check_perf, scrape_metrics
 from deployer.smoke.report import CheckResult, ModelReport, SmokeReport
 from deployer.smoke.targets import SmokeModel, SmokeOptions
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 from deployer.errors import SpecError, SpecIssue
 from deployer.spec.loader import RawSpec, make_issue, read_yaml, validate_schema
-from deployer.spec.model import Deployment, ResolvedModel, Tensor
+from deployer.spec.model import Deployment, ResolvedModel, S3Location, Tensor
 from deployer.spec.resolve import resolve_model, spec_base_dir
 from deployer.spec.rules import Checker, check_names
+from deployer.spec.schema import Spec
 
-__all__ = ["Deployment", "RawSpec", "ResolvedModel", "Tensor", "deployment_from_raw", "load_deployment"]
+__all__ = ["Deployment", "RawSpec", "ResolvedModel", "S3Location", "Tensor", "deployment_from_raw", "load_deployment"]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,10 @@ def deployment_from_raw(raw: RawSpec, *, fallback: str | None = None) -> Deploym
         if not template_dir.is_dir():
             raise SpecError([make_issue(raw, ("templates",), f"template directory not found: {template_dir}",
                                         "create it or remove `templates`", value=spec.templates, has_value=True)])
-    repo = Path(spec.repository).expanduser()
+    remote, remote_issues = _remote(raw, spec)
+    if remote_issues:
+        raise SpecError(remote_issues)
+    repo = Path(spec.repository).expanduser() if remote is None else Path(".deployer") / "s3-not-a-directory"
     return Deployment(
         spec_path=raw.path.resolve(),
         spec=spec,
@@ -64,7 +68,36 @@ def deployment_from_raw(raw: RawSpec, *, fallback: str | None = None) -> Deploym
         repository=repo if repo.is_absolute() else base / repo,
         template_dir=template_dir,
         models=tuple(models),
+        remote=remote,
     )
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")  # S3's bucket naming rules
+_SEGMENT = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+def _remote(raw: RawSpec, spec: Spec) -> tuple[S3Location | None, list[SpecIssue]]:
+    """The S3 location of `repository: s3://bucket/prefix` (None for a directory), or what is wrong."""
+    opts = spec.repository_s3
+    if not spec.repository.startswith("s3://"):
+        if opts is None:
+            return None, []
+        return None, [make_issue(raw, ("repository_s3",), "repository_s3 is set but `repository` is not s3://...",
+                                 "write `repository: s3://bucket/prefix`, or remove repository_s3")]
+    bucket, _, prefix = spec.repository[len("s3://"):].partition("/")
+    prefix = prefix.strip("/")
+    segments = prefix.split("/") if prefix else []
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+        return None, [make_issue(raw, ("repository",), f"invalid S3 bucket name {bucket!r}",
+                                 "3-63 lowercase letters, digits, '.' or '-': s3://bucket/prefix",
+                                 value=spec.repository, has_value=True)]
+    if any(seg in {".", ".."} or not _SEGMENT.fullmatch(seg) for seg in segments):
+        return None, [make_issue(raw, ("repository",), f"invalid S3 prefix {prefix!r}",
+                                 "use letters, digits, '_', '-', '.' separated by single '/'",
+                                 value=spec.repository, has_value=True)]
+    if opts is None:
+        return S3Location(bucket, prefix), []
+    return S3Location(bucket, prefix, opts.endpoint, opts.region, opts.profile, opts.lock_lease), []
 
 
 def _protobuf_check(raw: RawSpec, models: list[ResolvedModel]) -> list[SpecIssue]:

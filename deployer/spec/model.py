@@ -88,6 +88,37 @@ class ResolvedModel:
 
 
 @dataclass(frozen=True)
+class S3Location:
+    """An `s3://bucket/prefix` repository and how to reach it (never credentials: environment/profile only)."""
+
+    bucket: str
+    prefix: str  # no leading or trailing "/"; "" = the bucket root
+    endpoint: str | None = None  # http(s)://host[:port] of an S3-compatible store; None = AWS
+    region: str = "us-east-1"
+    profile: str | None = None
+    lock_lease_s: float = 30.0
+
+    @property
+    def url(self) -> str:
+        """`s3://bucket/prefix`, as written in the spec."""
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def key(self, rel: str = "") -> str:
+        """The object key of `rel` (a POSIX path inside the repository)."""
+        return "/".join(p for p in (self.prefix, rel) if p)
+
+    @property
+    def triton_url(self) -> str:
+        """`--model-repository` for Triton: `s3://host:port/bucket/prefix` for a custom http endpoint,
+        `s3://https://host:port/...` for https, `s3://bucket/prefix` for AWS."""
+        path = "/".join(p for p in (self.bucket, self.prefix) if p)
+        if self.endpoint is None:
+            return f"s3://{path}"
+        scheme, _, hostport = self.endpoint.partition("://")
+        return f"s3://{hostport}/{path}" if scheme == "http" else f"s3://https://{hostport}/{path}"
+
+
+@dataclass(frozen=True)
 class Deployment:
     """A whole validated spec."""
 
@@ -97,6 +128,8 @@ class Deployment:
     repository: Path
     template_dir: Path | None
     models: tuple[ResolvedModel, ...]
+    # Set for `repository: s3://...`; `repository` is then a local path deployer never writes to.
+    remote: S3Location | None = None
     warnings: tuple[str, ...] = field(default=())
 
     def model(self, name: str) -> ResolvedModel:

@@ -76,11 +76,14 @@ def _kind(c: Checker, m: ResolvedModel) -> None:
 
 
 def _files(c: Checker, m: ResolvedModel) -> None:
-    """Files the later stages read (calibration data, golden outputs) must exist now, not mid-build."""
+    """Files the later stages read (calibration and accuracy data, golden outputs) must exist now, not mid-build."""
     base = c.raw.path.resolve().parent
     s = m.spec
     wanted: list[tuple[PathT, str]] = [(("calibration", "data", k), f) for k, f in
                                        enumerate(s.calibration.data if s.calibration else [])]
+    wanted += [(("accuracy", "data", k), f) for k, f in enumerate(s.accuracy.data if s.accuracy else [])]
+    if s.accuracy is not None and s.accuracy.labels:
+        wanted.append((("accuracy", "labels"), s.accuracy.labels))
     if s.smoke is not None and s.smoke.golden:
         wanted.append((("smoke", "golden"), s.smoke.golden))
     for path, name in wanted:
@@ -408,6 +411,16 @@ def _tensorrt(c: Checker, m: ResolvedModel) -> None:
                     c.add(m, (*p, "max", 0), f"profile max batch {r.max[0]} is below max_batch_size "
                           f"{m.max_batch_size}", "raise the profile max or lower max_batch_size", value=r.max[0],
                           has_value=True)
+    caps = m.spec.engine.compute_capabilities if m.spec.engine else []
+    for k, cc in enumerate(caps):
+        if not re.fullmatch(r"\d{1,2}\.\d", cc) or cc in caps[:k]:
+            c.add(m, ("engine", "compute_capabilities", k), f"{'duplicate' if cc in caps[:k] else 'not a'} "
+                  "compute capability", "write MAJOR.MINOR as nvidia-smi --query-gpu=compute_cap prints it, "
+                  "e.g. '8.6', each once", value=cc, has_value=True)
+    if len(caps) > 1 and m.source is not None and m.source.suffix != ".onnx":
+        c.add(m, ("engine", "compute_capabilities"), "one prebuilt plan cannot be published as one plan per "
+              "GPU architecture (cc_model_filenames would name files that do not exist)",
+              "give the ONNX as source so deployer builds each architecture, or drop compute_capabilities")
     if m.spec.calibration is not None and m.precision != "int8":
         c.add(m, ("calibration",), "calibration data is only used with precision: int8", "remove it or set int8")
 

@@ -553,6 +553,9 @@ class ServerSpec(_Strict):
     log_verbose: Int = Field(default=0, ge=0)
     response_cache_mb: Int = Field(default=64, ge=1, description="Cache size when a model enables it.")
     args: list[str] = Field(default_factory=list, description="Extra tritonserver flags (whitelisted).")
+    replicas: Int = Field(default=1, ge=1, le=64, description=(
+        "Triton servers on the shared repository; more than 1 puts nginx in front (one HTTP and one gRPC "
+        "endpoint on host:http_port/grpc_port)."))
 
 
 class Sla(_Strict):
@@ -575,10 +578,35 @@ class SmokeSpec(_Strict):
     sla: Sla | None = None
 
 
+class RepositoryS3(_Strict):
+    """How to reach an `s3://bucket/prefix` repository. Credentials are never part of the spec: they come from
+    the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN) or an AWS profile,
+    for deployer and, through its environment only, for the Triton server."""
+
+    endpoint: str | None = Field(
+        default=None, pattern=r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?$",
+        description="S3-compatible store, e.g. http://127.0.0.1:8333 (SeaweedFS, MinIO); unset = AWS.",
+    )
+    region: str = Field(default="us-east-1", pattern=r"^[a-z0-9-]{1,40}$", description="Bucket region.")
+    profile: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
+                                description="AWS profile (~/.aws) for deployer's own requests; unset = environment.")
+    lock_lease: Float = Field(
+        default=30.0, gt=0, le=3600,
+        description="Seconds a publish/rollback holds the repository lock object without renewing it; a killed "
+        "run's lock is taken over after this.",
+    )
+
+
 class Spec(_Strict):
     """A deployment: where the repository lives, how to serve it, and the models."""
 
-    repository: str = Field(default="model_repository", description="Model repository dir, relative to spec.")
+    repository: str = Field(
+        default="model_repository",
+        description="Model repository: a dir relative to the spec, or s3://bucket/prefix (see repository_s3).",
+    )
+    repository_s3: RepositoryS3 | None = Field(
+        default=None, description="Endpoint, region, profile and lock lease of an s3:// repository."
+    )
     target: Target = Field(default_factory=Target)
     server: ServerSpec = Field(default_factory=ServerSpec)
     smoke: SmokeSpec = Field(default_factory=SmokeSpec)

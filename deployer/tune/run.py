@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from deployer.errors import CheckFailed, DeployerError, UserError
-from deployer.tune.measuring import LoadSpec, Measurement, measure
+from deployer.smoke.load import LoadSpec, Measurement, measure
 from deployer.tune.plan import TunePlan, Validator
 from deployer.tune.search import coordinate_descent
 from deployer.tune.session import ModelSession, candidate_config

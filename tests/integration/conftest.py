@@ -238,7 +238,7 @@ def local_runtime() -> Iterator[LocalRuntime]:
 # -- helpers as fixtures ----------------------------------------------------------------------------
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")  # a pure function: module-scoped servers use it too
 def find_free_ports() -> Callable[..., list[int]]:
     """`find_free_ports(count, host="127.0.0.1") -> list[int]`."""
     return _find_free_ports

@@ -312,8 +312,8 @@ def test_unready_model_is_named(deployment: Deployment) -> None:
 
 
 def test_load_generators_bounded_and_counting_errors(deployment: Deployment) -> None:
-    from deployer.smoke.httpload import build_http_request, run_http_load
-    from deployer.smoke.loadgen import build_request, run_load
+    from deployer.smoke.load.httpload import build_http_request, run_http_load
+    from deployer.smoke.load.loadgen import build_request, run_load
 
     state = deployment.state
     x = np.zeros((1, 4), np.float32)

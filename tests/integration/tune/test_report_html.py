@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from deployer.tune.measuring import Measurement, ServerBreakdown
+from deployer.smoke.load import Measurement, ServerBreakdown
 from deployer.tune.run import Trial, TuneResult
 from deployer.tune.space import Candidate
 

@@ -29,19 +29,23 @@ def test_rtx_versions_are_their_own_flavour() -> None:
 
 
 @pytest.mark.parametrize(
-    ("built", "runtime", "ok", "caveat"),
-    [
-        ("10.3.0", "10.8.0", True, False),  # newer runtime of the same major
-        ("10.8.0", "10.3.0", False, False),  # never older
-        ("8.6.1", "10.3.0", True, True),  # 11.4.1 support matrix: 8.6 VC -> 10
-        ("10.13", "11.1", True, True),  # and 10 VC -> 11
-        ("8.6.1", "11.1", False, False),
-        ("rtx-1.7.1", "10.13", False, False),
+    ("built", "runtime", "ok"),
+    [  # TensorRT's documented rule (pages cited in versions.py)
+        ("10.3.0", "10.8.0", True),  # newer runtime of the same major
+        ("10.3.0.26", "10.3", True),  # the same release, less precisely written
+        ("10.8.0", "10.3.0", False),  # never older
+        ("8.6.1", "10.3.0", True),  # "engines built with TensorRT 8 work with TensorRT 9 and TensorRT 10"
+        ("8.6.1", "9.3", True),
+        ("10.13", "11.1", True),  # "engines built with TensorRT 10 work with TensorRT 11"
+        ("8.6.1", "11.1", False),  # not listed
+        ("8.5.3", "8.6.1", False),  # version compatibility starts at 8.6 (builder and runtime)
+        ("11.0", "10.16", False),
+        ("rtx-1.7.1", "10.13", False),
     ],
 )
-def test_version_compatible_rule(built: str, runtime: str, ok: bool, caveat: bool) -> None:
+def test_version_compatible_rule(built: str, runtime: str, ok: bool) -> None:
     got, why = version_compatible_runs_on(parse_trt_version(built), parse_trt_version(runtime))
-    assert got is ok and (why is not None) is caveat
+    assert got is ok and (why is None) is ok
 
 
 def test_engine_target_check_follows_version_compatibility(caplog: pytest.LogCaptureFixture) -> None:
@@ -49,8 +53,11 @@ def test_engine_target_check_follows_version_compatibility(caplog: pytest.LogCap
         check_engine_matches_target(INFO, "10.8.0")
     vc = dataclasses.replace(INFO, flags=("VERSION_COMPATIBLE",))
     check_engine_matches_target(vc, "10.8.0")  # a version-compatible plan loads on a newer 10.x
-    with pytest.raises(BuildError):
+    with pytest.raises(BuildError, match=r"version-compatible, but .*never runs on an older TensorRT"):
         check_engine_matches_target(vc, "10.1.0")
+    old = dataclasses.replace(vc, trt_version="8.5.3")
+    with pytest.raises(BuildError, match=r"from TensorRT 8\.6 on"):
+        check_engine_matches_target(old, "8.6.1")
     with caplog.at_level(logging.WARNING):
         check_engine_matches_target(INFO, "10.8.0", verified=False)  # unverified table row: warn only
     assert "unverified table row" in caplog.text

@@ -61,7 +61,7 @@ def _metadata(wheel: Path) -> tuple[email.message.Message, str, list[str]]:
 
 def test_the_distribution_is_not_named_like_the_unrelated_pypi_project() -> None:
     assert PROJECT["name"] == DIST
-    assert PROJECT["scripts"] == {"deployer": "deployer.cli:main"}
+    assert PROJECT["scripts"] == {"deployer": "deployer.cli:run"}
 
 
 def test_the_wheel_is_triton_deployer_with_the_deployer_command(wheel: Path) -> None:
@@ -72,7 +72,7 @@ def test_the_wheel_is_triton_deployer_with_the_deployer_command(wheel: Path) -> 
     assert SpecifierSet(meta["Requires-Python"]) == SpecifierSet(PROJECT["requires-python"])
     assert set(meta.get_all("Classifier") or []) == set(PROJECT["classifiers"])
     section = entry_points.split("[console_scripts]", 1)[1].split("[", 1)[0]
-    assert [line.strip() for line in section.splitlines() if line.strip()] == ["deployer = deployer.cli:main"]
+    assert [line.strip() for line in section.splitlines() if line.strip()] == ["deployer = deployer.cli:run"]
     # the import package stays `deployer`, with the CPU image recipe and the templates inside
     assert "deployer/__init__.py" in names and "deployer/cli.py" in names
     assert "deployer/docker/Dockerfile" in names and "deployer/templates/config.pbtxt.j2" in names

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deployer.smoke.loadgen import LoadResult, build_request, percentile
+from deployer.smoke.load.loadgen import LoadResult, build_request, percentile
 
 
 @given(st.lists(st.floats(0, 1e6, allow_nan=False), min_size=1, max_size=200), st.floats(0, 100))
@@ -63,7 +63,7 @@ def test_bf16_inputs_are_accepted_by_both_tritonclient_protocols() -> None:
     import tritonclient.http as httpclient
 
     from deployer.smoke.inputs import synthesize
-    from deployer.smoke.loadgen import to_wire_array
+    from deployer.smoke.load.loadgen import to_wire_array
     from deployer.smoke.targets import SmokeTensor
 
     values = synthesize(SmokeTensor("h", "BF16", (2, 3)), (2, 3), np.random.default_rng(0))
@@ -80,8 +80,8 @@ def test_bf16_inputs_are_accepted_by_both_tritonclient_protocols() -> None:
 def test_load_generators_against_a_closed_port_report_errors_quickly() -> None:
     import socket
 
-    from deployer.smoke.httpload import build_http_request, run_http_load
-    from deployer.smoke.loadgen import run_load
+    from deployer.smoke.load.httpload import build_http_request, run_http_load
+    from deployer.smoke.load.loadgen import run_load
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,7 +6,7 @@ import socket
 
 from deployer.server.base import ServerState
 from deployer.smoke import SmokeModel, SmokeOptions, SmokeOutput, SmokeTensor, run_smoke
-from deployer.smoke.loadchecks import batching_skip_reason
+from deployer.smoke.load.loadchecks import batching_skip_reason
 
 
 def _closed_port() -> int:
@@ -48,7 +48,7 @@ def test_batching_skip_reasons() -> None:
 
 
 def test_parse_metrics_sums_versions_and_reasons_for_one_model() -> None:
-    from deployer.smoke.loadchecks import parse_metrics
+    from deployer.smoke.load.loadchecks import parse_metrics
 
     text = "\n".join(
         [

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from deployer.smoke import SmokeModel, SmokeOptions, SmokeOutput, SmokeTensor, loadchecks
-from deployer.smoke.loadchecks import check_batching, check_metrics, executions_cover_inferences, settled_snapshot
+from deployer.smoke import SmokeModel, SmokeOptions, SmokeOutput, SmokeTensor
+from deployer.smoke.load import loadchecks
+from deployer.smoke.load.loadchecks import check_batching, check_metrics, executions_cover_inferences, settled_snapshot
 from deployer.smoke.waiting import wait_until
 
 MODEL = SmokeModel(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from deployer.tune.measuring import Measurement, ServerBreakdown
+from deployer.smoke.load import Measurement, ServerBreakdown
 from deployer.tune.report import render_result, to_dict, write_json
 from deployer.tune.run import Trial, TuneResult
 from deployer.tune.space import Candidate

@@ -9,8 +9,8 @@ from typing import Any
 import numpy.typing as npt
 
 from deployer.server.base import ServerState
-from deployer.smoke.httpload import build_http_request, run_http_load
-from deployer.smoke.loadgen import build_request, fire_concurrent, run_load
+from deployer.smoke.load.httpload import build_http_request, run_http_load
+from deployer.smoke.load.loadgen import build_request, fire_concurrent, run_load
 from deployer.smoke.report import CheckResult
 from deployer.smoke.targets import SmokeModel, SmokeOptions
 from deployer.smoke.waiting import wait_until

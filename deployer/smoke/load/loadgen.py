@@ -13,7 +13,7 @@ import asyncio
 import math
 import threading
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -165,17 +165,23 @@ def to_wire_array(arr: npt.NDArray[Any], dtype: str) -> npt.NDArray[Any]:
     return np.asarray(arr).astype(triton_to_np_dtype("BF16"))
 
 
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run `coro` on a fresh event loop; in a helper thread if this thread already runs one."""
+def run_async(coro: Coroutine[Any, Any, T], loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> T:
+    """Run `coro` on a fresh event loop (from `loop_factory` when given); in a helper thread if this
+    thread already runs one."""
+
+    def run() -> T:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(coro)
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)
+        return run()
     box: dict[str, Any] = {}
 
     def target() -> None:
         try:
-            box["value"] = asyncio.run(coro)
+            box["value"] = run()
         except BaseException as exc:  # re-raised in the caller's thread
             box["error"] = exc
 

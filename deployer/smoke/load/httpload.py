@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import numpy.typing as npt
 
 from deployer.dtypes import wire_dtype
-from deployer.smoke.loadgen import LoadResult, run_async, to_wire_array
+from deployer.smoke.load.loadgen import LoadResult, run_async, to_wire_array
 
 __all__ = ["build_http_request", "run_http_load"]
 
@@ -55,10 +55,20 @@ def _np_wire(arr: npt.NDArray[Any]) -> str:
     return str(np_to_triton_dtype(arr.dtype))
 
 
+class _Sink(Protocol):
+    """What a connection reports to: `_Driver` here, `measure._Recorder` for windowed measurements."""
+
+    request: bytes
+
+    def done(self, conn: _Conn, seconds: float, error: str) -> None: ...
+
+    def lost(self, conn: _Conn, error: str) -> None: ...
+
+
 class _Conn(asyncio.Protocol):
     """One keep-alive connection with at most one request in flight; parses only what it must."""
 
-    def __init__(self, driver: _Driver) -> None:
+    def __init__(self, driver: _Sink) -> None:
         self.driver = driver
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
@@ -66,6 +76,9 @@ class _Conn(asyncio.Protocol):
         self.status_ok = False
         self.t0 = 0.0
         self.busy = False
+        # the same request gets the same response head: once a 200 head is parsed, recognise it by prefix
+        self.ok_head = b""
+        self.ok_need = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -79,6 +92,8 @@ class _Conn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buf += data
         while self.busy:
+            if self.need < 0 and self.ok_head and self.buf.startswith(self.ok_head):
+                self.need, self.status_ok = self.ok_need, True
             if self.need < 0:
                 end_head = self.buf.find(b"\r\n\r\n")
                 if end_head < 0:
@@ -91,6 +106,8 @@ class _Conn(asyncio.Protocol):
                     return
                 self.need = end_head + 4 + int(head[i + 17 : head.index(b"\r\n", i + 2)])
                 self.status_ok = head.startswith(b"HTTP/1.1 200")
+                if self.status_ok:
+                    self.ok_head, self.ok_need = head, self.need
             if len(self.buf) < self.need:
                 return
             error = ""

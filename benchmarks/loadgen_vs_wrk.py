@@ -1,0 +1,188 @@
+"""Our load generator vs `wrk`, and the open-loop honesty proof, on one real tritonserver (issue 11).
+
+    python benchmarks/loadgen_vs_wrk.py            # ~3 minutes; --rounds N (5), --json FILE
+
+Serves a copy of examples/quickstart (classifier ONNX, dynamic batching) through the library
+(`Pipeline.publish`, `up`, `down`), on free ports of 127.0.0.1, then prints:
+
+1. closed loop at c=16: `measure` req/s vs `wrk` req/s (same pre-built binary KServe v2 request, wrk
+   reading the body from a file through a Lua script), alternating, median ratio of the rounds
+   (target >= 0.9);
+2. open loop above capacity (1.5 x the closed-loop rate): p99 of 2 s, 4 s, 8 s runs must grow with
+   the run length (queueing is shown, not hidden);
+3. open loop below capacity: at the throughput of a closed loop near 50 % of capacity, p50 open /
+   p50 closed (target within 10 %).
+
+Needs `wrk` (Debian: `apt-get install -y wrk`). Client and server share this machine's cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import bench_serving
+import numpy as np
+import serving_deploy
+
+from deployer.smoke.load import LoadSpec, Measurement, measure
+from deployer.smoke.load.httpload import build_http_request
+
+REPO = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+MODEL = "classifier"
+FEEDS = {"features": np.random.default_rng(0).random((1, 16), dtype=np.float32)}
+
+_LUA = """
+local f = io.open("{body}", "rb")
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+{headers}
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRK %d %d %d %d %.1f\\n", summary.requests, summary.duration,
+    e.connect + e.read + e.write + e.timeout, e.status, latency:percentile(99)))
+end
+"""
+
+
+def wrk_script(work: Path, port: int) -> Path:
+    """A Lua script POSTing the same binary request `measure` sends (body + the two KServe headers)."""
+    raw = build_http_request(f"{HOST}:{port}", MODEL, FEEDS)
+    head, body = raw.split(b"\r\n\r\n", 1)
+    (work / "body.bin").write_bytes(body)
+    headers = []
+    for line in head.decode().split("\r\n")[1:]:
+        name, value = line.split(": ", 1)
+        if name in ("Content-Type", "Inference-Header-Content-Length"):
+            headers.append(f'wrk.headers["{name}"] = "{value}"')
+    script = work / "infer.lua"
+    script.write_text(_LUA.format(body=work / "body.bin", headers="\n".join(headers)), encoding="utf-8")
+    return script
+
+
+def run_wrk(script: Path, port: int, connections: int, seconds: float) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds:g}s", "-s", str(script),
+         f"http://{HOST}:{port}/v2/models/{MODEL}/infer"],
+        capture_output=True, text=True, timeout=seconds + 60, check=True,
+    ).stdout
+    m = re.search(r"^WRK (\d+) (\d+) (\d+) (\d+) ([\d.]+)$", out, re.M)
+    if m is None:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    n, dur_us, errs, status = (int(m.group(i)) for i in range(1, 5))
+    if errs or status:
+        raise RuntimeError(f"wrk saw errors ({errs} socket, {status} non-2xx):\n{out}")
+    return {"rps": n / (dur_us / 1e6), "p99_ms": float(m.group(5)) / 1e3}
+
+
+def ours(url: str, load: LoadSpec) -> Measurement:
+    m = measure(url, MODEL, FEEDS, load)
+    if m.errors or m.requests == 0:
+        raise RuntimeError(f"measure saw {m.errors} errors: {m.first_error}")
+    return m
+
+
+def closed_vs_wrk(url: str, script: Path, port: int, rounds: int) -> dict[str, Any]:
+    load = LoadSpec(concurrency=16, warmup_s=1.0, window_s=2.0, max_windows=3)
+    rows = []
+    for i in range(rounds):
+        # alternate who goes first: other tenants' load drifts, and a fixed order would bias the ratio
+        if i % 2 == 0:
+            w, m = run_wrk(script, port, 16, 6.0), ours(url, load)  # same length: 1 s warm-up + 3 x 2 s
+        else:
+            m, w = ours(url, load), run_wrk(script, port, 16, 6.0)
+        cpu_us = 1e6 * m.client_cpu_s / max(1, m.requests + (m.throughput_rps * load.warmup_s))
+        rows.append({"ours_rps": m.throughput_rps, "wrk_rps": w["rps"], "ratio": m.throughput_rps / w["rps"],
+                     "ours_p99_ms": m.p99_ms, "wrk_p99_ms": w["p99_ms"], "stable": m.stable,
+                     "client_cpu_us_per_request": cpu_us})
+        print(f"  [{i + 1}] ours {m.throughput_rps:8,.0f} req/s (p99 {m.p99_ms:6.2f} ms, "
+              f"{'stable' if m.stable else 'not stable'}, ~{cpu_us:.0f} us client CPU/req)   "
+              f"wrk {w['rps']:8,.0f} req/s (p99 {w['p99_ms']:6.2f} ms)   ratio {m.throughput_rps / w['rps']:.2f}")
+    ratios = sorted(r["ratio"] for r in rows)
+    med = statistics.median(ratios)
+    print(f"  closed loop c=16, ours / wrk: median {med:.2f} (min {ratios[0]:.2f}, max {ratios[-1]:.2f}) "
+          f"target >= 0.9: {'OK' if med >= 0.9 else 'MISSED'}")
+    return {"rounds": rows, "median_ratio": med, "capacity_rps": statistics.median(r["ours_rps"] for r in rows)}
+
+
+def over_capacity(url: str, capacity: float) -> dict[str, Any]:
+    rate = 1.5 * capacity
+    p99 = {}
+    for seconds in (2.0, 4.0, 8.0):
+        m = ours(url, LoadSpec(mode="open", rate=rate, warmup_s=0.0, window_s=seconds, max_windows=1))
+        p99[seconds] = m.p99_ms
+        print(f"  open loop at {rate:,.0f} req/s (1.5 x capacity) for {seconds:g} s: completed "
+              f"{m.throughput_rps:,.0f} req/s, p50 {m.p50_ms:8.1f} ms, p99 {m.p99_ms:8.1f} ms "
+              f"(send lag p99 {m.send_lag_p99_ms:.1f} ms: all sockets busy)")
+    r1, r2 = p99[4.0] / p99[2.0], p99[8.0] / p99[4.0]
+    ok = r1 > 1.2 and r2 > 1.2
+    print(f"  p99 growth with run length: 4 s / 2 s = {r1:.2f}, 8 s / 4 s = {r2:.2f} "
+          f"(queueing shown: {'OK' if ok else 'MISSED'})")
+    return {"rate_rps": rate, "p99_ms": p99, "growth": [r1, r2]}
+
+
+def below_capacity(url: str, capacity: float) -> dict[str, Any]:
+    short = {"warmup_s": 0.5, "window_s": 1.5, "max_windows": 3}
+    closed = {c: ours(url, LoadSpec(concurrency=c, **short)) for c in (1, 2, 4)}  # type: ignore[arg-type]
+    c, ref = min(closed.items(), key=lambda kv: abs(kv[1].throughput_rps - 0.5 * capacity))
+    rate = ref.throughput_rps
+    opened = ours(url, LoadSpec(mode="open", rate=rate, warmup_s=1.0, window_s=2.0, max_windows=3))
+    ratio = opened.p50_ms / ref.p50_ms
+    for k, m in closed.items():
+        print(f"  closed loop c={k}: {m.throughput_rps:8,.0f} req/s, p50 {m.p50_ms:.2f} ms")
+    print(f"  open loop at c={c}'s rate {rate:,.0f} req/s ({rate / capacity:.0%} of capacity): "
+          f"{opened.throughput_rps:,.0f} req/s, p50 {opened.p50_ms:.2f} ms (send lag p50 {opened.send_lag_p50_ms:.3f}, "
+          f"p99 {opened.send_lag_p99_ms:.3f} ms) vs closed {ref.p50_ms:.2f} ms: "
+          f"ratio {ratio:.2f} (target within 10 %: {'OK' if abs(ratio - 1) <= 0.10 else 'MISSED'})")
+    return {"closed_concurrency": c, "rate_rps": rate, "open_p50_ms": opened.p50_ms, "closed_p50_ms": ref.p50_ms,
+            "ratio": ratio}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk not found: apt-get install -y wrk", file=sys.stderr)
+        return 3
+    from deployer import Pipeline
+
+    out: dict[str, Any] = {"cores": os.cpu_count(), "loadavg_start": os.getloadavg()}
+    with tempfile.TemporaryDirectory(prefix="loadgen_vs_wrk_") as tmp:
+        work = Path(tmp)
+        ports = bench_serving.free_ports(3)
+        spec = serving_deploy.write_spec(REPO / "examples" / "quickstart", work / "qs", ports)  # type: ignore[arg-type]
+        p = Pipeline.load(spec)
+        p.publish()
+        state = p.up()
+        try:
+            url = f"http://{HOST}:{state.http_port}"
+            script = wrk_script(work, state.http_port)
+            print(f"== quickstart classifier on tritonserver, {os.cpu_count()} cores shared with the clients")
+            out["closed"] = closed_vs_wrk(url, script, state.http_port, max(1, args.rounds))
+            cap = out["closed"]["capacity_rps"]
+            out["over"] = over_capacity(url, cap)
+            out["below"] = below_capacity(url, cap)
+        finally:
+            p.down()
+    out["loadavg_end"] = os.getloadavg()
+    print(f"load average before/after: {out['loadavg_start'][0]:.2f} / {out['loadavg_end'][0]:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2, default=str), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
