@@ -32,6 +32,7 @@ _EXPORTS = {
     "down": "deployer.pipeline",
     "status": "deployer.pipeline",
     "smoke": "deployer.pipeline",
+    "tune": "deployer.pipeline",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

