@@ -260,15 +260,7 @@ def rollback(
                 details="\n".join(problems),
             )
         config_text = str(manifest["config_text"])
-        policy = serving.policy_of(config_text)
-        if policy.kind == "specific":
-            raise RepositoryError(
-                f"model {model!r} version {to} names its served versions itself "
-                f"(version_policy.specific {list(policy.versions)})",
-                hint="change version_policy in the spec and publish, instead of rolling back",
-            )
-        served = serving.served_versions(policy, versions, to)
-        live = serving.live_config(config_text, served, to)
+        served, live = serving.rollback_config(model, config_text, versions, to)
         restored = live_now != live
         newer = tuple(v for v in versions if v > to)
         if restored or (prune and newer):

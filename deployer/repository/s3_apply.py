@@ -188,15 +188,7 @@ def rollback_s3(loc: S3Location, model: str, to: int | None = None, *, prune: bo
             raise RepositoryError(f"model {model!r} version {to} is not complete; refusing to roll back to it",
                                   details="\n".join(problems))
         config_text = str(manifest["config_text"])
-        policy = serving.policy_of(config_text)
-        if policy.kind == "specific":
-            raise RepositoryError(
-                f"model {model!r} version {to} names its served versions itself "
-                f"(version_policy.specific {list(policy.versions)})",
-                hint="change version_policy in the spec and publish, instead of rolling back",
-            )
-        served = serving.served_versions(policy, versions, to)
-        live = serving.live_config(config_text, served, to)
+        served, live = serving.rollback_config(model, config_text, versions, to)
         restored = live_now != live
         if restored:
             _put_config(client, loc, lock, model, live)

@@ -99,6 +99,24 @@ def live_config(config_text: str, served: tuple[int, ...], head: int) -> str:
     return text
 
 
+def rollback_config(model: str, config_text: str, versions: Iterable[int], to: int) -> tuple[tuple[int, ...], str]:
+    """What a rollback to `to` serves and the live config that serves it, from `to`'s own config text
+    (local and S3 repositories alike).
+
+    Raises:
+        RepositoryError: `to`'s config pins versions itself (version_policy.specific).
+    """
+    policy = policy_of(config_text)
+    if policy.kind == "specific":
+        raise RepositoryError(
+            f"model {model!r} version {to} names its served versions itself "
+            f"(version_policy.specific {list(policy.versions)})",
+            hint="change version_policy in the spec and publish, instead of rolling back",
+        )
+    served = served_versions(policy, versions, to)
+    return served, live_config(config_text, served, to)
+
+
 def head_of(live_text: str | None) -> int | None:
     """The head version recorded in a live config.pbtxt (None: not written by this deployer)."""
     if live_text is None:
