@@ -39,6 +39,11 @@ def write_manifests(plan: K8sPlan, out_dir: Path) -> list[Path]:
     texts = render_texts(plan)  # everything rendered before anything is written
     for name in texts:
         target = out_dir / name
+        for part in (target, *list(target.relative_to(out_dir).parents)[:-1]):
+            path = part if part is target else out_dir / part
+            if path.is_symlink():  # a planted link (e.g. kserve/ -> elsewhere) would redirect the write
+                raise UserError(f"{path} is a symbolic link; refusing to write through it",
+                                hint="remove the link or choose another output directory")
         if target.exists() and not _ours(target):
             raise UserError(f"{target} exists and was not written by `deployer k8s`",
                             hint="move it away or choose another output directory")

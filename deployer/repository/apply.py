@@ -234,23 +234,7 @@ def rollback(
         versions = sorted(fs.version_dirs(model_dir))
         config_path = model_dir / fs.CONFIG_NAME
         live_now = config_path.read_text(encoding="utf-8") if config_path.is_file() else None
-        head = serving.head_of(live_now)
-        if head not in versions:
-            head = versions[-1] if versions else None
-        if to is None:
-            below = [v for v in versions if head is not None and v < head]
-            if not below:
-                raise RepositoryError(
-                    f"model {model!r} has no version below the served version {head} to roll back to",
-                    details=f"versions: {versions}",
-                )
-            to = below[-1]
-        if to not in versions:
-            raise RepositoryError(
-                f"model {model!r} has no version {to}",
-                details=f"versions: {versions}",
-                hint="pick one of the listed versions",
-            )
+        to = serving.rollback_version(model, versions, live_now, to)
         target = model_dir / str(to)
         manifest = fs.read_manifest(target)
         problems = fs.manifest_problems(target, manifest)

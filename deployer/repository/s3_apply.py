@@ -170,18 +170,7 @@ def rollback_s3(loc: S3Location, model: str, to: int | None = None, *, prune: bo
             raise RepositoryError(f"model {model!r} not found in {loc.url}", details=f"models: {models}")
         versions = sorted(reader.versions(model))
         live_now = reader.config_text(model)
-        head = serving.head_of(live_now)
-        if head not in versions:
-            head = versions[-1] if versions else None
-        if to is None:
-            below = [v for v in versions if head is not None and v < head]
-            if not below:
-                raise RepositoryError(f"model {model!r} has no version below the served version {head} to roll "
-                                      "back to", details=f"versions: {versions}")
-            to = below[-1]
-        if to not in versions:
-            raise RepositoryError(f"model {model!r} has no version {to}", details=f"versions: {versions}",
-                                  hint="pick one of the listed versions")
+        to = serving.rollback_version(model, versions, live_now, to)
         manifest = parse_manifest(reader.manifest_bytes(model, to))
         problems = reader.problems(model, to, manifest)
         if problems or manifest is None:

