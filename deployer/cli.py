@@ -474,6 +474,20 @@ def image_build_cpu(
               f"{result.seconds:.1f} s)")
 
 
+@image_app.command("build-balancer")
+@_handle_errors
+def image_build_balancer(
+    force: Annotated[bool, typer.Option(help="Rebuild even when the inputs did not change.")] = False,
+) -> None:
+    """Build (or reuse) the nginx balancer image for replicas on compose (Debian base, no container registry)."""
+    from deployer.server.docker.balancer_image import build_balancer_image
+
+    result = build_balancer_image(force=force)
+    what = "built" if result.built else "up to date"
+    out.print(f"{result.tag}: {what} ({result.image_id[:19]}, inputs {result.inputs_digest[:12]}, "
+              f"{result.seconds:.1f} s)")
+
+
 def main() -> None:
     """Run the CLI in this process; ends with SystemExit(exit code) (tests and embedders call this)."""
     try:

@@ -35,27 +35,42 @@ def up(dep: Deployment, *, runtime: RuntimeName | None = None) -> FleetState:
     from deployer.server.from_spec import get_runtime, server_settings
 
     settings = server_settings(dep, runtime=runtime)
-    if settings.runtime != "local":
-        raise UserError(f"server.replicas > 1 runs on the local runtime for now, not {settings.runtime!r}",
-                        hint="use runtime: local (compose: `deployer compose` renders the services)")
+    if settings.runtime == "docker":
+        raise UserError("server.replicas > 1 runs on the local and compose runtimes, not yet on 'docker'",
+                        hint="use runtime: compose (N Triton services + an nginx balancer service) or local")
     if not settings.repository.is_dir():
         raise UserError(f"model repository {settings.repository} does not exist",
                         hint="run `deployer publish SPEC` first (or `deployer deploy SPEC`)")
     pinned = pinned_models(dep)
     if pinned:
         log.info("sequence models %s are pinned to one replica per client address", ", ".join(pinned))
+    if settings.runtime == "compose":
+        from deployer.fleet.compose_run import compose_fleet_up
+
+        return compose_fleet_up(settings, replicas_of(dep), pinned_models=pinned)
     return fleet_up(settings, replicas_of(dep), pinned_models=pinned, runtime=get_runtime(settings.runtime))
 
 
 def down(dep: Deployment) -> FleetState | None:
     from deployer.server.from_spec import get_runtime
 
+    recorded = load_fleet(state_dir(dep))
+    if recorded is not None and recorded.balancer.runtime == "compose":
+        from deployer.fleet.compose_run import compose_fleet_down
+
+        compose_fleet_down(state_dir(dep), recorded)
+        return recorded
     return fleet_down(state_dir(dep), get_runtime)
 
 
 def status(dep: Deployment) -> FleetStatus:
     from deployer.server.from_spec import get_runtime
 
+    recorded = load_fleet(state_dir(dep))
+    if recorded is not None and recorded.balancer.runtime == "compose":
+        from deployer.fleet.compose_run import compose_fleet_status
+
+        return compose_fleet_status(recorded)
     st = fleet_status(state_dir(dep), get_runtime)
     return st if st is not None else FleetStatus(False, None, ())
 
