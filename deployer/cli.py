@@ -317,7 +317,8 @@ def _print_fleet(st: Any) -> None:
         out.print("not running")
         raise typer.Exit(int(ExitCode.CHECKS_FAILED))
     b = st.balancer
-    out.print(f"balancer nginx (pid {b.pid}, {'up' if st.balancer_running else 'DOWN'}): http {b.http_url}  "
+    where = f"pid {b.pid}" if b.pid is not None else f"compose project {b.project}"
+    out.print(f"balancer nginx ({where}, {'up' if st.balancer_running else 'DOWN'}): http {b.http_url}  "
               f"grpc {b.grpc_url}")
     if st.pinned_models:
         out.print(f"pinned to one replica per client (sequence models): {', '.join(st.pinned_models)}")

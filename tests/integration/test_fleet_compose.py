@@ -1,0 +1,155 @@
+"""`server.replicas: 2` on the compose runtime, on real parts: a REAL Docker engine and Docker Compose,
+deployer's CPU Triton image for each replica service and the nginx balancer image (both built without a
+container registry). `deploy` smokes through the balancer and against each replica; per-replica
+inference counts (statistics extension) show the load on every replica; `status` lists each replica;
+`down` (and a failed `up`) leave no container, network or volume."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deployer import Pipeline
+from deployer.errors import EnvironmentProblem, ServerError
+from deployer.fleet import from_spec as fleet
+from deployer.fleet.run import FLEET_FILE, FleetStatus
+from deployer.server.docker.balancer_image import build_balancer_image
+from deployer.server.docker.client import docker_client, managed_resources
+from deployer.server.docker.cpu_image import build_cpu_image
+from deployer.server.docker.plan import project_name
+from deployer.smoke.waiting import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICKSTART = ROOT / "examples" / "quickstart"
+EMPTY = {"containers": [], "networks": [], "volumes": []}
+REQUESTS = 40  # per protocol, through the balancer
+
+pytestmark = [pytest.mark.docker, pytest.mark.triton, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def images() -> Iterator[str]:
+    """Both images (reused when current, as in CI's provisioning); afterwards nothing of ours is left."""
+    cpu = build_cpu_image().tag
+    build_balancer_image()
+    yield cpu
+    try:
+        client = docker_client(timeout_s=10)
+    except EnvironmentProblem:
+        return
+    assert managed_resources(client) == EMPTY
+
+
+def _spec(tmp_path: Path, image: str, ports: list[int], *, broken: bool = False) -> Path:
+    shutil.copy(QUICKSTART / "classifier.onnx", tmp_path / "classifier.onnx")
+    labels = (QUICKSTART / "labels.py").read_text(encoding="utf-8")
+    if broken:  # a model that cannot load: `up` must fail and tear the whole project down
+        labels = labels.replace("class TritonPythonModel:", "raise RuntimeError('refuses to load')\n\n\n"
+                                "class TritonPythonModel:", 1)
+    (tmp_path / "labels.py").write_text(labels, encoding="utf-8")
+    http, grpc, metrics = ports
+    spec = tmp_path / "deployer.yaml"
+    spec.write_text(
+        f"""repository: repo
+server: {{runtime: compose, replicas: 2, image: {image}, http_port: {http}, grpc_port: {grpc},
+         metrics_port: {metrics}, startup_timeout: 120}}
+smoke: {{concurrency: 4, duration: 0.5, batching_requests: 16}}
+models:
+  - name: classifier
+    source: classifier.onnx
+    max_batch_size: 16
+    dynamic_batching: {{max_queue_delay_microseconds: 2000}}
+    instance_group: [{{kind: CPU, count: 1}}]
+  - name: labels
+    source: labels.py
+    backend: python
+    max_batch_size: 16
+    inputs: [{{name: logits, dtype: FP32, dims: [4]}}]
+    outputs: [{{name: label, dtype: STRING, dims: [1]}}]
+"""
+    )
+    return spec
+
+
+def _success_count(http_url: str, model: str) -> int:
+    import tritonclient.http as httpclient
+
+    c = httpclient.InferenceServerClient(http_url)
+    try:
+        stats = c.get_inference_statistics(model)
+    finally:
+        c.close()
+    return sum(int(m["inference_stats"]["success"]["count"]) for m in stats["model_stats"])
+
+
+def _send(http_url: str, grpc_url: str, n: int) -> None:
+    """`n` classifier requests over HTTP and `n` over gRPC, each answered."""
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    x = np.random.default_rng(0).standard_normal((1, 16)).astype(np.float32)
+    for mod, url in ((httpclient, http_url), (grpcclient, grpc_url)):
+        c = mod.InferenceServerClient(url)
+        try:
+            inp = mod.InferInput("features", [1, 16], "FP32")
+            inp.set_data_from_numpy(x)
+            for _ in range(n):
+                assert c.infer("classifier", [inp]).as_numpy("logits").shape == (1, 4)  # 4 classes
+        finally:
+            c.close()
+
+
+def _leftovers(tmp_path: Path) -> dict[str, list[str]]:
+    return managed_resources(docker_client(timeout_s=10), project_name((tmp_path / ".deployer" / "deployer")))
+
+
+def test_two_replicas_on_compose_smoke_through_the_balancer_and_share_the_load(
+    tmp_path: Path, images: str, find_free_ports: Callable[..., list[int]]
+) -> None:
+    p = Pipeline.load(_spec(tmp_path, images, find_free_ports(3)))
+    result = p.deploy(keep=True)
+    try:
+        assert result.report.passed, [(s.model, c) for s in result.report.suites for c in s.checks
+                                      if c.status == "fail"]
+        suites = {s.model for s in result.report.suites}
+        assert {"classifier", "r0:classifier", "r1:classifier", "r0:labels", "r1:labels"} <= suites
+        st = fleet.current(p.deployment)
+        assert [r.runtime for r in st.replicas] == ["compose", "compose"]
+        assert len({r.container_id for r in st.replicas}) == 2 and st.balancer.container_id
+        before = [_success_count(r.http_url, "classifier") for r in st.replicas]
+        _send(st.balancer.http_url, st.balancer.grpc_url, REQUESTS)
+
+        def spread() -> list[int]:
+            return [_success_count(r.http_url, "classifier") - b for r, b in zip(st.replicas, before, strict=True)]
+
+        # Triton records statistics after the response went out: wait for them instead of reading once
+        seen = wait_until(spread, lambda d: sum(d) >= 2 * REQUESTS, 60.0, interval_s=0.1).value
+        assert sum(seen) == 2 * REQUESTS and all(d > 0 for d in seen), f"per-replica counts {seen}"
+        status = p.status()
+        assert isinstance(status, FleetStatus) and status.balancer_running and status.ready
+        assert [name for name, _ in status.replicas] == ["r0", "r1"]
+        assert all(s.models == {"classifier": "READY", "labels": "READY"} for _, s in status.replicas)
+    finally:
+        p.down()
+    assert _leftovers(tmp_path) == EMPTY
+    assert not (tmp_path / ".deployer" / "deployer" / FLEET_FILE).exists()
+    status = p.status()
+    assert isinstance(status, FleetStatus) and not status.ready
+
+
+def test_a_replica_that_cannot_load_fails_up_and_leaves_nothing(
+    tmp_path: Path, images: str, find_free_ports: Callable[..., list[int]]
+) -> None:
+    p = Pipeline.load(_spec(tmp_path, images, find_free_ports(3), broken=True))
+    p.publish()
+    try:
+        with pytest.raises(ServerError, match="labels"):
+            p.up()
+    finally:
+        p.down()  # a no-op when `up` cleaned up, as it must
+    assert _leftovers(tmp_path) == EMPTY
+    assert not (tmp_path / ".deployer" / "deployer" / FLEET_FILE).exists()

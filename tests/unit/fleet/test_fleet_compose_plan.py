@@ -1,0 +1,88 @@
+"""A fleet as one compose project (pure planning): N Triton services + the nginx balancer service."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from deployer.fleet.compose_plan import BALANCER_CONF, BALANCER_SERVICE, plan_compose_fleet
+from deployer.fleet.plan import Ports, plan_fleet
+from deployer.server.base import ServerSettings
+from deployer.server.docker.plan import BALANCER_IMAGE, CPU_IMAGE, LABEL_MANAGED, LABEL_PROJECT
+
+COMPOSE = ("docker-compose",)
+PORTS = [Ports(20000 + 3 * i, 20001 + 3 * i, 20002 + 3 * i) for i in range(3)]
+
+
+def _fleet(tmp_path: Path, replicas: int = 3, pinned: tuple[str, ...] = ()) -> Any:
+    base = ServerSettings(runtime="compose", repository=tmp_path / "repo", models=("a", "b"), image=CPU_IMAGE,
+                          state_dir=tmp_path / "state", http_port=18000, grpc_port=18001, metrics_port=18002)
+    return plan_compose_fleet(plan_fleet(base, replicas, PORTS[:replicas], pinned_models=pinned), COMPOSE)
+
+
+def _doc(text: str) -> dict[str, Any]:
+    from ruamel.yaml import YAML
+
+    loaded: dict[str, Any] = YAML(typ="safe", pure=True).load(io.StringIO(text))
+    return loaded
+
+
+def test_n_triton_services_and_the_balancer_with_ports_only_on_loopback(tmp_path: Path) -> None:
+    plan = _fleet(tmp_path)
+    doc = _doc(plan.compose.content)
+    services = doc["services"]
+    assert list(services) == ["triton-r0", "triton-r1", "triton-r2", BALANCER_SERVICE]
+    assert plan.services == ("triton-r0", "triton-r1", "triton-r2")
+    published = [p for s in services.values() for p in s["ports"]]
+    assert published and all(p.startswith("127.0.0.1:") for p in published), published
+    assert len({p.split(":")[1] for p in published}) == len(published)  # no host port twice
+    assert services[BALANCER_SERVICE]["ports"] == ["127.0.0.1:18000:8000", "127.0.0.1:18001:8001"]
+    for i, p in enumerate(PORTS):
+        r = services[f"triton-r{i}"]
+        assert r["image"] == CPU_IMAGE
+        assert r["ports"] == [f"127.0.0.1:{p.http}:8000", f"127.0.0.1:{p.grpc}:8001", f"127.0.0.1:{p.metrics}:8002"]
+        assert r["environment"]["DEPLOYER_REPLICA"] == str(i)
+    assert services[BALANCER_SERVICE]["image"] == BALANCER_IMAGE
+    assert services[BALANCER_SERVICE]["depends_on"] == list(plan.services)
+    assert plan.compose.file == tmp_path / "state" / "compose.yaml"
+
+
+def test_repository_and_conf_are_mounted_read_only(tmp_path: Path) -> None:
+    plan = _fleet(tmp_path)
+    services = _doc(plan.compose.content)["services"]
+    mounts = [v for s in services.values() for v in s["volumes"]]
+    assert len(mounts) == 4 and all(v["read_only"] is True and v["type"] == "bind" for v in mounts)
+    assert {(v["source"], v["target"]) for v in mounts[:3]} == {(str(tmp_path / "repo"), "/models")}
+    assert services[BALANCER_SERVICE]["volumes"][0] == {
+        "type": "bind", "source": str(plan.conf_path), "target": BALANCER_CONF, "read_only": True}
+    assert plan.conf_path == tmp_path / "state" / "balancer" / "nginx.conf"
+
+
+def test_every_service_and_the_network_are_labelled_as_the_project(tmp_path: Path) -> None:
+    plan = _fleet(tmp_path)
+    doc = _doc(plan.compose.content)
+    for labels in [s["labels"] for s in doc["services"].values()] + [doc["networks"]["default"]["labels"]]:
+        assert labels[LABEL_MANAGED] == "true" and labels[LABEL_PROJECT] == plan.compose.project
+
+
+def test_balancer_conf_reaches_replicas_by_service_name_and_retries_stateless(tmp_path: Path) -> None:
+    conf = _fleet(tmp_path).conf
+    for i in range(3):
+        assert f"server triton-r{i}:8000 max_fails=1" in conf and f"server triton-r{i}:8001 max_fails=1" in conf
+    assert "listen 0.0.0.0:8000;" in conf and "listen 0.0.0.0:8001 http2;" in conf
+    assert "proxy_next_upstream error timeout http_502 http_503 non_idempotent;" in conf
+    assert "pid /var/lib/deployer-balancer/nginx.pid;" in conf  # the prefix the balancer image prepares
+    assert "20000" not in conf and "hash" not in conf  # host ports are not nginx's business
+
+
+def test_sequence_models_are_pinned_in_the_container_conf_too(tmp_path: Path) -> None:
+    conf = _fleet(tmp_path, 2, pinned=("seq",)).conf
+    assert "location ^~ /v2/models/seq/ {" in conf
+    assert conf.count("hash $binary_remote_addr consistent;") == 2
+    assert "grpc_next_upstream off;" in conf
+
+
+def test_rendering_is_byte_stable(tmp_path: Path) -> None:
+    a, b = _fleet(tmp_path), _fleet(tmp_path)
+    assert (a.compose.content, a.conf) == (b.compose.content, b.conf)
