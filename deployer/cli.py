@@ -470,6 +470,10 @@ def image_build_cpu(
     from deployer.server.docker.cpu_image import CPU_IMAGE, build_cpu_image
 
     result = build_cpu_image(tag=tag or CPU_IMAGE, base_image=base_image, force=force)
+    _print_build(result)
+
+
+def _print_build(result: Any) -> None:
     what = "built" if result.built else "up to date"
     out.print(f"{result.tag}: {what} ({result.image_id[:19]}, inputs {result.inputs_digest[:12]}, "
               f"{result.seconds:.1f} s)")
@@ -484,9 +488,7 @@ def image_build_balancer(
     from deployer.server.docker.balancer_image import build_balancer_image
 
     result = build_balancer_image(force=force)
-    what = "built" if result.built else "up to date"
-    out.print(f"{result.tag}: {what} ({result.image_id[:19]}, inputs {result.inputs_digest[:12]}, "
-              f"{result.seconds:.1f} s)")
+    _print_build(result)
 
 
 def main() -> None:

@@ -104,7 +104,7 @@ def _send(http_url: str, grpc_url: str, n: int) -> None:
 
 
 def _leftovers(tmp_path: Path) -> dict[str, list[str]]:
-    return managed_resources(docker_client(timeout_s=10), project_name((tmp_path / ".deployer" / "deployer")))
+    return managed_resources(docker_client(timeout_s=10), project_name(tmp_path / ".deployer" / "deployer"))
 
 
 def test_two_replicas_on_compose_smoke_through_the_balancer_and_share_the_load(
