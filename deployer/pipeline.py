@@ -188,6 +188,10 @@ class Pipeline:
 
     def compose_file_at(self, base: Path) -> str:
         """The compose.yaml text, paths relative to `base` (the directory the file will live in)."""
+        if self._fleet:
+            from deployer.fleet import from_spec as fleet
+
+            return fleet.compose_file(self.deployment, base)
         from deployer.server.from_spec import compose_file
 
         return compose_file(self.deployment, base)

@@ -109,10 +109,6 @@ def _initial_state(plan: ComposeFleetPlan) -> FleetState:
 
 
 def _write(plan: ComposeFleetPlan, fleet: FleetState) -> None:
-    plan.conf_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = plan.conf_path.with_suffix(".tmp")
-    tmp.write_text(plan.conf, encoding="utf-8")
-    tmp.replace(plan.conf_path)
     # recorded before `compose up`: a `deployer down` in another shell finds the project by it
     save_fleet(plan.compose.file.parent, fleet)
     for d, s in zip(fleet.replica_dirs, fleet.replicas, strict=True):

@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from deployer.fleet.compose_plan import BALANCER_CONF, BALANCER_SERVICE, plan_compose_fleet
+from deployer.fleet.compose_plan import BALANCER_CONF, BALANCER_SERVICE, CONF_ENV, plan_compose_fleet
 from deployer.fleet.plan import Ports, plan_fleet
 from deployer.server.base import ServerSettings
 from deployer.server.docker.plan import BALANCER_IMAGE, CPU_IMAGE, LABEL_MANAGED, LABEL_PROJECT
@@ -48,15 +48,16 @@ def test_n_triton_services_and_the_balancer_with_ports_only_on_loopback(tmp_path
     assert plan.compose.file == tmp_path / "state" / "compose.yaml"
 
 
-def test_repository_and_conf_are_mounted_read_only(tmp_path: Path) -> None:
+def test_repository_is_mounted_read_only_and_the_conf_travels_in_the_file(tmp_path: Path) -> None:
     plan = _fleet(tmp_path)
     services = _doc(plan.compose.content)["services"]
-    mounts = [v for s in services.values() for v in s["volumes"]]
-    assert len(mounts) == 4 and all(v["read_only"] is True and v["type"] == "bind" for v in mounts)
-    assert {(v["source"], v["target"]) for v in mounts[:3]} == {(str(tmp_path / "repo"), "/models")}
-    assert services[BALANCER_SERVICE]["volumes"][0] == {
-        "type": "bind", "source": str(plan.conf_path), "target": BALANCER_CONF, "read_only": True}
-    assert plan.conf_path == tmp_path / "state" / "balancer" / "nginx.conf"
+    mounts = [v for s in services.values() for v in s.get("volumes", [])]
+    assert len(mounts) == 3 and all(v["read_only"] is True and v["type"] == "bind" for v in mounts)
+    assert {(v["source"], v["target"]) for v in mounts} == {(str(tmp_path / "repo"), "/models")}
+    balancer = services[BALANCER_SERVICE]
+    # compose turns `$$` into `$`: what nginx reads is exactly the rendered conf
+    assert balancer["environment"][CONF_ENV].replace("$$", "$") == plan.conf
+    assert balancer["command"][:2] == ["sh", "-c"] and f"> {BALANCER_CONF} && exec nginx" in balancer["command"][2]
 
 
 def test_every_service_and_the_network_are_labelled_as_the_project(tmp_path: Path) -> None:
