@@ -87,3 +87,26 @@ def test_sequence_models_are_pinned_in_the_container_conf_too(tmp_path: Path) ->
 def test_rendering_is_byte_stable(tmp_path: Path) -> None:
     a, b = _fleet(tmp_path), _fleet(tmp_path)
     assert (a.compose.content, a.conf) == (b.compose.content, b.conf)
+
+
+def test_deployer_compose_of_a_fleet_publishes_only_the_balancer(tmp_path: Path) -> None:
+    from deployer import Pipeline
+
+    root = Path(__file__).resolve().parents[3]
+    quickstart = (root / "examples" / "quickstart" / "deployer.yaml").read_text(encoding="utf-8")
+    for name in ("classifier.onnx", "labels.py"):
+        (tmp_path / name).write_bytes((root / "examples" / "quickstart" / name).read_bytes())
+    spec = tmp_path / "deployer.yaml"
+    spec.write_text(quickstart.replace("repository: ../../model_repository", "repository: repo")
+                    .replace("  runtime: local", "  replicas: 3\n  runtime: local"), encoding="utf-8")
+    text = Pipeline.load(spec).compose_file_at(tmp_path)
+    services = _doc(text)["services"]
+    assert list(services) == ["triton-r0", "triton-r1", "triton-r2", BALANCER_SERVICE]
+    assert [s.get("ports") for s in services.values()] == [None, None, None,
+                                                          ["127.0.0.1:8000:8000", "127.0.0.1:8001:8001"]]
+    for i in range(3):
+        r = services[f"triton-r{i}"]
+        assert r["volumes"][0]["source"] == "./repo" and r["volumes"][0]["read_only"] is True
+        assert {"--load-model=classifier", "--load-model=labels"} <= set(r["command"])
+    assert "server triton-r2:8001 max_fails=1" in services[BALANCER_SERVICE]["environment"][CONF_ENV]
+    assert str(tmp_path) not in text  # portable: nothing of this machine in a file meant for git
