@@ -317,7 +317,7 @@ def _print_fleet(st: Any) -> None:
         out.print("not running")
         raise typer.Exit(int(ExitCode.CHECKS_FAILED))
     b = st.balancer
-    where = f"pid {b.pid}" if b.pid is not None else f"compose project {b.project}"
+    where = f"pid {b.pid}" if b.pid is not None else f"{b.runtime} project {b.project}"
     out.print(f"balancer nginx ({where}, {'up' if st.balancer_running else 'DOWN'}): http {b.http_url}  "
               f"grpc {b.grpc_url}")
     if st.pinned_models:

@@ -10,6 +10,7 @@ and ports inside the balancer container.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -42,13 +43,23 @@ def replica_service(index: int) -> str:
     return f"{SERVICE}-r{index}"
 
 
-def container_balancer(plan: FleetPlan) -> BalancerPlan:
+def container_balancer(plan: FleetPlan, hosts: Sequence[str] | None = None) -> BalancerPlan:
     """The balancer as nginx sees it inside its container: Triton's default ports on every replica
-    service, listening on all interfaces of the container (the host side is bound by the ports)."""
-    ups = tuple(Upstream(u.name, replica_service(i), _PORTS["http_port"], _PORTS["grpc_port"])
+    (`hosts`: their names on the container network, default the compose service names), listening on
+    all interfaces of the container (the host side is bound by the published ports)."""
+    names = list(hosts) if hosts is not None else [replica_service(i) for i in range(len(plan.replicas))]
+    ups = tuple(Upstream(u.name, names[i], _PORTS["http_port"], _PORTS["grpc_port"])
                 for i, u in enumerate(plan.balancer.upstreams))
     return replace(plan.balancer, host="0.0.0.0", http_port=_PORTS["http_port"], grpc_port=_PORTS["grpc_port"],
                    upstreams=ups, state_dir=BALANCER_PREFIX)
+
+
+def balancer_command(dollar: str = "$") -> list[str]:
+    """The balancer container's command: write the conf from the environment, then run nginx in front.
+    `dollar` is how `$` is written where it is read (compose interpolates `$`: `$$` there)."""
+    script = (f'printf "%s" "{dollar}{CONF_ENV}" > {BALANCER_CONF} && '
+              f"exec nginx -p {BALANCER_PREFIX} -c {BALANCER_CONF}")
+    return ["sh", "-c", script]
 
 
 def fleet_compose_document(plan: FleetPlan, *, project: str, balancer_image: str = BALANCER_IMAGE,
@@ -72,10 +83,9 @@ def fleet_compose_document(plan: FleetPlan, *, project: str, balancer_image: str
     b = plan.balancer
     # `$$` is compose's escape of `$` (interpolation), in the command and in nginx's own variables alike
     conf = render_nginx_conf(container_balancer(plan)).replace("$", "$$")
-    start = f'printf "%s" "$${CONF_ENV}" > {BALANCER_CONF} && exec nginx -p {BALANCER_PREFIX} -c {BALANCER_CONF}'
     services[BALANCER_SERVICE] = {
         "image": balancer_image,
-        "command": ["sh", "-c", start],
+        "command": balancer_command("$$"),
         "init": True,
         "ports": [f"{b.host}:{b.http_port}:{_PORTS['http_port']}", f"{b.host}:{b.grpc_port}:{_PORTS['grpc_port']}"],
         "environment": {CONF_ENV: conf},

@@ -36,9 +36,6 @@ def up(dep: Deployment, *, runtime: RuntimeName | None = None) -> FleetState:
     from deployer.server.from_spec import get_runtime, server_settings
 
     settings = server_settings(dep, runtime=runtime)
-    if settings.runtime == "docker":
-        raise UserError("server.replicas > 1 runs on the local and compose runtimes, not yet on 'docker'",
-                        hint="use runtime: compose (N Triton services + an nginx balancer service) or local")
     if not settings.repository.is_dir():
         raise UserError(f"model repository {settings.repository} does not exist",
                         hint="run `deployer publish SPEC` first (or `deployer deploy SPEC`)")
@@ -49,6 +46,10 @@ def up(dep: Deployment, *, runtime: RuntimeName | None = None) -> FleetState:
         from deployer.fleet.compose_run import compose_fleet_up
 
         return compose_fleet_up(settings, replicas_of(dep), pinned_models=pinned)
+    if settings.runtime == "docker":
+        from deployer.fleet.docker_run import docker_fleet_up
+
+        return docker_fleet_up(settings, replicas_of(dep), pinned_models=pinned)
     return fleet_up(settings, replicas_of(dep), pinned_models=pinned, runtime=get_runtime(settings.runtime))
 
 
@@ -61,6 +62,11 @@ def down(dep: Deployment) -> FleetState | None:
 
         compose_fleet_down(state_dir(dep), recorded)
         return recorded
+    if recorded is not None and recorded.balancer.runtime == "docker":
+        from deployer.fleet.docker_run import docker_fleet_down
+
+        docker_fleet_down(state_dir(dep), recorded)
+        return recorded
     return fleet_down(state_dir(dep), get_runtime)
 
 
@@ -72,6 +78,10 @@ def status(dep: Deployment) -> FleetStatus:
         from deployer.fleet.compose_run import compose_fleet_status
 
         return compose_fleet_status(recorded)
+    if recorded is not None and recorded.balancer.runtime == "docker":
+        from deployer.fleet.docker_run import docker_fleet_status
+
+        return docker_fleet_status(recorded)
     st = fleet_status(state_dir(dep), get_runtime)
     return st if st is not None else FleetStatus(False, None, ())
 
