@@ -110,3 +110,21 @@ def test_deployer_compose_of_a_fleet_publishes_only_the_balancer(tmp_path: Path)
         assert {"--load-model=classifier", "--load-model=labels"} <= set(r["command"])
     assert "server triton-r2:8001 max_fails=1" in services[BALANCER_SERVICE]["environment"][CONF_ENV]
     assert str(tmp_path) not in text  # portable: nothing of this machine in a file meant for git
+
+
+def test_docker_fleet_containers_share_the_project_labels_and_network(tmp_path: Path) -> None:
+    from deployer.fleet.docker_run import plan_docker_fleet
+
+    plan = plan_docker_fleet(_fleet(tmp_path).fleet)
+    names = [c.name for c in plan.replicas]
+    assert names == [f"{plan.project}-r{i}" for i in range(3)]
+    for c, p in zip(plan.replicas, PORTS, strict=True):
+        assert c.ports == ((8000, "127.0.0.1", p.http), (8001, "127.0.0.1", p.grpc), (8002, "127.0.0.1", p.metrics))
+        assert c.repository == tmp_path / "repo" and dict(c.labels) == dict(plan.labels)
+        assert c.run_kwargs()["mounts"][0]["ReadOnly"] is True
+    b = plan.balancer
+    assert b["ports"] == {"8000/tcp": ("127.0.0.1", 18000), "8001/tcp": ("127.0.0.1", 18001)}
+    assert b["network"] == plan.project and b["labels"] == dict(plan.labels)
+    assert b["environment"][CONF_ENV] == plan.conf and '"$DEPLOYER_NGINX_CONF"' in b["command"][2]  # no $$
+    for name in names:  # reached by container name on the fleet's network
+        assert f"server {name}:8000 max_fails=1" in plan.conf

@@ -1,6 +1,6 @@
-"""`server.replicas: 2` on the compose runtime, on real parts: a REAL Docker engine and Docker Compose,
-deployer's CPU Triton image for each replica service and the nginx balancer image (both built without a
-container registry). `deploy` smokes through the balancer and against each replica; per-replica
+"""`server.replicas: 2` on the compose and docker runtimes, on real parts: a REAL Docker engine (and
+Docker Compose), deployer's CPU Triton image for each replica and the nginx balancer image (both built
+without a container registry). `deploy` smokes through the balancer and against each replica; per-replica
 inference counts (statistics extension) show the load on every replica; `status` lists each replica;
 `down` (and a failed `up`) leave no container, network or volume."""
 
@@ -44,7 +44,7 @@ def images() -> Iterator[str]:
     assert managed_resources(client) == EMPTY
 
 
-def _spec(tmp_path: Path, image: str, ports: list[int], *, broken: bool = False) -> Path:
+def _spec(tmp_path: Path, image: str, ports: list[int], runtime: str, *, broken: bool = False) -> Path:
     shutil.copy(QUICKSTART / "classifier.onnx", tmp_path / "classifier.onnx")
     labels = (QUICKSTART / "labels.py").read_text(encoding="utf-8")
     if broken:  # a model that cannot load: `up` must fail and tear the whole project down
@@ -55,7 +55,7 @@ def _spec(tmp_path: Path, image: str, ports: list[int], *, broken: bool = False)
     spec = tmp_path / "deployer.yaml"
     spec.write_text(
         f"""repository: repo
-server: {{runtime: compose, replicas: 2, image: {image}, http_port: {http}, grpc_port: {grpc},
+server: {{runtime: {runtime}, replicas: 2, image: {image}, http_port: {http}, grpc_port: {grpc},
          metrics_port: {metrics}, startup_timeout: 120}}
 smoke: {{concurrency: 4, duration: 0.5, batching_requests: 16}}
 models:
@@ -107,10 +107,11 @@ def _leftovers(tmp_path: Path) -> dict[str, list[str]]:
     return managed_resources(docker_client(timeout_s=10), project_name(tmp_path / ".deployer" / "deployer"))
 
 
-def test_two_replicas_on_compose_smoke_through_the_balancer_and_share_the_load(
-    tmp_path: Path, images: str, find_free_ports: Callable[..., list[int]]
+@pytest.mark.parametrize("runtime", ["compose", "docker"])
+def test_two_replicas_smoke_through_the_balancer_and_share_the_load(
+    tmp_path: Path, images: str, find_free_ports: Callable[..., list[int]], runtime: str
 ) -> None:
-    p = Pipeline.load(_spec(tmp_path, images, find_free_ports(3)))
+    p = Pipeline.load(_spec(tmp_path, images, find_free_ports(3), runtime))
     result = p.deploy(keep=True)
     try:
         assert result.report.passed, [(s.model, c) for s in result.report.suites for c in s.checks
@@ -118,7 +119,7 @@ def test_two_replicas_on_compose_smoke_through_the_balancer_and_share_the_load(
         suites = {s.model for s in result.report.suites}
         assert {"classifier", "r0:classifier", "r1:classifier", "r0:labels", "r1:labels"} <= suites
         st = fleet.current(p.deployment)
-        assert [r.runtime for r in st.replicas] == ["compose", "compose"]
+        assert [r.runtime for r in st.replicas] == [runtime, runtime]
         assert len({r.container_id for r in st.replicas}) == 2 and st.balancer.container_id
         before = [_success_count(r.http_url, "classifier") for r in st.replicas]
         _send(st.balancer.http_url, st.balancer.grpc_url, REQUESTS)
@@ -141,10 +142,11 @@ def test_two_replicas_on_compose_smoke_through_the_balancer_and_share_the_load(
     assert isinstance(status, FleetStatus) and not status.ready
 
 
+@pytest.mark.parametrize("runtime", ["compose", "docker"])
 def test_a_replica_that_cannot_load_fails_up_and_leaves_nothing(
-    tmp_path: Path, images: str, find_free_ports: Callable[..., list[int]]
+    tmp_path: Path, images: str, find_free_ports: Callable[..., list[int]], runtime: str
 ) -> None:
-    p = Pipeline.load(_spec(tmp_path, images, find_free_ports(3), broken=True))
+    p = Pipeline.load(_spec(tmp_path, images, find_free_ports(3), runtime, broken=True))
     p.publish()
     try:
         with pytest.raises(ServerError, match="labels"):
