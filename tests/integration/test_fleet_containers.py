@@ -22,6 +22,7 @@ from deployer.server.docker.client import docker_client, managed_resources
 from deployer.server.docker.cpu_image import build_cpu_image
 from deployer.server.docker.plan import project_name
 from deployer.smoke.waiting import wait_until
+from tests.triton_stats import success_count
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "examples" / "quickstart"
@@ -75,17 +76,6 @@ models:
     return spec
 
 
-def _success_count(http_url: str, model: str) -> int:
-    import tritonclient.http as httpclient
-
-    c = httpclient.InferenceServerClient(http_url)
-    try:
-        stats = c.get_inference_statistics(model)
-    finally:
-        c.close()
-    return sum(int(m["inference_stats"]["success"]["count"]) for m in stats["model_stats"])
-
-
 def _send(http_url: str, grpc_url: str, n: int) -> None:
     """`n` classifier requests over HTTP and `n` over gRPC, each answered."""
     import tritonclient.grpc as grpcclient
@@ -121,11 +111,11 @@ def test_two_replicas_smoke_through_the_balancer_and_share_the_load(
         st = fleet.current(p.deployment)
         assert [r.runtime for r in st.replicas] == [runtime, runtime]
         assert len({r.container_id for r in st.replicas}) == 2 and st.balancer.container_id
-        before = [_success_count(r.http_url, "classifier") for r in st.replicas]
+        before = [success_count(r.http_url, "classifier") for r in st.replicas]
         _send(st.balancer.http_url, st.balancer.grpc_url, REQUESTS)
 
         def spread() -> list[int]:
-            return [_success_count(r.http_url, "classifier") - b for r, b in zip(st.replicas, before, strict=True)]
+            return [success_count(r.http_url, "classifier") - b for r, b in zip(st.replicas, before, strict=True)]
 
         # Triton records statistics after the response went out: wait for them instead of reading once
         seen = wait_until(spread, lambda d: sum(d) >= 2 * REQUESTS, 60.0, interval_s=0.1).value
