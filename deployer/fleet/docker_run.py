@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from deployer.errors import EnvironmentProblem
 from deployer.fleet.compose_plan import CONF_ENV, balancer_command, container_balancer
 from deployer.fleet.compose_run import checked_base, engine_ulimits, unload_replicas
 from deployer.fleet.containers import container_fleet_status, forget, initial_state, record, save_logs, wait_ready
@@ -85,20 +86,35 @@ def docker_fleet_up(base: ServerSettings, replicas: int, *, pinned_models: tuple
     fleet = initial_state(fleet_plan, "docker", plan.project)
     try:
         record(state_dir, fleet)  # before the first container: a `deployer down` elsewhere finds them
-        client.networks.create(plan.project, driver="bridge", labels=dict(plan.labels))
-        containers = []
-        for spec in plan.replicas:
-            c = client.containers.create(**spec.run_kwargs(), network=plan.project)
-            c.start()
-            containers.append(c)
-        balancer = client.containers.create(**plan.balancer)
-        balancer.start()
+        containers, balancer = _create(client, plan)
         fleet = wait_ready(state_dir, fleet_plan, fleet, containers, balancer)
     except BaseException:  # includes KeyboardInterrupt: the labels find whatever was created
         _teardown(client, state_dir, fleet)
         raise
     log.info("docker fleet %s up: %d replicas behind %s", plan.project, replicas, fleet.balancer.http_url)
     return fleet
+
+
+def _create(client: Any, plan: DockerFleetPlan) -> tuple[list[Any], Any]:
+    """The network, then each replica, then the balancer (its upstream names must resolve at its start)."""
+    from docker.errors import APIError
+
+    what = f"network {plan.project}"
+    try:
+        client.networks.create(plan.project, driver="bridge", labels=dict(plan.labels))
+        containers = []
+        for spec in plan.replicas:
+            what = f"container {spec.name}"
+            c = client.containers.create(**spec.run_kwargs(), network=plan.project)
+            c.start()
+            containers.append(c)
+        what = f"container {plan.balancer['name']}"
+        balancer = client.containers.create(**plan.balancer)
+        balancer.start()
+    except APIError as exc:
+        raise EnvironmentProblem(f"Docker could not create {what}: {exc.explanation or exc}",
+                                 hint="`docker ps -a` and `docker network ls` show what is in the way") from exc
+    return containers, balancer
 
 
 def _teardown(client: Any, state_dir: Path, fleet: FleetState) -> None:

@@ -145,3 +145,23 @@ def test_a_replica_that_cannot_load_fails_up_and_leaves_nothing(
         p.down()  # a no-op when `up` cleaned up, as it must
     assert _leftovers(tmp_path) == EMPTY
     assert not (tmp_path / ".deployer" / "deployer" / FLEET_FILE).exists()
+
+
+def test_docker_fleet_refuses_a_foreign_container_in_its_way_and_leaves_it(
+    tmp_path: Path, images: str, find_free_ports: Callable[..., list[int]]
+) -> None:
+    from deployer.server.docker.plan import BALANCER_IMAGE
+
+    p = Pipeline.load(_spec(tmp_path, images, find_free_ports(3), "docker"))
+    p.publish()
+    client = docker_client(timeout_s=10)
+    name = f"{project_name(tmp_path / '.deployer' / 'deployer')}-r1"
+    squatter = client.containers.create(BALANCER_IMAGE, ["true"], name=name)
+    try:
+        with pytest.raises(EnvironmentProblem, match="could not create container") as exc:
+            p.up()
+        assert exc.value.exit_code == 3
+        assert _leftovers(tmp_path) == EMPTY  # replica r0, the network: removed again
+        squatter.reload()  # not ours: untouched
+    finally:
+        squatter.remove(force=True)
