@@ -7,6 +7,7 @@ inference counts (statistics extension) show the load on every replica; `status`
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -165,3 +166,56 @@ def test_docker_fleet_refuses_a_foreign_container_in_its_way_and_leaves_it(
         squatter.reload()  # not ours: untouched
     finally:
         squatter.remove(force=True)
+
+
+def test_a_killed_replica_container_is_routed_around_with_no_failed_request(
+    tmp_path: Path, images: str, find_free_ports: Callable[..., list[int]]
+) -> None:
+    import tritonclient.http as httpclient
+
+    p = Pipeline.load(_spec(tmp_path, images, find_free_ports(3), "compose"))
+    p.publish()
+    p.up()
+    try:
+        st = fleet.current(p.deployment)
+        ok, failed, stop, lock = [0], [], threading.Event(), threading.Lock()
+
+        def client_loop() -> None:
+            c = httpclient.InferenceServerClient(st.balancer.http_url, network_timeout=30.0)
+            inp = httpclient.InferInput("features", [1, 16], "FP32")
+            inp.set_data_from_numpy(np.zeros((1, 16), np.float32))
+            try:
+                while not stop.is_set():
+                    try:
+                        c.infer("classifier", [inp])
+                        with lock:
+                            ok[0] += 1
+                    except Exception as exc:  # every failure is the test's finding
+                        failed.append(repr(exc))
+            finally:
+                c.close()
+
+        def served(n: int) -> None:
+            start = ok[0]
+            wait_until(lambda: ok[0] - start, lambda done: done >= n, 120.0, interval_s=0.05)
+            assert ok[0] - start >= n, f"only {ok[0] - start} of {n} requests within 120 s"
+
+        threads = [threading.Thread(target=client_loop, daemon=True) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            served(100)
+            docker_client(timeout_s=10).containers.get(st.replicas[1].container_id).kill()  # SIGKILL
+            served(200)  # by r0 alone, nginx retrying what the kill caught
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(60.0)
+        assert failed == [], failed[:5]
+        status = p.status()
+        assert isinstance(status, FleetStatus) and status.balancer_running and not status.ready
+        rows = dict(status.replicas)
+        assert not rows["r1"].running and rows["r0"].ready, rows
+    finally:
+        p.down()
+    assert _leftovers(tmp_path) == EMPTY
