@@ -38,7 +38,7 @@ def up(dep: Deployment, *, runtime: RuntimeName | None = None) -> FleetState:
     if settings.runtime != "local":
         raise UserError(f"server.replicas > 1 runs on the local runtime for now, not {settings.runtime!r}",
                         hint="use runtime: local (compose: `deployer compose` renders the services)")
-    if not settings.repository.is_dir():
+    if settings.repository_url is None and not settings.repository.is_dir():  # s3://: Triton reads the bucket
         raise UserError(f"model repository {settings.repository} does not exist",
                         hint="run `deployer publish SPEC` first (or `deployer deploy SPEC`)")
     pinned = pinned_models(dep)
