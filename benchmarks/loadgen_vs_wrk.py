@@ -165,7 +165,8 @@ def without_delay_window(url: str, model: str, instances: int) -> Any:
     session = ModelSession(url.removeprefix("http://"), model)
     cfg = dict(session.begin())
     cfg["dynamic_batching"] = {**dict(cfg.get("dynamic_batching") or {}), "max_queue_delay_microseconds": 0}
-    cfg["instance_group"] = [{**dict(g), "count": instances} for g in cfg.get("instance_group") or [{"kind": "KIND_CPU"}]]
+    groups = cfg.get("instance_group") or [{"kind": "KIND_CPU"}]
+    cfg["instance_group"] = [{**dict(g), "count": instances} for g in groups]
     session.apply(cfg)
     return session
 
