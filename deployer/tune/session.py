@@ -80,25 +80,29 @@ class ModelSession:
         self.original = self.served()
         return self.original
 
-    def apply(self, config: Mapping[str, Any]) -> None:
-        """Load `config` and check the served config equals it (ServerError when Triton refuses or differs)."""
+    def apply(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Load `config`, check the served config equals it (ServerError when Triton refuses or differs),
+        and return the served config."""
         from deployer.config.diff import diff_config
 
         self._load(config)
-        diffs = diff_config(config, self.served())
+        served = self.served()
+        diffs = diff_config(config, served)
         if diffs:
             raise ServerError(f"{self.model}: the served config differs from the candidate: "
                               + "; ".join(d.format() for d in diffs[:3]))
+        return served
 
     def _load(self, config: Mapping[str, Any]) -> None:
         from tritonclient.utils import InferenceServerException
 
-        self.changed = True
+        was_changed, self.changed = self.changed, True
         try:
             self.client.load_model(self.model, config=json.dumps(config))
         except InferenceServerException as exc:
             text = exc.message() or str(exc)
             if any(s in text.lower() for s in _NOT_EXPLICIT):
+                self.changed = was_changed  # refused before loading anything: this call changed nothing
                 raise EnvironmentProblem(f"the server at {self.http_url} does not allow loading models: {text}",
                                          hint="run tritonserver with --model-control-mode=explicit") from None
             raise ServerError(f"{self.model}: the server refused the candidate config: {text}") from None
