@@ -56,7 +56,7 @@ def _trial_dict(tr: Trial, batch: int) -> dict[str, Any]:
     ms = []
     for i, m in enumerate(tr.measurements):
         d = _clean({k: getattr(m, k) for k in ("throughput_rps", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "requests",
-                                               "errors", "stable", "windows", "send_lag_p50_ms",
+                                               "errors", "stable", "windows", "offered_rps", "send_lag_p50_ms",
                                                "send_lag_p99_ms")})
         d["load"] = i  # index into the result's "loads"
         d["throughput_infer_s"] = m.throughput_rps * batch
