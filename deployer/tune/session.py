@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from deployer.errors import EnvironmentProblem, ServerError
+from deployer.errors import EnvironmentProblem, ServerError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,27 @@ def sigint_deferred() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
     if caught:
         raise KeyboardInterrupt
+
+
+def server_address(url: str) -> str:
+    """`host:port` of a server given by URL: `HOST:PORT` or `http://HOST:PORT[/]` (UserError otherwise:
+    the trials' load generator speaks plain HTTP to one address, so there is no path or TLS to carry)."""
+    import urllib.parse
+
+    example = "HOST:PORT of Triton's HTTP endpoint, e.g. 127.0.0.1:8000"
+    parsed = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    if parsed.scheme != "http":
+        raise UserError(f"server URL {url!r}: only http:// is supported (the load generator speaks plain HTTP)",
+                        hint=example)
+    try:
+        port = parsed.port
+    except ValueError:  # out of range or not a number
+        port = None
+    host = parsed.hostname or ""
+    if (port is None or port < 1 or not host or any(c.isspace() for c in url) or parsed.path not in ("", "/")
+            or parsed.query or parsed.fragment or parsed.username is not None):
+        raise UserError(f"server URL {url!r} is not HOST:PORT", hint=example)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class ModelSession:

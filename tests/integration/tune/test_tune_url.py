@@ -132,6 +132,15 @@ def test_url_where_nothing_listens_is_an_environment_problem(
     assert spec.read_bytes() == before
 
 
+@pytest.mark.parametrize("url", ["127.0.0.1:99999", "https://127.0.0.1:8443"])
+def test_a_url_that_is_not_host_port_is_bad_input(tmp_path: Path, find_free_ports: Callable[..., list[int]],
+                                                  url: str) -> None:
+    spec = _spec(tmp_path, find_free_ports(3))
+    r = cli("tune", str(spec), "--url", url, timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"server URL {url!r}" in r.stderr and "Traceback" not in r.stdout + r.stderr, r.stderr
+
+
 @contextlib.contextmanager
 def _server_without_model_control(spec: Path) -> Iterator[str]:
     """A real tritonserver for the spec's repository with --model-control-mode=none (deployer's runtimes
