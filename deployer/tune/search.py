@@ -57,7 +57,7 @@ class Objective:
             return False
         if self.kind == "max_throughput":
             return self.p99_ms is None or m.p99_ms <= self.p99_ms
-        return self.min_throughput is None or self.throughput(m) >= self.min_throughput
+        return self.min_throughput is None or self.ranked_throughput(m) >= self.min_throughput
 
     def value(self, m: MeasurementLike) -> float:
         """The objective's own number: inferences/s (max_throughput) or p99 ms (min_latency)."""
@@ -84,7 +84,7 @@ class Objective:
             return (1, -m.p99_ms, 0.0)
         if self.kind == "max_throughput":
             return (0, -m.p99_ms / (self.p99_ms or 1.0), 0.0)
-        return (0, self.throughput(m) / (self.min_throughput or 1.0), 0.0)
+        return (0, self.ranked_throughput(m) / (self.min_throughput or 1.0), 0.0)
 
     def better(self, a: MeasurementLike | None, b: MeasurementLike | None, min_gain: float = 0.0) -> bool:
         """`a` beats `b` (by more than `min_gain`, relative, when both are feasible)."""

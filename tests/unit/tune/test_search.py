@@ -160,3 +160,6 @@ def test_open_loop_candidates_at_one_rate_rank_by_p99_not_arrival_noise() -> Non
     assert obj.ranked_throughput(M(203.0, 9.0)) == 203.0  # closed loop: what was served
     # the higher rate sustained within budget wins, whatever its p99
     assert obj.better(OpenM(398.0, 45.0, 400.0), noisy_fast, min_gain=0.01)
+    # a throughput floor at the offered rate is met by keeping up with it, not by the windows' noise
+    floor = Objective("min_latency", min_throughput=200.0)
+    assert floor.feasible(OpenM(196.0, 9.0, 200.0)) and not floor.feasible(OpenM(150.0, 9.0, 200.0))
