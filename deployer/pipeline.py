@@ -285,7 +285,9 @@ class Pipeline:
         gpus = self.deployment.spec.server.gpus
         gpu_text = gpus if isinstance(gpus, str) else ",".join(map(str, gpus))
         if url is not None:
-            server = TuneServer(url.removeprefix("http://"), "url")
+            from deployer.tune.session import server_address
+
+            server = TuneServer(server_address(url), "url")
             return tune_model(plan, validator, server, dry_run=dry_run, progress=progress)
         if self._fleet:
             from deployer.errors import UserError
