@@ -374,10 +374,12 @@ def deploy(
     fallback: FallbackOpt = None,
     json_path: JsonOpt = None,
     junit_path: JunitOpt = None,
+    graceful_stop: Annotated[bool, typer.Option(
+        help="Unload every model before stopping (python models' finalize() runs; ~1 s per instance).")] = False,
 ) -> None:
     """validate -> build engines -> publish -> up -> smoke -> down, with one report and exit code."""
     result = _pipeline(spec, fallback, runtime=runtime).deploy(
-        keep=keep, on_stage=lambda name: err.print(f"[dim]» {escape(name)}[/]"))
+        keep=keep, graceful_stop=graceful_stop, on_stage=lambda name: err.print(f"[dim]» {escape(name)}[/]"))
     out.print(f"published: {', '.join(result.published)}")
     timings = "  ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
     out.print(f"stages: {timings}")

@@ -36,7 +36,10 @@ def up(dep: Deployment, *, runtime: RuntimeName | None = None) -> FleetState:
     from deployer.server.from_spec import get_runtime, server_settings
 
     settings = server_settings(dep, runtime=runtime)
-    if not settings.repository.is_dir():
+    if settings.runtime != "local" and settings.repository_url is not None:
+        raise UserError(f"server.replicas > 1 with an s3:// repository runs on the local runtime, not "
+                        f"{settings.runtime!r}", hint="use runtime: local, or a local repository path")
+    if settings.repository_url is None and not settings.repository.is_dir():  # s3://: Triton reads the bucket
         raise UserError(f"model repository {settings.repository} does not exist",
                         hint="run `deployer publish SPEC` first (or `deployer deploy SPEC`)")
     pinned = pinned_models(dep)

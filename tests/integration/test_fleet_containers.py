@@ -23,19 +23,20 @@ from deployer.server.docker.client import docker_client, managed_resources
 from deployer.server.docker.cpu_image import build_cpu_image
 from deployer.server.docker.plan import project_name
 from deployer.smoke.waiting import wait_until
+from tests.docker_leftovers import EMPTY, session_leftovers
 from tests.triton_stats import success_count
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "examples" / "quickstart"
-EMPTY = {"containers": [], "networks": [], "volumes": []}
 REQUESTS = 40  # per protocol, through the balancer
 
 pytestmark = [pytest.mark.docker, pytest.mark.triton, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def images() -> Iterator[str]:
-    """Both images (reused when current, as in CI's provisioning); afterwards nothing of ours is left."""
+def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Both images (reused when current, as in CI's provisioning); afterwards nothing of this session's
+    tests is left (other sessions on the same engine have their own)."""
     cpu = build_cpu_image().tag
     build_balancer_image()
     yield cpu
@@ -43,7 +44,7 @@ def images() -> Iterator[str]:
         client = docker_client(timeout_s=10)
     except EnvironmentProblem:
         return
-    assert managed_resources(client) == EMPTY
+    assert session_leftovers(client, tmp_path_factory.getbasetemp()) == EMPTY
 
 
 def _spec(tmp_path: Path, image: str, ports: list[int], runtime: str, *, broken: bool = False) -> Path:

@@ -220,11 +220,14 @@ class ComposeRuntime(ServerLifecycle[ComposePlan]):
     def _teardown(self, plan: ComposePlan, stop_timeout_s: int = _STOP_TIMEOUT_S) -> None:
         teardown_project(self.client, plan, stop_timeout_s)
 
-    def down(self, state: ServerState, *, stop_timeout_s: int = _STOP_TIMEOUT_S, unload: bool = True) -> None:
+    def down(self, state: ServerState, *, stop_timeout_s: int = _STOP_TIMEOUT_S, unload: bool = True,
+             quick: bool = False) -> None:
         """Unload the models (unless `unload` is False: the abort of a failed `up`), save the log,
         `compose down` the project (labels as a safety net); forget the state. What it did is in `last_stop`."""
         if not state.project:
             return
+        if quick:  # see Runtime.down: nothing to drain, so no unload and no stop timeout
+            stop_timeout_s, unload = 0, False
         state_dir = state.log_path.parent if state.log_path is not None else None
         plan = self._started.pop(state.project, None)
         if plan is None:
