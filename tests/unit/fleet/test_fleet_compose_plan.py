@@ -128,3 +128,21 @@ def test_docker_fleet_containers_share_the_project_labels_and_network(tmp_path: 
     assert b["environment"][CONF_ENV] == plan.conf and '"$DEPLOYER_NGINX_CONF"' in b["command"][2]  # no $$
     for name in names:  # reached by container name on the fleet's network
         assert f"server {name}:8000 max_fails=1" in plan.conf
+
+
+def test_an_s3_repository_fleet_on_containers_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    import pytest
+
+    from deployer.errors import ExitCode, UserError
+    from deployer.fleet import from_spec as fleet
+    from deployer.spec import load_deployment
+
+    root = Path(__file__).resolve().parents[3]
+    (tmp_path / "classifier.onnx").write_bytes((root / "examples" / "quickstart" / "classifier.onnx").read_bytes())
+    for runtime in ("compose", "docker"):
+        spec = tmp_path / f"{runtime}.yaml"
+        spec.write_text(f"repository: s3://bucket/p\nserver: {{runtime: {runtime}, replicas: 2}}\n"
+                        "models:\n  - name: classifier\n    source: classifier.onnx\n", encoding="utf-8")
+        with pytest.raises(UserError, match="s3:// repository runs on the local runtime") as exc:
+            fleet.up(load_deployment(spec, fallback="onnxruntime"))
+        assert exc.value.exit_code == ExitCode.BAD_INPUT
