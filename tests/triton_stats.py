@@ -12,25 +12,13 @@ from typing import Any
 
 from deployer.smoke.waiting import wait_until
 
-__all__ = ["model_stats", "success_count", "wait_for_inferences"]
+__all__ = ["model_stats", "wait_for_inferences"]
 
 
 def model_stats(client: Any, model: str) -> dict[str, Any]:
     """The statistics entry of `model` (its only version) from a `tritonclient.http` client."""
     entry: dict[str, Any] = client.get_inference_statistics(model)["model_stats"][0]
     return entry
-
-
-def success_count(http_url: str, model: str) -> int:
-    """Successful inferences of `model` (all versions) on the server at `http_url` (one replica)."""
-    import tritonclient.http as httpclient
-
-    c = httpclient.InferenceServerClient(http_url)
-    try:
-        stats = c.get_inference_statistics(model)
-    finally:
-        c.close()
-    return sum(int(m["inference_stats"]["success"]["count"]) for m in stats["model_stats"])
 
 
 def _all_executed(entry: dict[str, Any]) -> bool:

@@ -7,7 +7,6 @@ inference counts (statistics extension) show the load on every replica; `status`
 from __future__ import annotations
 
 import shutil
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from deployer.server.docker.cpu_image import build_cpu_image
 from deployer.server.docker.plan import project_name
 from deployer.smoke.waiting import wait_until
 from tests.docker_leftovers import EMPTY, session_leftovers
-from tests.triton_stats import success_count
+from tests.fleet_load import Load, infer_count
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "examples" / "quickstart"
@@ -113,11 +112,11 @@ def test_two_replicas_smoke_through_the_balancer_and_share_the_load(
         st = fleet.current(p.deployment)
         assert [r.runtime for r in st.replicas] == [runtime, runtime]
         assert len({r.container_id for r in st.replicas}) == 2 and st.balancer.container_id
-        before = [success_count(r.http_url, "classifier") for r in st.replicas]
+        before = [infer_count(r.http_url, "classifier") for r in st.replicas]
         _send(st.balancer.http_url, st.balancer.grpc_url, REQUESTS)
 
         def spread() -> list[int]:
-            return [success_count(r.http_url, "classifier") - b for r, b in zip(st.replicas, before, strict=True)]
+            return [infer_count(r.http_url, "classifier") - b for r, b in zip(st.replicas, before, strict=True)]
 
         # Triton records statistics after the response went out: wait for them instead of reading once
         seen = wait_until(spread, lambda d: sum(d) >= 2 * REQUESTS, 60.0, interval_s=0.1).value
@@ -169,49 +168,6 @@ def test_docker_fleet_refuses_a_foreign_container_in_its_way_and_leaves_it(
         squatter.remove(force=True)
 
 
-class _Clients:
-    """`n` HTTP clients sending classifier requests through `url` until the block ends; counts failures."""
-
-    def __init__(self, url: str, n: int = 4) -> None:
-        self.url, self.ok, self.failed = url, 0, []  # type: ignore[var-annotated]
-        self._stop, self._lock = threading.Event(), threading.Lock()
-        self._threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(n)]
-
-    def _loop(self) -> None:
-        import tritonclient.http as httpclient
-
-        c = httpclient.InferenceServerClient(self.url, network_timeout=30.0)
-        inp = httpclient.InferInput("features", [1, 16], "FP32")
-        inp.set_data_from_numpy(np.zeros((1, 16), np.float32))
-        try:
-            while not self._stop.is_set():
-                try:
-                    c.infer("classifier", [inp])
-                    with self._lock:
-                        self.ok += 1
-                except Exception as exc:  # every failure is the test's finding
-                    with self._lock:
-                        self.failed.append(repr(exc))
-        finally:
-            c.close()
-
-    def served(self, n: int) -> None:
-        """Wait (with a deadline) until `n` more requests were answered."""
-        start = self.ok
-        wait_until(lambda: self.ok - start, lambda done: done >= n, 120.0, interval_s=0.05)
-        assert self.ok - start >= n, f"only {self.ok - start} of {n} requests within 120 s"
-
-    def __enter__(self) -> _Clients:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(60.0)
-
-
 def _served(http_url: str) -> list[str]:
     import tritonclient.http as httpclient
 
@@ -230,10 +186,10 @@ def test_a_killed_replica_container_is_routed_around_with_no_failed_request(
     p.up()
     try:
         st = fleet.current(p.deployment)
-        with _Clients(st.balancer.http_url) as load:
-            load.served(100)
+        with Load(st.balancer.http_url, "classifier", ("features", [1, 16]), 4) as load:
+            load.wait_ok(100, 120.0)
             docker_client(timeout_s=10).containers.get(st.replicas[1].container_id).kill()  # SIGKILL
-            load.served(200)  # by r0 alone, nginx retrying what the kill caught
+            load.wait_ok(200, 120.0)  # by r0 alone, nginx retrying what the kill caught
         assert load.failed == [], load.failed[:5]
         status = p.status()
         assert isinstance(status, FleetStatus) and status.balancer_running and not status.ready
@@ -258,10 +214,10 @@ def test_rollout_on_compose_under_load_moves_every_replica_to_v2(
         # v2 without dynamic batching: the per-replica smoke's batching proof counts every inference of
         # the replica, which live traffic through the balancer disturbs (a rollout finding, not compose's)
         spec.write_text(spec.read_text().replace("    dynamic_batching: {max_queue_delay_microseconds: 2000}\n", ""))
-        with _Clients(st.balancer.http_url) as load:
-            load.served(50)
+        with Load(st.balancer.http_url, "classifier", ("features", [1, 16]), 4) as load:
+            load.wait_ok(50, 120.0)
             result = Pipeline.load(spec).rollout()
-            load.served(50)
+            load.wait_ok(50, 120.0)
         assert load.failed == [], load.failed[:5]
         assert result.changed == {"classifier": (1, 2)}
         assert [_served(r.http_url) for r in st.replicas] == [["2"], ["2"]]
