@@ -125,7 +125,8 @@ models:
     source: echo.py
     backend: python
     max_batch_size: 8
-    instance_group: [{{kind: CPU, count: 1}}]
+    dynamic_batching: {{max_queue_delay_microseconds: 500}}  # the smoke's batching proof is on: a
+    instance_group: [{{kind: CPU, count: 1}}]                 # replica smoked under traffic must not fail it
     inputs: [{{name: x, dtype: FP32, dims: [4]}}]
     outputs: [{{name: y, dtype: FP32, dims: [4]}}]
 """
