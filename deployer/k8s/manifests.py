@@ -20,7 +20,7 @@ from deployer.server.argv import tritonserver_argv
 from deployer.server.base import with_server_defaults
 from deployer.server.from_spec import server_settings
 from deployer.spec import Deployment
-from deployer.spec.schema import K8sSpec
+from deployer.spec.schema_k8s import K8sSpec
 
 __all__ = ["GRPC_PORT", "HTTP_PORT", "METRICS_PORT", "K8sPlan", "Manifest", "derive_name", "plan_manifests"]
 

@@ -18,7 +18,7 @@ from deployer.spec.loader import PathT, RawSpec, make_issue
 from deployer.spec.model import ResolvedModel, Tensor
 from deployer.spec.overrides import relocate
 from deployer.spec.rules_ensemble import ensemble, ensemble_cycles
-from deployer.spec.schema import INT64_MAX
+from deployer.spec.schema_base import INT64_MAX
 
 # Used with fullmatch: `$` would also match before a final newline, and "m\n" would become a directory.
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 from deployer.spec.loader import PathT
 from deployer.spec.model import ResolvedModel
-from deployer.spec.schema import INT64_MAX, EnsembleStep
+from deployer.spec.schema import EnsembleStep
+from deployer.spec.schema_base import INT64_MAX
 
 if TYPE_CHECKING:
     from deployer.spec.rules import Checker

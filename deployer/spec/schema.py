@@ -7,51 +7,25 @@ Every field's description is the reference documentation (`deployer schema`, doc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
-from ruamel.yaml.scalarbool import ScalarBoolean
+from pydantic import Field, field_validator
 
-# Strict scalars: lax pydantic turns `true`, "16" and 16.0 into max_batch_size 1/16/16 and "yes" into a
-# bool without a word. A float field still takes an int (strict float accepts int). No field has a use
-# for .inf/.nan: an infinite timeout hangs, a NaN passes no bound check (and proto JSON cannot carry it).
-Int = Annotated[int, Strict()]
-Float = Annotated[float, Strict(), AllowInfNan(False)]
-Bool = Annotated[bool, Strict()]
-
-# Upper bounds of the ModelConfig proto fields the values end up in: above them Triton's own schema
-# (the last-net protobuf check) would refuse the config with a message that cannot point at the key.
-INT32_MAX = 2**31 - 1
-UINT32_MAX = 2**32 - 1
-INT64_MAX = 2**63 - 1
-UINT64_MAX = 2**64 - 1
-Int32 = Annotated[Int, Field(ge=-(2**31), le=INT32_MAX)]
-Int64 = Annotated[Int, Field(ge=-(2**63), le=INT64_MAX)]
-GpuId = Annotated[Int, Field(ge=0, le=INT32_MAX)]  # a device ordinal: -1 or any negative is no GPU
-Shape = list[Int64]
-
-
-def _yaml_bool(value: Any) -> Any:
-    # ruamel loads an anchored boolean (`&on true`, and its aliases) as ScalarBoolean, an int subclass: a
-    # strict bool would refuse what the user wrote as `true`, and a strict int or float would take it for 1.
-    if isinstance(value, list):
-        return [_yaml_bool(v) for v in value]
-    return bool(value) if isinstance(value, ScalarBoolean) else value
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _plain_yaml_bools(cls, data: Any) -> Any:
-        # Here rather than in the Int/Bool types: a validator inside a type hides its ge/le bounds from
-        # the JSON Schema (`deployer schema`). Nested models run this themselves.
-        if isinstance(data, Mapping):
-            return {k: _yaml_bool(v) for k, v in data.items()}
-        return data
-
+from deployer.spec.schema_base import (
+    INT32_MAX,
+    UINT32_MAX,
+    UINT64_MAX,
+    Bool,
+    Float,
+    GpuId,
+    Int,
+    Int32,
+    Int64,
+    Shape,
+    _Strict,
+)
+from deployer.spec.schema_k8s import K8sSpec
+from deployer.spec.schema_tune import TuneSpec
 
 # --------------------------------------------------------------------------- tensors
 
@@ -375,94 +349,6 @@ class ModelSmoke(_Strict):
     compare: Bool = Field(default=True, description="Compare outputs with ONNX Runtime.")
 
 
-# --------------------------------------------------------------------------- tune
-
-
-class TuneRange(_Strict):
-    """An inclusive integer range; the tuner picks values on its ladder inside it."""
-
-    min: Int = Field(ge=0, le=INT32_MAX, description="Smallest value tried.")
-    max: Int = Field(ge=0, le=INT32_MAX, description="Largest value tried.")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> TuneRange:
-        if self.min > self.max:
-            raise ValueError(f"min {self.min} > max {self.max}")
-        return self
-
-
-class TuneLoad(_Strict):
-    """The load each candidate is measured under (closed loop: concurrency; open loop: rates)."""
-
-    concurrency: list[Annotated[Int, Field(ge=1, le=4096)]] | None = Field(
-        default=None, min_length=1,
-        description="Closed-loop client counts. Default: [smoke.concurrency] unless `rates` are given.")
-    rates: list[Annotated[Float, Field(gt=0)]] = Field(
-        default_factory=list, description="Open-loop arrival rates (requests/s); latency counts from the "
-        "intended send time.")
-    arrival: Literal["constant", "poisson"] = Field(default="constant", description="Open-loop arrivals.")
-    batch_size: Int = Field(default=1, ge=1, le=INT32_MAX,
-                            description="Batch dimension of each request (models that batch).")
-    shapes: dict[str, Shape] | None = Field(
-        default=None, description="Full request shape per input (batch first). Default: the opt shape of the "
-        "first profile, else the smoke inputs' shape, with the batch dim set to `batch_size`.")
-    warmup_s: Float = Field(default=1.0, ge=0, description="Seconds of load before measuring.")
-    window_s: Float = Field(default=2.0, gt=0, description="Length of one measurement window.")
-    max_windows: Int = Field(default=6, ge=3, le=1000,
-                             description="Windows until 3 in a row agree within 10 %, at most this many.")
-    protocol: Literal["http", "grpc"] = Field(default="http", description="Protocol of the load.")
-
-
-class TuneSpace(_Strict):
-    """What the tuner may change. Unset axes get a default ladder bounded by the model and its profile."""
-
-    max_batch_size: list[Annotated[Int, Field(ge=1, le=INT32_MAX)]] | TuneRange | None = Field(
-        default=None, description="Values or range. Default: powers of two up to the profile's max batch "
-        "(else max(32, the spec's value)), above the smallest batch the spec's shapes need.")
-    preferred_batch_size: list[list[Annotated[Int32, Field(ge=1)]]] | None = Field(
-        default=None, description="Sets to try, [] = none; sets with a size above max_batch_size are skipped. "
-        "Default: [], [max_batch_size], [max_batch_size / 2, max_batch_size].")
-    max_queue_delay_microseconds: list[Annotated[Int, Field(ge=0, le=UINT64_MAX)]] | TuneRange | None = Field(
-        default=None, description="Values or range. Default: 0, 100, 250, 500, 1000, 2000, 5000, 10000 "
-        "(and the spec's value).")
-    instance_count: list[Annotated[Int, Field(ge=1, le=INT32_MAX)]] | TuneRange | None = Field(
-        default=None, description="Instances per instance group. Default: 1 to 3 (and the spec's value).")
-    max_queue_size: list[Annotated[Int, Field(ge=0, le=UINT32_MAX)]] | None = Field(
-        default=None, description="Queue policy max_queue_size values (0 = unbounded). Default: not tuned.")
-    default_timeout_microseconds: list[Annotated[Int, Field(ge=0, le=UINT64_MAX)]] | None = Field(
-        default=None, description="Queue policy timeouts (0 = none). Default: not tuned.")
-
-
-class TuneBudget(_Strict):
-    """When the search stops (whichever comes first)."""
-
-    trials: Int = Field(default=20, ge=1, le=10000, description="Measured candidates, the original included.")
-    minutes: Float | None = Field(default=None, gt=0, description="Wall-clock limit of the search.")
-
-
-class TuneSpec(_Strict):
-    """`deployer tune`: the objective, the load, the search space and the budget."""
-
-    objective: Literal["max_throughput", "min_latency"] = Field(
-        default="max_throughput", description="max_throughput under `p99_ms`, or min_latency (p99) above "
-        "`min_throughput`.")
-    p99_ms: Float | None = Field(default=None, gt=0, description="max_throughput: p99 latency budget (ms). "
-                                 "Default: smoke.sla.p99_ms, else none.")
-    min_throughput: Float | None = Field(default=None, gt=0, description="min_latency: throughput floor "
-                                         "(inferences/s). Default: smoke.sla.min_throughput, else none.")
-    load: TuneLoad = Field(default_factory=TuneLoad, description="The load candidates are measured under.")
-    space: TuneSpace = Field(default_factory=TuneSpace, description="The search space.")
-    budget: TuneBudget = Field(default_factory=TuneBudget, description="Trials and/or minutes.")
-
-    @model_validator(mode="after")
-    def _objective_fits(self) -> TuneSpec:
-        if self.objective == "max_throughput" and self.min_throughput is not None:
-            raise ValueError("min_throughput is the floor of objective min_latency; max_throughput takes p99_ms")
-        if self.objective == "min_latency" and self.p99_ms is not None:
-            raise ValueError("p99_ms is the budget of objective max_throughput; min_latency takes min_throughput")
-        return self
-
-
 # --------------------------------------------------------------------------- models
 
 Backend = Literal["onnxruntime", "tensorrt", "python", "ensemble"]
@@ -595,76 +481,6 @@ class RepositoryS3(_Strict):
         description="Seconds a publish/rollback holds the repository lock object without renewing it; a killed "
         "run's lock is taken over after this.",
     )
-
-
-# --------------------------------------------------------------------------- kubernetes (`deployer k8s`)
-
-# The Deployment, Service, HPA and PodDisruptionBudget share one name, and a Service name must be a DNS-1035
-# label (a letter first), the strictest of the four; a namespace is a DNS-1123 label.
-K8sName = Annotated[str, Field(pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$", max_length=63)]
-K8sLabel = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", max_length=63)]
-K8sSubdomain = Annotated[
-    str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$", max_length=253)
-]
-# A Kubernetes quantity as kubectl writes one ("2", "500m", "8Gi"): a string, so YAML never reads it as a number.
-Quantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")]
-
-
-class K8sAutoscaling(_Strict):
-    """The HorizontalPodAutoscaler (autoscaling/v2) on CPU utilization."""
-
-    min_replicas: Int | None = Field(default=None, ge=1, le=1000, description="Default: the replicas.")
-    max_replicas: Int = Field(default=4, ge=1, le=1000, description="Upper bound of the replicas.")
-    target_cpu_utilization: Int = Field(
-        default=80, ge=1, le=100, description="Average CPU utilization (% of the CPU request) the HPA keeps."
-    )
-
-
-class K8sKServe(_Strict):
-    """Also render a KServe InferenceService for the Triton runtime (an alternative to the Deployment)."""
-
-    service_account: K8sSubdomain = Field(
-        description="ServiceAccount that carries the S3 secret and its serving.kserve.io/s3-* annotations "
-        "(KServe's way to pass storage credentials)."
-    )
-
-
-class K8sSpec(_Strict):
-    """Kubernetes manifests rendered by `deployer k8s` (no cluster is contacted)."""
-
-    name: K8sName | None = Field(
-        default=None, description="Name of every object (DNS-1035 label). Default: derived from the spec file name."
-    )
-    namespace: K8sLabel = Field(default="default", description="Namespace of every object.")
-    image: str | None = Field(default=None, pattern=r"^\S+$", description="Triton image. Default: server.image, "
-                              "else the NGC image of target.triton.")
-    model_repository: str | None = Field(
-        default=None, pattern=r"^s3://\S+$",
-        description="The repository the pods load (`--model-repository`): s3://bucket/prefix, or "
-        "s3://host:port/bucket/prefix for an S3-compatible store. Default: `repository` when it is s3://.",
-    )
-    s3_secret: K8sSubdomain | None = Field(
-        default=None, description="Secret with the keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and optional "
-        "AWS_SESSION_TOKEN), referenced by the pods, never rendered. Default: <name>-s3.",
-    )
-    s3_region: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,40}$",
-                                  description="AWS_DEFAULT_REGION of the pods (unset: Triton's default).")
-    replicas: Int | None = Field(default=None, ge=1, le=1000,
-                                  description="Pods of the Deployment. Default: server.replicas.")
-    gpus: Int = Field(default=1, ge=0, le=64, description="nvidia.com/gpu per pod (0 = CPU-only pods).")
-    cpu: Quantity = Field(default="2", description="CPU request (and what the HPA's utilization is relative to).")
-    memory: Quantity = Field(default="8Gi", description="Memory request and limit.")
-    shm_size: Quantity = Field(default="1Gi", description="Size of the /dev/shm memory volume.")
-    startup_timeout: Float = Field(
-        default=600.0, gt=0, le=86400,
-        description="Seconds a pod may take to download and load every model before its startupProbe fails; "
-        "liveness and readiness probes start only after it.",
-    )
-    autoscaling: K8sAutoscaling | None = Field(default_factory=K8sAutoscaling, description="null = no HPA.")
-    max_unavailable: Int = Field(
-        default=1, ge=1, description="PodDisruptionBudget: pods a voluntary disruption (drain) may take down at once."
-    )
-    kserve: K8sKServe | None = Field(default=None, description="Also render kserve/inferenceservice.yaml.")
 
 
 class Spec(_Strict):

@@ -16,7 +16,8 @@ import numpy.typing as npt
 from deployer.errors import SpecError, UserError
 from deployer.smoke.load import LoadSpec
 from deployer.spec import Deployment, RawSpec, ResolvedModel, deployment_from_raw
-from deployer.spec.schema import InstanceGroup, TuneSpec
+from deployer.spec.schema import InstanceGroup
+from deployer.spec.schema_tune import TuneSpec
 from deployer.tune.search import Budget, Objective
 from deployer.tune.space import DELAY_LADDER, INSTANCE_LADDER, Candidate, Space, filtered, ladder
 from deployer.tune.writeback import Sub

@@ -275,7 +275,7 @@ def write_back(plan: TunePlan, c: Candidate, comment: tuple[str, ...], *, dry_ru
 
 
 def _check_tuned(model: Any, c: Candidate) -> None:
-    from deployer.spec.schema import TuneSpec
+    from deployer.spec.schema_tune import TuneSpec
     from deployer.tune.plan import start_candidate
 
     got = start_candidate(model, model.spec.tune or TuneSpec())

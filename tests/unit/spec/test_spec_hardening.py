@@ -19,7 +19,8 @@ from deployer import pipeline
 from deployer.errors import SpecError, SpecIssue
 from deployer.spec import Deployment, load_deployment
 from deployer.spec.overrides import apply_leftovers, relocate
-from deployer.spec.schema import INT64_MAX, Spec
+from deployer.spec.schema import Spec
+from deployer.spec.schema_base import INT64_MAX
 
 MODELS = Path(__file__).resolve().parents[2] / "data" / "specs" / "models"
 
