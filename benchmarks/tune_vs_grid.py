@@ -1,6 +1,6 @@
 """The tuner's search vs the exhaustive grid, measured on one real tritonserver in one run (issue 11).
 
-    python benchmarks/tune_vs_grid.py            # ~8 minutes on 2 shared cores; --json FILE
+    python benchmarks/tune_vs_grid.py            # ~10 minutes on 2 shared cores; --json FILE
     python benchmarks/tune_vs_grid.py --quick    # ~4 minutes: shorter windows, a smaller space
 
 Serves two models from one spec through the library (`Pipeline.publish`, `up`, `down`) on free ports
