@@ -1,8 +1,11 @@
 """A real `deployer tune` on the quickstart writes back into a heavily commented spec: every byte outside
 the classifier's tuned keys and the tune comment stays, the result validates, `defaults:` is untouched.
 
-The spec starts the classifier without batching (max_batch_size 1) so that batching (8) wins by a wide
-margin even on loaded shared cores, and the tuner has something to write; the budget is 4 short trials.
+The spec starts the classifier with a preferred batch of 8 and a 100 ms queue delay under 4 clients:
+batches never fill, every request waits the full delay (~40 req/s), so any neighbour (delay 0, or
+max_batch_size 4 with [2, 4]) wins by orders of magnitude even on loaded shared cores and the tuner
+always has something to write (the quickstart MLP is too small for batching alone to win reliably).
+The budget is 4 short trials.
 """
 
 from __future__ import annotations
@@ -47,19 +50,19 @@ models:                         # the models
   # ---- the one being tuned ----
   - name: 'classifier'          # single-quoted name
     source: "classifier.onnx"   # double-quoted path
-    max_batch_size: 1           # no batching yet: the tuner should raise it
+    max_batch_size: 8           # batches of 8 never fill with 4 clients
     dynamic_batching:           # block style
       preferred_batch_size:     # a block sequence ...
-        - 1                     # ... of one item
-      'max_queue_delay_microseconds': 0   # a quoted key
+        - 8                     # ... of one item
+      'max_queue_delay_microseconds': 100000   # a quoted key: 100 ms, far too long
     # a comment between the tuned keys and the tune section
     tune:                       # a tiny budget: 4 short trials
       p99_ms: 2000              # generous: every candidate meets it
       budget: {{trials: 4}}     # flow
-      load: {{concurrency: [8], warmup_s: 0.3, window_s: 0.5, max_windows: 3}}   # short windows
+      load: {{concurrency: [4], warmup_s: 0.3, window_s: 0.5, max_windows: 3}}   # short windows
       space:                    # a small space
-        max_batch_size: [1, 8]                      # flow sequence
-        max_queue_delay_microseconds: [0, 1000]     # two delays
+        max_batch_size: [4, 8]                      # flow sequence
+        max_queue_delay_microseconds: [0, 100000]   # two delays
         instance_count: [1, 2]                      # two counts
   - name: labels                # the python-backend model: untouched
     source: labels.py           # plain
@@ -129,7 +132,7 @@ def test_write_back_keeps_a_heavily_commented_spec_byte_identical_outside_the_tu
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0, r.stdout + r.stderr
     result = json.loads(report.read_text())
-    assert result["written"], f"the tuner kept the original config (no batching); trials: {result['trials']}"
+    assert result["written"], f"the tuner kept the original config (100 ms delay); trials: {result['trials']}"
     assert 2 <= len(result["trials"]) <= 4
     new_text = spec.read_text(encoding="utf-8")
 
@@ -138,19 +141,21 @@ def test_write_back_keeps_a_heavily_commented_spec_byte_identical_outside_the_tu
     new_lines = new_text.splitlines()
     at = [i for i, ln in enumerate(new_lines) if ln.lstrip().startswith(MARKER)]
     comment = [new_lines[i].strip() for i in at]
-    assert len(comment) == 3 and "max_throughput" in comment[0] and "c=8" in comment[1], comment
+    assert len(comment) == 3 and "max_throughput" in comment[0] and "c=4" in comment[1], comment
     assert at == list(range(at[0], at[0] + 3)) and at[-1] + 1 in _tuned_lines(new_text)  # right above the block
     assert MARKER not in old_text
     changed = [ln for i, ln in enumerate(new_text.splitlines()) if i in _tuned_lines(new_text)]
     assert changed != [ln for i, ln in enumerate(old_text.splitlines()) if i in _tuned_lines(old_text)]
-    # values replaced in place keep their line's comment (a block list turned flow keeps its last item's)
-    for kept in ("# no batching yet: the tuner should raise it", "# a quoted key", "# ... of one item"):
+    # scalar values are replaced in place: their lines keep their comments (a block list turned flow keeps
+    # only its last item's, which is inside the tuned block)
+    for kept in ("# batches of 8 never fill with 4 clients", "# a quoted key: 100 ms, far too long"):
         assert any(kept in ln for ln in changed), (kept, changed)
 
     # 2. the written spec validates, and the classifier now has the winner's settings
     best = result["trials"][result["best"] - 1]["candidate"]
     m = load_deployment(spec).model("classifier")
-    assert m.max_batch_size == best["max_batch_size"] == 8
+    assert best != result["trials"][0]["candidate"]
+    assert m.max_batch_size == best["max_batch_size"]
     assert m.spec.dynamic_batching is not None
     assert m.spec.dynamic_batching.max_queue_delay_microseconds == best["max_queue_delay_microseconds"]
     assert list(m.spec.dynamic_batching.preferred_batch_size) == best["preferred_batch_size"]
