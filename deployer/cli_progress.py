@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Column
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 
@@ -29,9 +30,12 @@ class TuneProgress:
         self.live = console.is_terminal if live is None else live
         self.done = 0
         self.meeting = 0
+        # the fixed-width columns first and a short bar: on a narrow terminal the long description is
+        # what gets cut, not the count or the clock
         self.progress = Progress(
-            SpinnerColumn(), TextColumn("[bold]tune[/]"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.description}"), TimeElapsedColumn(),
+            SpinnerColumn(), TextColumn("[bold]tune[/]"), BarColumn(bar_width=20), MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
             console=console, disable=not self.live, transient=False,
         )
         self.task = self.progress.add_task("starting", total=None)
