@@ -13,8 +13,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Column
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Column
 
 
 class TuneProgress:
