@@ -2,7 +2,8 @@
 # Idempotent CI provisioning for the `docker`-marked tests:
 #   1. install docker.io / docker-compose / debootstrap with apt when missing (root only),
 #   2. start dockerd in the background when no engine answers, wait until `docker info` works,
-#   3. build deployer's CPU Triton image when absent or stale; reuse it when current.
+#   3. build deployer's CPU Triton image and the nginx balancer image (replicas on compose) when absent
+#      or stale; reuse them when current.
 # Safe to run on every CI job: each step is skipped when already done. Exits non-zero when the
 # engine or the image cannot be had, so CI fails instead of skipping the docker tests.
 set -euo pipefail
@@ -61,19 +62,22 @@ import logging
 import sys
 
 from deployer.errors import DeployerError
+from deployer.server.docker.balancer_image import build_balancer_image
 from deployer.server.docker.cpu_image import build_cpu_image
 
 logging.basicConfig(level=logging.INFO, format="provision-docker: %(message)s", stream=sys.stderr)
 logging.getLogger("deployer.server.docker.cpu_image").setLevel(logging.INFO)
-try:
-    result = build_cpu_image()
-except DeployerError as exc:
-    print(f"provision-docker: {exc.render()}", file=sys.stderr)
-    sys.exit(int(exc.exit_code))
-action = "built" if result.built else "reused"
-print(
-    f"provision-docker: {action} {result.tag} ({result.image_id[:19]}, inputs {result.inputs_digest[:12]}) "
-    f"in {result.seconds:.1f} s",
-    file=sys.stderr,
-)
+logging.getLogger("deployer.server.docker.balancer_image").setLevel(logging.INFO)
+for build in (build_cpu_image, build_balancer_image):
+    try:
+        result = build()
+    except DeployerError as exc:
+        print(f"provision-docker: {exc.render()}", file=sys.stderr)
+        sys.exit(int(exc.exit_code))
+    action = "built" if result.built else "reused"
+    print(
+        f"provision-docker: {action} {result.tag} ({result.image_id[:19]}, inputs {result.inputs_digest[:12]}) "
+        f"in {result.seconds:.1f} s",
+        file=sys.stderr,
+    )
 EOF

@@ -317,7 +317,8 @@ def _print_fleet(st: Any) -> None:
         out.print("not running")
         raise typer.Exit(int(ExitCode.CHECKS_FAILED))
     b = st.balancer
-    out.print(f"balancer nginx (pid {b.pid}, {'up' if st.balancer_running else 'DOWN'}): http {b.http_url}  "
+    where = f"pid {b.pid}" if b.pid is not None else f"{b.runtime} project {b.project}"
+    out.print(f"balancer nginx ({where}, {'up' if st.balancer_running else 'DOWN'}): http {b.http_url}  "
               f"grpc {b.grpc_url}")
     if st.pinned_models:
         out.print(f"pinned to one replica per client (sequence models): {', '.join(st.pinned_models)}")
@@ -373,10 +374,12 @@ def deploy(
     fallback: FallbackOpt = None,
     json_path: JsonOpt = None,
     junit_path: JunitOpt = None,
+    graceful_stop: Annotated[bool, typer.Option(
+        help="Unload every model before stopping (python models' finalize() runs; ~1 s per instance).")] = False,
 ) -> None:
     """validate -> build engines -> publish -> up -> smoke -> down, with one report and exit code."""
     result = _pipeline(spec, fallback, runtime=runtime).deploy(
-        keep=keep, on_stage=lambda name: err.print(f"[dim]» {escape(name)}[/]"))
+        keep=keep, graceful_stop=graceful_stop, on_stage=lambda name: err.print(f"[dim]» {escape(name)}[/]"))
     out.print(f"published: {', '.join(result.published)}")
     timings = "  ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
     out.print(f"stages: {timings}")
@@ -468,9 +471,25 @@ def image_build_cpu(
     from deployer.server.docker.cpu_image import CPU_IMAGE, build_cpu_image
 
     result = build_cpu_image(tag=tag or CPU_IMAGE, base_image=base_image, force=force)
+    _print_build(result)
+
+
+def _print_build(result: Any) -> None:
     what = "built" if result.built else "up to date"
     out.print(f"{result.tag}: {what} ({result.image_id[:19]}, inputs {result.inputs_digest[:12]}, "
               f"{result.seconds:.1f} s)")
+
+
+@image_app.command("build-balancer")
+@_handle_errors
+def image_build_balancer(
+    force: Annotated[bool, typer.Option(help="Rebuild even when the inputs did not change.")] = False,
+) -> None:
+    """Build (or reuse) the nginx balancer image for replicas on compose (Debian base, no container registry)."""
+    from deployer.server.docker.balancer_image import build_balancer_image
+
+    result = build_balancer_image(force=force)
+    _print_build(result)
 
 
 def main() -> None:

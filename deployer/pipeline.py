@@ -188,6 +188,10 @@ class Pipeline:
 
     def compose_file_at(self, base: Path) -> str:
         """The compose.yaml text, paths relative to `base` (the directory the file will live in)."""
+        if self._fleet:
+            from deployer.fleet import from_spec as fleet
+
+            return fleet.compose_file(self.deployment, base)
         from deployer.server.from_spec import compose_file
 
         return compose_file(self.deployment, base)
@@ -285,7 +289,9 @@ class Pipeline:
         gpus = self.deployment.spec.server.gpus
         gpu_text = gpus if isinstance(gpus, str) else ",".join(map(str, gpus))
         if url is not None:
-            server = TuneServer(url.removeprefix("http://"), "url")
+            from deployer.tune.session import server_address
+
+            server = TuneServer(server_address(url), "url")
             return tune_model(plan, validator, server, dry_run=dry_run, progress=progress)
         if self._fleet:
             from deployer.errors import UserError
@@ -313,9 +319,9 @@ class Pipeline:
     def _fleet(self) -> bool:
         return self.deployment.spec.server.replicas > 1
 
-    def _stop(self, get_runtime: Callable[[RuntimeName], Any], state: ServerState) -> None:
+    def _stop(self, get_runtime: Callable[[RuntimeName], Any], state: ServerState, *, quick: bool = False) -> None:
         if not self._fleet:
-            _safe_down(get_runtime, state)
+            _safe_down(get_runtime, state, quick=quick)
             return
         try:
             self.down()
@@ -323,10 +329,13 @@ class Pipeline:
             log.error("stopping the fleet failed: %s", exc.render())
 
     def deploy(self, *, keep: bool = False, progress: Callable[[str, Any], None] | None = None,
-               on_stage: Callable[[str], None] | None = None) -> DeployResult:
+               on_stage: Callable[[str], None] | None = None, graceful_stop: bool = False) -> DeployResult:
         """build engines -> publish -> up -> smoke -> down (unless `keep`); validation happened at load.
 
-        The server is always stopped when anything after `up` fails, Ctrl-C included.
+        The server is always stopped when anything after `up` fails, Ctrl-C included. It is deploy's own
+        server and idle once the smoke returned, so it is stopped quickly (`Runtime.down(quick=True)`:
+        no drain; the python backend alone would spend 1 s per model instance finalizing its stubs)
+        unless `graceful_stop` (unload every model first, python models' `finalize()` runs).
         """
         from deployer.engines.from_spec import needs_engine
         from deployer.repository.from_spec import publish
@@ -358,13 +367,13 @@ class Pipeline:
             result.report = self.smoke(state=state, progress=progress)
             result.timings["smoke"] = time.perf_counter() - t
         except BaseException:
-            self._stop(get_runtime, state)
+            self._stop(get_runtime, state, quick=not graceful_stop)
             stopped = True
             raise
         finally:
             if not keep and not stopped:
                 t = stage("down")
-                self._stop(get_runtime, state)
+                self._stop(get_runtime, state, quick=not graceful_stop)
                 result.timings["down"] = time.perf_counter() - t
         result.kept = keep
         return result
@@ -381,9 +390,9 @@ def _s3_repository_status(dep: Deployment) -> RepositoryStatus:
                             {n: tuple(list_versions_s3(reader, n)) for n in names}, tuple(verify_s3(reader, names)))
 
 
-def _safe_down(get_runtime: Callable[[RuntimeName], Any], state: ServerState) -> None:
+def _safe_down(get_runtime: Callable[[RuntimeName], Any], state: ServerState, *, quick: bool = False) -> None:
     try:
-        get_runtime(state.runtime).down(state)
+        get_runtime(state.runtime).down(state, quick=quick)
     except DeployerError as exc:  # report, but never mask the original outcome
         log.error("stopping the server failed: %s", exc.render())
 
@@ -442,6 +451,7 @@ def tune(dep: Deployment, model: str | None = None, *, url: str | None = None, d
     return Pipeline(dep, runtime=runtime).tune(model, url=url, dry_run=dry_run)
 
 
-def deploy(dep: Deployment, *, keep: bool = False, runtime: RuntimeName | None = None) -> DeployResult:
+def deploy(dep: Deployment, *, keep: bool = False, runtime: RuntimeName | None = None,
+           graceful_stop: bool = False) -> DeployResult:
     """`Pipeline(dep).deploy()`: build -> publish -> up -> smoke -> down."""
-    return Pipeline(dep, runtime=runtime).deploy(keep=keep)
+    return Pipeline(dep, runtime=runtime).deploy(keep=keep, graceful_stop=graceful_stop)

@@ -76,12 +76,13 @@ def _fleet_path(state_dir: Path) -> Path:
     return state_dir / FLEET_FILE
 
 
-def _save(state_dir: Path, st: FleetState) -> None:
+def save_fleet(state_dir: Path, st: FleetState) -> None:
     b = st.balancer
     data = {"format": 1, "host": b.host, "http_port": b.http_port, "grpc_port": b.grpc_port,
             "metrics_port": b.metrics_port, "pid": b.pid, "models": list(b.models),
             "log_path": str(b.log_path) if b.log_path else None, "started_at": b.started_at,
-            "replica_dirs": [str(d) for d in st.replica_dirs], "pinned_models": list(st.pinned_models)}
+            "replica_dirs": [str(d) for d in st.replica_dirs], "pinned_models": list(st.pinned_models),
+            "runtime": b.runtime, "project": b.project, "container_id": b.container_id}
     state_dir.mkdir(parents=True, exist_ok=True)
     tmp = _fleet_path(state_dir).with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
@@ -95,11 +96,12 @@ def load_fleet(state_dir: Path) -> FleetState | None:
         return None
     try:
         d: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        balancer = ServerState(runtime="local", host=str(d["host"]), http_port=int(d["http_port"]),
+        balancer = ServerState(runtime=d.get("runtime", "local"), host=str(d["host"]), http_port=int(d["http_port"]),
                                grpc_port=int(d["grpc_port"]), metrics_port=int(d["metrics_port"]),
                                models=tuple(d["models"]), pid=d["pid"],
                                log_path=Path(d["log_path"]) if d["log_path"] else None,
-                               started_at=float(d["started_at"]))
+                               started_at=float(d["started_at"]), project=d.get("project"),
+                               container_id=d.get("container_id"))
         dirs = tuple(Path(p) for p in d["replica_dirs"])
         pinned = tuple(d.get("pinned_models", ()))
     except (ValueError, KeyError, TypeError) as exc:
@@ -157,7 +159,7 @@ def _apply(plan: FleetPlan, nginx: Path, runtime: Any, state_dir: Path) -> Fleet
                                started_at=time.time(), backends=first.backends)
         st = FleetState(balancer, tuple(started), tuple(s.state_dir.absolute() for s in plan.replicas),
                         plan.balancer.pinned_models)
-        _save(state_dir, st)
+        save_fleet(state_dir, st)
         _wait_balancer(balancer, proc, 30.0)
         return st
     except BaseException:

@@ -127,8 +127,9 @@ class Runtime(Protocol):
         """Start the server, load `settings.models`, wait for readiness; record and return the state."""
         ...
 
-    def down(self, state: ServerState) -> None:
-        """Stop the server described by `state` (idempotent)."""
+    def down(self, state: ServerState, *, quick: bool = False) -> None:
+        """Stop the server described by `state` (idempotent). `quick`: nothing is in flight and nothing
+        needs finalizing (deploy's own server after its smoke): skip the drain and stop at once."""
         ...
 
     def logs(self, state: ServerState, tail: int = 200) -> str:

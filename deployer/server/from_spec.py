@@ -166,12 +166,9 @@ def reload_model(spec_path: Path, model: str) -> bool:
     return True
 
 
-def compose_file(dep: Deployment, base: Path) -> str:
-    """The compose.yaml text for the spec's server, its paths relative to `base` (the directory the
-    file will live in)."""
-    from deployer.server.docker.compose_render import render_compose
-    from deployer.server.docker.plan import project_name
-
+def portable_compose_settings(dep: Deployment, base: Path) -> ServerSettings:
+    """The spec's compose settings with the repository and state dir relative to `base` (the directory
+    a committed compose file lives in)."""
     settings = server_settings(dep, runtime="compose")
 
     def rel(p: Path) -> Path:
@@ -179,5 +176,14 @@ def compose_file(dep: Deployment, base: Path) -> str:
 
     # Relative paths keep the file usable on any machine that checks the project out; the project name
     # comes from the same function the runtimes use (a relative state dir gives a portable name).
-    settings = replace(settings, repository=rel(settings.repository), state_dir=rel(settings.state_dir))
+    return replace(settings, repository=rel(settings.repository), state_dir=rel(settings.state_dir))
+
+
+def compose_file(dep: Deployment, base: Path) -> str:
+    """The compose.yaml text for the spec's server, its paths relative to `base` (the directory the
+    file will live in)."""
+    from deployer.server.docker.compose_render import render_compose
+    from deployer.server.docker.plan import project_name
+
+    settings = portable_compose_settings(dep, base)
     return render_compose(settings, project=project_name(settings.state_dir), load_models=True)

@@ -169,8 +169,9 @@ class ServerLifecycle(ABC, Generic[PlanT]):
         """Whether the process or container described by `state` is still there."""
 
     @abstractmethod
-    def down(self, state: ServerState) -> None:
-        """Stop the server described by `state` (idempotent); record what it did in `last_stop`."""
+    def down(self, state: ServerState, *, quick: bool = False) -> None:
+        """Stop the server described by `state` (idempotent); record what it did in `last_stop`.
+        `quick`: no unload and no grace period (see `Runtime.down`)."""
 
     @abstractmethod
     def logs(self, state: ServerState, tail: int = 200) -> str:

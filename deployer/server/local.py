@@ -260,14 +260,19 @@ class LocalRuntime(ServerLifecycle[None]):
 
     # -- down / status / logs ------------------------------------------------------------------------
 
-    def down(self, state: ServerState, grace_s: float = _STOP_GRACE_S, *, unload: bool = True) -> None:
+    def down(self, state: ServerState, grace_s: float = _STOP_GRACE_S, *, unload: bool = True,
+             quick: bool = False) -> None:
         """Unload the models (`unload`), SIGTERM the process group, wait up to `grace_s`, SIGKILL what is
-        left; forget the state. Idempotent. What it did is in `last_stop`.
+        left; forget the state. Idempotent. What it did is in `last_stop`. `quick`: no unload, no grace
+        (the group is killed and its shared-memory segments removed: python models' `finalize()` does
+        not run, which is why only deploy's own server, idle after its smoke, is stopped this way).
 
         The unload through the repository API comes first because it is the graceful part that is fast:
         in-flight requests finish, models finalize, stubs exit, and Triton then exits on SIGTERM at once
         instead of polling its unloading models once a second.
         """
+        if quick:
+            grace_s, unload = 0.0, False
         pid = state.pid
         report = StopReport()
         alive = pid is not None and (pid in self._children or is_running(pid))
@@ -276,7 +281,7 @@ class LocalRuntime(ServerLifecycle[None]):
             if unload and alive:
                 report = unload_for_stop(state)
             seconds, killed = stop_group(pid, self._children.pop(pid, None), grace_s)
-            if killed:
+            if killed and not quick:
                 log.warning("tritonserver (pid %d) still running %.0f s after SIGTERM; killed it", pid, grace_s)
             report = StopReport(report.unload_s, seconds, report.unloaded, report.pending, killed)
         self.last_stop = report

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from deployer._files import atomic_write
+from deployer.smoke.load import LoadSpec
 from deployer.tune.run import Trial, TuneResult
 
 
@@ -38,20 +39,32 @@ def render_result(result: TuneResult) -> RenderableType:
     return Group(table, Text(verdict))
 
 
-def _trial_dict(tr: Trial, batch: int) -> dict[str, Any]:
-    def clean(d: dict[str, Any]) -> dict[str, Any]:
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+def _clean(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
 
+
+def _load_dict(ld: LoadSpec) -> dict[str, Any]:
+    """One load point; `latency_from` says where each latency starts (open loop: the intended send time)."""
+    point: dict[str, Any] = ({"concurrency": ld.concurrency} if ld.mode == "closed"
+                             else {"rate_rps": ld.rate, "arrival": ld.arrival, "connections": ld.open_connections})
+    return {"mode": ld.mode, **point, "latency_from": "intended send time" if ld.mode == "open" else "send",
+            "warmup_s": ld.warmup_s, "window_s": ld.window_s, "max_windows": ld.max_windows,
+            "protocol": ld.protocol}
+
+
+def _trial_dict(tr: Trial, batch: int) -> dict[str, Any]:
     ms = []
-    for m in tr.measurements:
-        d = clean({k: getattr(m, k) for k in ("throughput_rps", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "requests",
-                                              "errors", "stable", "windows")})
+    for i, m in enumerate(tr.measurements):
+        d = _clean({k: getattr(m, k) for k in ("throughput_rps", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "requests",
+                                               "errors", "stable", "windows", "offered_rps", "send_lag_p50_ms",
+                                               "send_lag_p99_ms")})
+        d["load"] = i  # index into the result's "loads"
         d["throughput_infer_s"] = m.throughput_rps * batch
-        d["breakdown"] = clean(dict(m.breakdown.__dict__)) if m.breakdown else None
+        d["breakdown"] = _clean(dict(m.breakdown.__dict__)) if m.breakdown else None
         ms.append(d)
     return {"index": tr.index, "candidate": tr.candidate.as_dict(), "label": tr.candidate.label(),
-            "measurements": ms, "chosen": tr.chosen, "feasible": tr.feasible, "error": tr.error,
-            "seconds": tr.seconds}
+            "served": tr.served, "measurements": ms, "chosen": tr.chosen, "feasible": tr.feasible,
+            "error": tr.error, "seconds": tr.seconds}
 
 
 def to_dict(result: TuneResult) -> dict[str, Any]:
@@ -59,6 +72,7 @@ def to_dict(result: TuneResult) -> dict[str, Any]:
     return {
         "model": result.model, "spec": str(result.spec_path), "objective": result.objective,
         "p99_budget_ms": result.p99_budget_ms, "min_throughput": result.min_throughput, "load": result.load,
+        "loads": [_load_dict(ld) for ld in result.loads],
         "server": result.server, "met": result.met, "written": result.written, "dry_run": result.dry_run,
         "grid_size": result.grid_size, "budget_trials": result.budget_trials, "seconds": result.seconds,
         "best": result.best.index if result.best else None,

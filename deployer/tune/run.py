@@ -51,6 +51,7 @@ class Trial:
     feasible: bool = False
     error: str = ""
     seconds: float = 0.0
+    served: dict[str, Any] | None = None  # the knobs the server reported after loading it (checked equal)
 
     @property
     def measurement(self) -> Measurement | None:
@@ -81,6 +82,7 @@ class TuneResult:
     min_throughput: float | None = None
     batch_size: int = 1
     comment: tuple[str, ...] = field(default=())
+    loads: tuple[LoadSpec, ...] = ()  # the load points, in the order of each trial's measurements
 
     def raise_for_unmet(self) -> None:
         """CheckFailed (exit 1) when no candidate met the objective."""
@@ -98,7 +100,8 @@ def describe_load(plan: TunePlan) -> str:
     parts = []
     for ld in plan.loads:
         parts.append(f"c={ld.concurrency}" if ld.mode == "closed" else f"{ld.rate:g} req/s {ld.arrival}")
-    mode = "closed loop" if all(ld.mode == "closed" for ld in plan.loads) else "load"
+    modes = {ld.mode for ld in plan.loads}
+    mode = "closed loop" if modes == {"closed"} else "open loop" if modes == {"open"} else "closed and open loop"
     return f"{mode} {', '.join(parts)}, batch {plan.settings.load.batch_size}, {plan.loads[0].protocol}"
 
 
@@ -164,7 +167,7 @@ def tune_model(plan: TunePlan, validator: Validator, server: TuneServer, *, dry_
         original=next((tr for tr in trials if tr.candidate == plan.start), None), met=met, written=written,
         dry_run=dry_run, diff=diff, grid_size=plan.space.size(), budget_trials=plan.budget.trials,
         seconds=clock() - t0, p99_budget_ms=plan.objective.p99_ms, min_throughput=plan.objective.min_throughput,
-        batch_size=plan.objective.batch_size, comment=comment,
+        batch_size=plan.objective.batch_size, comment=comment, loads=plan.loads,
     )
 
 
@@ -183,21 +186,32 @@ def _trial(plan: TunePlan, validator: Validator, session: ModelSession, server: 
     if problems:
         trial = Trial(index, c, error=f"invalid: {problems[0]}")
     else:
+        served: dict[str, Any] | None = None
         try:
-            session.apply(candidate_config(original, c))
+            served = served_knobs(session.apply(candidate_config(original, c)))
             ms = tuple(measure(server.http_url, plan.model.name, plan.inputs, ld, grpc_url=server.grpc_url)
                        for ld in plan.loads)
             chosen = max(range(len(ms)), key=lambda i: plan.objective.key(ms[i]))
             trial = Trial(index, c, ms, chosen, plan.objective.feasible(ms[chosen]),
-                          seconds=time.monotonic() - t0)
+                          seconds=time.monotonic() - t0, served=served)
         except DeployerError as exc:
             if exc.exit_code != 1:  # environment: the server is gone; no point in trying more
                 raise
             log.warning("trial %d (%s) failed: %s", index, c.label(), exc.message)
-            trial = Trial(index, c, error=exc.message, seconds=time.monotonic() - t0)
+            trial = Trial(index, c, error=exc.message, seconds=time.monotonic() - t0, served=served)
     if progress:
         progress("done", index, c, trial)
     return trial
+
+
+def served_knobs(config: dict[str, Any]) -> dict[str, Any]:
+    """The tuned knobs as the server reports them (Triton's JSON config: int64 fields are strings)."""
+    db = config.get("dynamic_batching") or {}
+    groups = config.get("instance_group") or [{}]
+    return {"max_batch_size": int(config.get("max_batch_size", 0)),
+            "preferred_batch_size": [int(x) for x in db.get("preferred_batch_size", [])],
+            "max_queue_delay_microseconds": int(db.get("max_queue_delay_microseconds", 0)),
+            "instance_count": int(groups[0].get("count", 1))}
 
 
 def _comment(plan: TunePlan, best: Trial, server: str, n: int) -> tuple[str, ...]:

@@ -30,6 +30,8 @@ class MeasurementLike(Protocol):
     def errors(self) -> int: ...
 
 
+SUSTAINED_TOLERANCE = 0.10  # open loop: served >= 90 % of the offered rate counts as keeping up with it
+
 Evaluate = Callable[[Candidate], MeasurementLike | None]  # None: the candidate failed (load, check, errors)
 
 
@@ -55,29 +57,45 @@ class Objective:
             return False
         if self.kind == "max_throughput":
             return self.p99_ms is None or m.p99_ms <= self.p99_ms
-        return self.min_throughput is None or self.throughput(m) >= self.min_throughput
+        return self.min_throughput is None or self.ranked_throughput(m) >= self.min_throughput
 
     def value(self, m: MeasurementLike) -> float:
         """The objective's own number: inferences/s (max_throughput) or p99 ms (min_latency)."""
         return self.throughput(m) if self.kind == "max_throughput" else m.p99_ms
 
-    def key(self, m: MeasurementLike | None) -> tuple[int, float]:
-        """Sort key, larger is better: feasible first, then by value; infeasible by how close they come."""
+    def ranked_throughput(self, m: MeasurementLike) -> float:
+        """Inferences/s as candidates are ranked by. In open loop the generator sets the throughput: a
+        candidate that keeps up with the offered rate (within the windows' ±10 %) counts that rate, so
+        candidates at one rate tie and their p99 decides, not the arrival noise; one that falls behind
+        counts what it served."""
+        offered: float | None = getattr(m, "offered_rps", None)  # None: closed loop (or a bare test double)
+        if offered is not None and m.throughput_rps >= offered * (1.0 - SUSTAINED_TOLERANCE):
+            return offered * self.batch_size
+        return self.throughput(m)
+
+    def key(self, m: MeasurementLike | None) -> tuple[int, float, float]:
+        """Sort key, larger is better: feasible first, then by value (max_throughput: lower p99 breaks a
+        tie); infeasible by how close they come."""
         if m is None or m.errors > 0 or math.isnan(m.p99_ms):
-            return (-1, 0.0)
+            return (-1, 0.0, 0.0)
         if self.feasible(m):
-            return (1, self.value(m) if self.kind == "max_throughput" else -m.p99_ms)
+            if self.kind == "max_throughput":
+                return (1, self.ranked_throughput(m), -m.p99_ms)
+            return (1, -m.p99_ms, 0.0)
         if self.kind == "max_throughput":
-            return (0, -m.p99_ms / (self.p99_ms or 1.0))
-        return (0, self.throughput(m) / (self.min_throughput or 1.0))
+            return (0, -m.p99_ms / (self.p99_ms or 1.0), 0.0)
+        return (0, self.ranked_throughput(m) / (self.min_throughput or 1.0), 0.0)
 
     def better(self, a: MeasurementLike | None, b: MeasurementLike | None, min_gain: float = 0.0) -> bool:
         """`a` beats `b` (by more than `min_gain`, relative, when both are feasible)."""
         ka, kb = self.key(a), self.key(b)
         if ka[0] != kb[0]:
             return ka[0] > kb[0]
-        margin = abs(kb[1]) * min_gain if ka[0] == 1 else 0.0
-        return ka[1] > kb[1] + margin
+        if ka[0] != 1:
+            return ka[1] > kb[1]
+        if ka[1] != kb[1]:
+            return ka[1] > kb[1] + abs(kb[1]) * min_gain
+        return ka[2] > kb[2] + abs(kb[2]) * min_gain  # the same open-loop rate sustained: by p99
 
     def describe(self) -> str:
         """`max_throughput (p99 <= 50 ms)` / `min_latency (>= 100 infer/s)`."""

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from deployer.errors import EnvironmentProblem, ServerError
+from deployer.errors import EnvironmentProblem, ServerError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,27 @@ def sigint_deferred() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
     if caught:
         raise KeyboardInterrupt
+
+
+def server_address(url: str) -> str:
+    """`host:port` of a server given by URL: `HOST:PORT` or `http://HOST:PORT[/]` (UserError otherwise:
+    the trials' load generator speaks plain HTTP to one address, so there is no path or TLS to carry)."""
+    import urllib.parse
+
+    example = "HOST:PORT of Triton's HTTP endpoint, e.g. 127.0.0.1:8000"
+    parsed = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    if parsed.scheme != "http":
+        raise UserError(f"server URL {url!r}: only http:// is supported (the load generator speaks plain HTTP)",
+                        hint=example)
+    try:
+        port = parsed.port
+    except ValueError:  # out of range or not a number
+        port = None
+    host = parsed.hostname or ""
+    if (port is None or port < 1 or not host or any(c.isspace() for c in url) or parsed.path not in ("", "/")
+            or parsed.query or parsed.fragment or parsed.username is not None):
+        raise UserError(f"server URL {url!r} is not HOST:PORT", hint=example)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class ModelSession:
@@ -80,25 +101,29 @@ class ModelSession:
         self.original = self.served()
         return self.original
 
-    def apply(self, config: Mapping[str, Any]) -> None:
-        """Load `config` and check the served config equals it (ServerError when Triton refuses or differs)."""
+    def apply(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Load `config`, check the served config equals it (ServerError when Triton refuses or differs),
+        and return the served config."""
         from deployer.config.diff import diff_config
 
         self._load(config)
-        diffs = diff_config(config, self.served())
+        served = self.served()
+        diffs = diff_config(config, served)
         if diffs:
             raise ServerError(f"{self.model}: the served config differs from the candidate: "
                               + "; ".join(d.format() for d in diffs[:3]))
+        return served
 
     def _load(self, config: Mapping[str, Any]) -> None:
         from tritonclient.utils import InferenceServerException
 
-        self.changed = True
+        was_changed, self.changed = self.changed, True
         try:
             self.client.load_model(self.model, config=json.dumps(config))
         except InferenceServerException as exc:
             text = exc.message() or str(exc)
             if any(s in text.lower() for s in _NOT_EXPLICIT):
+                self.changed = was_changed  # refused before loading anything: this call changed nothing
                 raise EnvironmentProblem(f"the server at {self.http_url} does not allow loading models: {text}",
                                          hint="run tritonserver with --model-control-mode=explicit") from None
             raise ServerError(f"{self.model}: the server refused the candidate config: {text}") from None

@@ -26,6 +26,7 @@ from deployer.server.docker.compose_render import render_compose
 from deployer.server.docker.cpu_image import build_cpu_image
 from deployer.server.docker.plan import LABEL_MANAGED
 from deployer.server.state import load_state
+from tests.docker_leftovers import EMPTY, session_leftovers
 from tests.triton_stats import wait_for_inferences
 
 pytestmark = pytest.mark.docker
@@ -60,18 +61,17 @@ class TritonPythonModel:
         return responses
 """
 BATCH_REQUESTS = 16
-EMPTY = {"containers": [], "networks": [], "volumes": []}
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _no_deployer_resources_left_behind() -> Iterator[None]:
-    """After the session, no container/network/volume labelled as ours may remain."""
+def _no_deployer_resources_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the session, no container/network/volume of this session's tests may remain."""
     yield
     try:
         client = docker_client(timeout_s=10)
     except EnvironmentProblem:
         return
-    left = managed_resources(client)
+    left = session_leftovers(client, tmp_path_factory.getbasetemp())
     assert left == EMPTY, f"deployer resources left behind: {left}"
 
 

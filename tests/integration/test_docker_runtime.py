@@ -25,6 +25,7 @@ from deployer.server.docker.plan import LABEL_MANAGED, project_name
 from deployer.server.docker.runtime import DockerRuntime
 from deployer.server.state import load_state
 from deployer.smoke import SmokeModel, SmokeOptions, SmokeOutput, SmokeTensor, run_smoke
+from tests.docker_leftovers import EMPTY, session_leftovers
 from tests.triton_stats import wait_for_inferences
 
 MLP_CONFIG = """
@@ -67,15 +68,15 @@ BATCH_REQUESTS = 16
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _no_deployer_resources_left_behind() -> Iterator[None]:
-    """After the session, no container/network/volume labelled as ours may remain."""
+def _no_deployer_resources_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the session, no container/network/volume of this session's tests may remain."""
     yield
     try:
         client = docker_client(timeout_s=10)
     except EnvironmentProblem:
         return  # no engine: the docker tests were skipped (or failed) on their own
-    left = managed_resources(client)
-    assert left == {"containers": [], "networks": [], "volumes": []}, f"deployer resources left behind: {left}"
+    left = session_leftovers(client, tmp_path_factory.getbasetemp())
+    assert left == EMPTY, f"deployer resources left behind: {left}"
 
 
 @pytest.fixture(scope="session")

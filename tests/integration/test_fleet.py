@@ -7,18 +7,16 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from deployer import Pipeline
 from deployer.fleet import from_spec as fleet
 from deployer.fleet.run import FleetStatus
+from tests.fleet_load import Load, infer_count
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "examples" / "quickstart"
@@ -48,63 +46,6 @@ models:
     return spec
 
 
-def _infer_count(http_url: str, model: str) -> int:
-    import tritonclient.http as httpclient
-
-    c = httpclient.InferenceServerClient(http_url)
-    try:
-        stats = c.get_inference_statistics(model)
-    finally:
-        c.close()
-    return sum(int(m["inference_stats"]["success"]["count"]) for m in stats["model_stats"])
-
-
-class _Load:
-    """`concurrency` client threads sending inference through `url` until stopped; counts failures."""
-
-    def __init__(self, url: str, model: str, inp: tuple[str, list[int]], concurrency: int) -> None:
-        self.url, self.model, (self.input, self.shape) = url, model, inp
-        self.ok = 0
-        self.failed: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(concurrency)]
-
-    def _run(self) -> None:
-        import tritonclient.http as httpclient
-
-        c = httpclient.InferenceServerClient(self.url, network_timeout=30.0)
-        x = np.random.default_rng(0).standard_normal(self.shape).astype(np.float32)
-        inp = httpclient.InferInput(self.input, self.shape, "FP32")
-        inp.set_data_from_numpy(x)
-        while not self._stop.is_set():
-            try:
-                c.infer(self.model, [inp])
-                with self._lock:
-                    self.ok += 1
-            except Exception as exc:  # every failure is the test's finding
-                with self._lock:
-                    self.failed.append(repr(exc))
-        c.close()
-
-    def __enter__(self) -> _Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def wait_ok(self, n: int, deadline_s: float) -> None:
-        deadline = time.monotonic() + deadline_s
-        start = self.ok
-        while self.ok - start < n:
-            assert time.monotonic() < deadline, f"only {self.ok - start} of {n} requests within {deadline_s} s"
-            time.sleep(0.05)
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(60.0)
-
-
 def _input(p: Pipeline) -> tuple[str, tuple[str, list[int]]]:
     m = p.deployment.models[0]
     i = m.config["input"][0]
@@ -124,10 +65,10 @@ def test_three_replicas_behind_nginx_spread_load_and_survive_a_sigkill(
         st = fleet.current(p.deployment)
         assert len(st.replicas) == 3
         model, inp = _input(p)
-        before = [_infer_count(r.http_url, model) for r in st.replicas]
-        with _Load(st.balancer.http_url, model, inp, 16) as load:
+        before = [infer_count(r.http_url, model) for r in st.replicas]
+        with Load(st.balancer.http_url, model, inp, 16) as load:
             load.wait_ok(300, 120.0)
-            after = [_infer_count(r.http_url, model) for r in st.replicas]
+            after = [infer_count(r.http_url, model) for r in st.replicas]
             spread = [a - b for a, b in zip(after, before, strict=True)]
             assert all(d > 0 for d in spread), f"per-replica inference counts {spread}: not spread over all 3"
             victim = st.replicas[1]
@@ -184,7 +125,8 @@ models:
     source: echo.py
     backend: python
     max_batch_size: 8
-    instance_group: [{{kind: CPU, count: 1}}]
+    dynamic_batching: {{max_queue_delay_microseconds: 500}}  # the smoke's batching proof is on: a
+    instance_group: [{{kind: CPU, count: 1}}]                 # replica smoked under traffic must not fail it
     inputs: [{{name: x, dtype: FP32, dims: [4]}}]
     outputs: [{{name: y, dtype: FP32, dims: [4]}}]
 """
@@ -212,7 +154,7 @@ def test_rollout_v1_to_v2_under_load_fails_no_request(
     try:
         st = fleet.current(p.deployment)
         assert [_served(r, "echo") for r in st.replicas] == [["1"]] * 3
-        with _Load(st.balancer.http_url, "echo", ("x", [1, 4]), 16) as load:
+        with Load(st.balancer.http_url, "echo", ("x", [1, 4]), 16) as load:
             load.wait_ok(100, 120.0)
             p2 = Pipeline.load(_echo_spec(tmp_path, ports, factor=2.0))
             result = p2.rollout()
@@ -238,7 +180,7 @@ def test_rollout_whose_v2_fails_to_load_on_replica_2_returns_all_to_v1(
         st = fleet.current(p.deployment)
         marker = tmp_path / "fail-on"
         marker.write_text(str(st.replicas[1].pid))
-        with _Load(st.balancer.http_url, "echo", ("x", [1, 4]), 16) as load:
+        with Load(st.balancer.http_url, "echo", ("x", [1, 4]), 16) as load:
             load.wait_ok(100, 120.0)
             p2 = Pipeline.load(_echo_spec(tmp_path, ports, factor=2.0, fail_on=str(marker)))
             with pytest.raises(CheckFailed, match=r"replica r1 .*check 'load' failed") as err:

@@ -17,7 +17,7 @@ import pytest
 from deployer.errors import EnvironmentProblem, ExitCode, PortInUse, ServerError
 from deployer.server.base import ServerSettings
 from deployer.server.local import LocalRuntime, find_tritonserver, is_running, plan_launch
-from deployer.server.process import group_members, shm_segments
+from deployer.server.process import group_members, proc_state, shm_segments
 from deployer.server.state import load_state, state_path
 from deployer.smoke import SmokeModel, SmokeOptions, SmokeOutput, SmokeTensor, run_smoke
 from tests.triton_stats import wait_for_inferences
@@ -249,6 +249,37 @@ def test_onnx_string_and_python_models_in_one_server(
     assert not state_path(settings.state_dir).exists()
     local_runtime.down(state)  # idempotent
     assert not local_runtime.status(state).running
+
+
+def test_quick_down_leaves_no_stub_and_no_shm_segment(
+    model_repository: Path,
+    make_settings: Callable[..., ServerSettings],
+    local_runtime: LocalRuntime,
+    add_model: Callable[..., Path],
+    make_mlp_onnx: Callable[..., Any],
+    processes_mentioning: Callable[[str], list[int]],
+) -> None:
+    """deploy's own stop (`quick`): no unload, the group is killed at once, and what a graceful exit would
+    have removed (stub processes, their /dev/shm segments, the state file) is gone all the same."""
+    mlp = make_mlp_onnx(model_repository.parent / "mlp.onnx")
+    add_model(model_repository, "mlp", MLP_CONFIG, {"model.onnx": mlp.path})
+    add_model(model_repository, "double", PYTHON_CONFIG, {"model.py": PYTHON_MODEL})
+    settings = make_settings(model_repository, ("mlp", "double"))
+    state = local_runtime.up(settings)
+    a = np.array([1, 2, 3], dtype=np.int64)
+    np.testing.assert_array_equal(_infer(state.http_url, "double", {"a": a}, {"a": "INT64"}).as_numpy("b"), a * 2)
+    stubs = [pid for pid in group_members(state.pid or 0) if pid != state.pid]
+    segments = shm_segments(group_members(state.pid or 0))
+    assert len(stubs) == 2 and len(segments) >= 2, (stubs, segments)
+    local_runtime.down(state, quick=True)
+    stop = local_runtime.last_stop
+    assert stop is not None and stop.unloaded == () and stop.unload_s == 0.0, stop  # no drain
+    assert not is_running(state.pid)
+    # killed stubs are reparented to init, which reaps them when it gets to it: dead is the criterion
+    assert [pid for pid in stubs if proc_state(pid) not in (None, "Z", "X")] == []
+    assert [p for p in segments if p.exists()] == []
+    assert processes_mentioning(str(model_repository)) == []
+    assert not state_path(settings.state_dir).exists()
 
 
 def _check_dynamic_batching(url: str, mlp: Any, served_before: int) -> None:

@@ -35,7 +35,9 @@ from deployer.server.docker.plan import NVIDIA_ULIMITS, image_of, project_name
 from deployer.server.lifecycle import Launched, ServerLifecycle, file_tail, forget
 from deployer.server.state import save_state
 
-__all__ = ["COMPOSE_FILE", "ComposePlan", "ComposeRuntime", "find_compose", "plan_compose"]
+__all__ = [
+    "COMPOSE_FILE", "ComposePlan", "ComposeRuntime", "compose_up", "find_compose", "plan_compose", "teardown_project",
+]
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +115,42 @@ def _run(argv: list[str], timeout: float = _COMPOSE_TIMEOUT_S) -> subprocess.Com
         raise EnvironmentProblem(f"`{' '.join(argv[:2])} ...` failed: {exc}") from exc
 
 
+def compose_up(plan: ComposePlan) -> None:
+    """Write the plan's file and `up --detach` its project; PortInUse / EnvironmentProblem on failure."""
+    plan.file.parent.mkdir(parents=True, exist_ok=True)
+    plan.file.write_text(plan.content, encoding="utf-8")
+    proc = _run(plan.argv("up", "--detach", "--no-build", "--no-color"))
+    if proc.returncode == 0:
+        return
+    output = (proc.stdout + proc.stderr).strip()
+    tail = "\n".join(output.splitlines()[-30:])
+    if "port is already allocated" in output or "address already in use" in output:
+        raise PortInUse(
+            f"Docker Compose cannot publish the server ports of project {plan.project}",
+            hint="stop what listens there (`ss -ltnp`, `docker ps`) or choose other server ports",
+            details=tail,
+        )
+    raise EnvironmentProblem(
+        f"`{' '.join(plan.compose)} up` failed for project {plan.project} (exit {proc.returncode})",
+        hint=f"the compose file is {plan.file}",
+        details=tail,
+    )
+
+
+def teardown_project(client: Any, plan: ComposePlan, stop_timeout_s: int = _STOP_TIMEOUT_S) -> None:
+    """`compose down` the project (containers, network, volumes), then remove whatever is left by our labels."""
+    if plan.file.is_file():
+        try:
+            proc = _run(plan.argv("down", "--remove-orphans", "--volumes", "--timeout", str(stop_timeout_s)))
+        except EnvironmentProblem as exc:  # no compose CLI any more: the labels below still work
+            log.warning("compose down for %s failed: %s", plan.project, exc.message)
+        else:
+            if proc.returncode != 0:
+                log.warning("compose down for %s failed: %s", plan.project, (proc.stdout + proc.stderr)[-500:])
+    # whatever compose could not remove (or a missing file) is found by our labels
+    remove_managed(client, plan.project)
+
+
 class ComposeRuntime(ServerLifecycle[ComposePlan]):
     """Runtime protocol implementation driving Docker Compose."""
 
@@ -153,7 +191,7 @@ class ComposeRuntime(ServerLifecycle[ComposePlan]):
         try:
             # recorded before `compose up`: a `deployer down` in another shell finds the project by it
             save_state(plan.file.parent, state)
-            self._compose_up(plan)
+            compose_up(plan)
             container = self._service_container(plan.project)
         except BaseException:  # includes KeyboardInterrupt: never leave the project behind
             self._abort(state)
@@ -172,26 +210,6 @@ class ComposeRuntime(ServerLifecycle[ComposePlan]):
         except ServerError:
             return False
 
-    def _compose_up(self, plan: ComposePlan) -> None:
-        plan.file.parent.mkdir(parents=True, exist_ok=True)
-        plan.file.write_text(plan.content, encoding="utf-8")
-        proc = _run(plan.argv("up", "--detach", "--no-build", "--no-color"))
-        if proc.returncode == 0:
-            return
-        output = (proc.stdout + proc.stderr).strip()
-        tail = "\n".join(output.splitlines()[-30:])
-        if "port is already allocated" in output or "address already in use" in output:
-            raise PortInUse(
-                f"Docker Compose cannot publish the server ports of project {plan.project}",
-                hint="stop what listens there (`ss -ltnp`, `docker ps`) or choose other server ports",
-                details=tail,
-            )
-        raise EnvironmentProblem(
-            f"`{' '.join(plan.compose)} up` failed for project {plan.project} (exit {proc.returncode})",
-            hint=f"the compose file is {plan.file}",
-            details=tail,
-        )
-
     def _service_container(self, project: str) -> Any:
         filters = {"label": [f"com.docker.compose.project={project}", f"com.docker.compose.service={SERVICE}"]}
         found = self.client.containers.list(all=True, filters=filters)
@@ -200,22 +218,16 @@ class ComposeRuntime(ServerLifecycle[ComposePlan]):
         return found[0]
 
     def _teardown(self, plan: ComposePlan, stop_timeout_s: int = _STOP_TIMEOUT_S) -> None:
-        if plan.file.is_file():
-            try:
-                proc = _run(plan.argv("down", "--remove-orphans", "--volumes", "--timeout", str(stop_timeout_s)))
-            except EnvironmentProblem as exc:  # no compose CLI any more: the labels below still work
-                log.warning("compose down for %s failed: %s", plan.project, exc.message)
-            else:
-                if proc.returncode != 0:
-                    log.warning("compose down for %s failed: %s", plan.project, (proc.stdout + proc.stderr)[-500:])
-        # whatever compose could not remove (or a missing file) is found by our labels
-        remove_managed(self.client, plan.project)
+        teardown_project(self.client, plan, stop_timeout_s)
 
-    def down(self, state: ServerState, *, stop_timeout_s: int = _STOP_TIMEOUT_S, unload: bool = True) -> None:
+    def down(self, state: ServerState, *, stop_timeout_s: int = _STOP_TIMEOUT_S, unload: bool = True,
+             quick: bool = False) -> None:
         """Unload the models (unless `unload` is False: the abort of a failed `up`), save the log,
         `compose down` the project (labels as a safety net); forget the state. What it did is in `last_stop`."""
         if not state.project:
             return
+        if quick:  # see Runtime.down: nothing to drain, so no unload and no stop timeout
+            stop_timeout_s, unload = 0, False
         state_dir = state.log_path.parent if state.log_path is not None else None
         plan = self._started.pop(state.project, None)
         if plan is None:

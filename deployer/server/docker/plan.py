@@ -51,6 +51,9 @@ NVIDIA_ULIMITS: tuple[tuple[str, int, int], ...] = (("memlock", -1, -1), ("stack
 # named here, below the image builder, so the runtimes and the builder share one name without a cycle.
 CPU_IMAGE_REPOSITORY = "deployer/tritonserver-cpu"
 CPU_IMAGE = f"{CPU_IMAGE_REPOSITORY}:2.51-py311"
+# nginx in front of N replicas (compose runtime), built by `deployer image build-balancer` on the same base.
+BALANCER_IMAGE_REPOSITORY = "deployer/nginx-balancer"
+BALANCER_IMAGE = f"{BALANCER_IMAGE_REPOSITORY}:bookworm"
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,8 @@ def image_hint(image: str) -> str:
     """How a user gets `image` onto this machine."""
     if image.split(":", 1)[0] == CPU_IMAGE_REPOSITORY:
         return "build it with `deployer image build-cpu` (no registry needed)"
+    if image.split(":", 1)[0] == BALANCER_IMAGE_REPOSITORY:
+        return "build it with `deployer image build-balancer` (no container registry needed; apt from Debian)"
     if image.startswith("nvcr.io/"):
         return (
             f"`docker login nvcr.io` (user '$oauthtoken', password: your NGC API key), then "

@@ -155,7 +155,8 @@ class DockerRuntime(ServerLifecycle[ContainerSpec]):
 
     # -- down / status / logs ----------------------------------------------------------------------
 
-    def down(self, state: ServerState, *, stop_timeout_s: int = STOP_TIMEOUT_S, unload: bool = True) -> None:
+    def down(self, state: ServerState, *, stop_timeout_s: int = STOP_TIMEOUT_S, unload: bool = True,
+             quick: bool = False) -> None:
         """Unload the models, stop and remove the container (keeping its log in `state.log_path`); forget
         the state. What it did is in `last_stop`.
 
@@ -164,6 +165,8 @@ class DockerRuntime(ServerLifecycle[ContainerSpec]):
         """
         from docker.errors import NotFound
 
+        if quick:  # see Runtime.down: nothing to drain, so no unload and no stop timeout
+            stop_timeout_s, unload = 0, False
         report = StopReport()
         for ref in (state.container_id, state.project):
             if not ref:

@@ -84,6 +84,7 @@ class Measurement:
     client_cpu_s: float = 0.0
     send_lag_p50_ms: float = 0.0
     send_lag_p99_ms: float = 0.0
+    offered_rps: float | None = None  # open loop: the arrival rate offered (None in closed loop)
 
 
 class _Recorder:
@@ -303,4 +304,5 @@ def measure(
         client_cpu_s=cpu,
         send_lag_p50_ms=percentile(lag, 50) if lag else 0.0,
         send_lag_p99_ms=percentile(lag, 99) if lag else 0.0,
+        offered_rps=float(load.rate) if load.mode == "open" and load.rate else None,
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,30 +14,11 @@ from pathlib import Path
 import pytest
 
 from deployer import Pipeline
+from tests.tune_quickstart import cli, quickstart_spec
 
 ROOT = Path(__file__).resolve().parents[3]
-QUICKSTART = ROOT / "examples" / "quickstart"
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
-
-
-def _spec(tmp_path: Path, ports: list[int], tune: str) -> Path:
-    for f in ("classifier.onnx", "labels.py"):
-        shutil.copy(QUICKSTART / f, tmp_path / f)
-    http, grpc, metrics = ports
-    text = (QUICKSTART / "deployer.yaml").read_text()
-    text = text.replace("repository: ../../model_repository", "repository: repo")
-    text = text.replace("http_port: 8000", f"http_port: {http}").replace("grpc_port: 8001", f"grpc_port: {grpc}")
-    text = text.replace("metrics_port: 8002", f"metrics_port: {metrics}")
-    text = text.replace("    version_policy: {latest: 1}\n", f"    version_policy: {{latest: 1}}\n{tune}")
-    path = tmp_path / "deployer.yaml"
-    path.write_text(text)
-    return path
-
-
-def _cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "deployer", *args], capture_output=True, text=True,
-                          timeout=timeout, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 def test_tune_writes_a_spec_that_deploys_and_meets_the_budget(
@@ -46,10 +26,10 @@ def test_tune_writes_a_spec_that_deploys_and_meets_the_budget(
 ) -> None:
     tune = ("    tune:\n      p99_ms: 400\n      budget: {trials: 4}\n"
             "      load: {concurrency: [8], warmup_s: 0.3, window_s: 1.0, max_windows: 3}\n")
-    spec = _spec(tmp_path, find_free_ports(3), tune)
+    spec = quickstart_spec(tmp_path, find_free_ports(3), tune)
     before = spec.read_text()
     report = tmp_path / "tune.json"
-    r = _cli("tune", str(spec), "--json", str(report))
+    r = cli("tune", str(spec), "--json", str(report))
     assert r.returncode == 0, r.stdout + r.stderr
     data = json.loads(report.read_text())
     assert data["met"] and 1 <= len(data["trials"]) <= 4
@@ -75,9 +55,9 @@ def test_impossible_budget_exits_1_and_writes_nothing(
 ) -> None:
     tune = ("    tune:\n      p99_ms: 0.001\n      budget: {trials: 2}\n"
             "      load: {concurrency: [4], warmup_s: 0.2, window_s: 0.5, max_windows: 3}\n")
-    spec = _spec(tmp_path, find_free_ports(3), tune)
+    spec = quickstart_spec(tmp_path, find_free_ports(3), tune)
     before = spec.read_bytes()
-    r = _cli("tune", str(spec))
+    r = cli("tune", str(spec))
     assert r.returncode == 1, r.stdout + r.stderr
     assert "no candidate met" in r.stderr
     assert spec.read_bytes() == before
@@ -94,7 +74,7 @@ def test_sigint_during_a_trial_restores_the_original_config(
 
     tune = ("    tune:\n      budget: {trials: 20}\n"
             "      load: {concurrency: [4], warmup_s: 0.3, window_s: 1.0, max_windows: 20}\n")
-    spec = _spec(tmp_path, find_free_ports(3), tune)
+    spec = quickstart_spec(tmp_path, find_free_ports(3), tune)
     before = spec.read_bytes()
     p = Pipeline.load(spec)
     p.publish()

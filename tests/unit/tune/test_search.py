@@ -140,3 +140,27 @@ def test_preferred_sets_follow_max_batch_size() -> None:
 def test_pareto_front() -> None:
     pts = [(100, 10), (200, 20), (150, 30), (200, 15), (50, 5), (float("nan"), 1)]
     assert pareto_front(pts) == [0, 3, 4]
+
+
+@dataclass(frozen=True)
+class OpenM:
+    throughput_rps: float
+    p99_ms: float
+    offered_rps: float
+    errors: int = 0
+
+
+def test_open_loop_candidates_at_one_rate_rank_by_p99_not_arrival_noise() -> None:
+    obj = Objective("max_throughput", p99_ms=50.0)
+    noisy_fast = OpenM(203.0, 9.0, 200.0)  # Poisson arrivals: a little over the rate in these windows
+    slow_tail = OpenM(207.0, 30.0, 200.0)  # more served by chance, but a worse tail
+    assert obj.better(noisy_fast, slow_tail, min_gain=0.01) and not obj.better(slow_tail, noisy_fast, 0.01)
+    assert not obj.better(OpenM(200.0, 8.95, 200.0), noisy_fast, min_gain=0.01)  # within noise: no move
+    behind = OpenM(150.0, 40.0, 200.0)  # fell behind the rate: counts what it served
+    assert obj.ranked_throughput(behind) == 150.0 and obj.better(noisy_fast, behind)
+    assert obj.ranked_throughput(M(203.0, 9.0)) == 203.0  # closed loop: what was served
+    # the higher rate sustained within budget wins, whatever its p99
+    assert obj.better(OpenM(398.0, 45.0, 400.0), noisy_fast, min_gain=0.01)
+    # a throughput floor at the offered rate is met by keeping up with it, not by the windows' noise
+    floor = Objective("min_latency", min_throughput=200.0)
+    assert floor.feasible(OpenM(196.0, 9.0, 200.0)) and not floor.feasible(OpenM(150.0, 9.0, 200.0))
