@@ -401,13 +401,12 @@ def tune(
     fallback: FallbackOpt = None,
 ) -> None:
     """Find the dynamic-batching and instance settings that meet the spec's tune objective; write them back."""
+    from deployer.cli_progress import TuneProgress
     from deployer.tune.report import render_result, write_json
 
-    def progress(kind: str, index: int, candidate: Any, trial: Any) -> None:
-        if kind == "start":
-            err.print(f"[dim]» trial {index}: {escape(candidate.label())}[/]")
-
-    result = _pipeline(spec, fallback, runtime=runtime).tune(model, url=url, dry_run=dry_run, progress=progress)
+    p = _pipeline(spec, fallback, runtime=runtime)
+    with TuneProgress(err) as progress:  # a live bar on a terminal, a line per trial elsewhere
+        result = p.tune(model, url=url, dry_run=dry_run, progress=progress)
     out.print(render_result(result))
     if result.diff:
         out.print(result.diff, markup=False, end="")

@@ -52,7 +52,7 @@ class TuneSpace(_Strict):
         "(else max(32, the spec's value)), above the smallest batch the spec's shapes need.")
     preferred_batch_size: list[list[Annotated[Int32, Field(ge=1)]]] | None = Field(
         default=None, description="Sets to try, [] = none; sets with a size above max_batch_size are skipped. "
-        "Default: [], [max_batch_size], [max_batch_size / 2, max_batch_size].")
+        "Default: [] (Triton then prefers max_batch_size) and [max_batch_size / 2, max_batch_size].")
     max_queue_delay_microseconds: list[Annotated[Int, Field(ge=0, le=UINT64_MAX)]] | TuneRange | None = Field(
         default=None, description="Values or range. Default: 0, 100, 250, 500, 1000, 2000, 5000, 10000 "
         "(and the spec's value).")

@@ -22,7 +22,7 @@ from typing import Any
 from deployer.errors import CheckFailed, DeployerError, UserError
 from deployer.smoke.load import LoadSpec, Measurement, measure
 from deployer.tune.plan import TunePlan, Validator
-from deployer.tune.search import coordinate_descent
+from deployer.tune.search import Search, coordinate_descent
 from deployer.tune.session import ModelSession, candidate_config
 from deployer.tune.space import Candidate
 from deployer.tune.writeback import MARKER, check_inline, check_rewrite, rewrite
@@ -126,8 +126,10 @@ def _cpu_name() -> str:
 
 
 def tune_model(plan: TunePlan, validator: Validator, server: TuneServer, *, dry_run: bool = False,
-               progress: Progress | None = None, clock: Callable[[], float] = time.monotonic) -> TuneResult:
-    """Run the search against `server`, restore the original config, and write the winner into the spec."""
+               progress: Progress | None = None, clock: Callable[[], float] = time.monotonic,
+               search: Search | None = None) -> TuneResult:
+    """Run the search (default: coordinate descent) against `server`, restore the original config, and
+    write the winner into the spec."""
     m = plan.model
     check_inline(_read_text(plan.deployment.spec_path), m.index, _tuned_paths(plan))
     t0 = clock()
@@ -142,7 +144,10 @@ def tune_model(plan: TunePlan, validator: Validator, server: TuneServer, *, dry_
             trials.append(trial)
             return trial.measurement
 
-        coordinate_descent(plan.space, plan.start, evaluate, plan.objective, plan.budget, clock=clock)
+        if search is None:
+            coordinate_descent(plan.space, plan.start, evaluate, plan.objective, plan.budget, clock=clock)
+        else:
+            search(plan.space, plan.start, evaluate, plan.objective, plan.budget)
     finally:
         try:
             session.restore()

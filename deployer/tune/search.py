@@ -204,6 +204,12 @@ def grid(space: Space, evaluate: Evaluate, objective: Objective,
     return _result(order, objective, False)
 
 
+# What `tune_model` runs: (space, start, evaluate, objective, budget) -> result. The default is
+# `coordinate_descent`; benchmarks/tune_vs_grid.py passes `grid` (and fixed candidate lists) through the
+# same trial code, so the tuner and the baseline are measured by one loop.
+Search = Callable[[Space, Candidate, Evaluate, Objective, Budget], SearchResult]
+
+
 def _result(order: list[Evaluated], objective: Objective, exhausted: bool) -> SearchResult:
     best = max(order, key=lambda e: objective.key(e.measurement), default=None)
     return SearchResult(tuple(order), best, exhausted)

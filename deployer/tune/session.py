@@ -150,7 +150,10 @@ def candidate_config(original: Mapping[str, Any], c: Any) -> dict[str, Any]:
     else:
         cfg["max_batch_size"] = c.max_batch_size
         db = dict(cfg.get("dynamic_batching") or {})
-        db["preferred_batch_size"] = list(c.preferred_batch_size)
+        if c.preferred_batch_size:
+            db["preferred_batch_size"] = list(c.preferred_batch_size)
+        else:  # none: Triton then prefers max_batch_size and serves [mbs]; sending [] would fail the check
+            db.pop("preferred_batch_size", None)
         db["max_queue_delay_microseconds"] = c.max_queue_delay_microseconds
         if c.max_queue_size is not None or c.default_timeout_microseconds is not None:
             qp = dict(db.get("default_queue_policy") or {})

@@ -49,7 +49,7 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Space:
-    """Ordered values per axis. `preferred_sets` None = sets relative to max_batch_size (none, max, half+max)."""
+    """Ordered values per axis. `preferred_sets` None = sets relative to max_batch_size (none, half+max)."""
 
     max_batch_size: tuple[int, ...]
     max_queue_delay_microseconds: tuple[int, ...]
@@ -63,8 +63,8 @@ class Space:
         """The preferred_batch_size sets valid for `mbs` (every size <= mbs), in a fixed order."""
         if mbs <= 1:
             base: list[tuple[int, ...]] = [()]
-        elif self.preferred_sets is None:
-            base = [(), (mbs,)] + ([(mbs // 2, mbs)] if mbs >= 4 else [])
+        elif self.preferred_sets is None:  # no [mbs]: Triton serves "none" as exactly that
+            base = [(), (mbs // 2, mbs)]
         else:
             base = [s for s in self.preferred_sets if all(1 <= b <= mbs for b in s)] or [()]
         base += [s for m, s in self.extra_sets if m == mbs and s not in base]

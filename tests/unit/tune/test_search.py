@@ -126,7 +126,8 @@ def test_infeasible_everywhere_returns_the_closest_to_the_budget() -> None:
 
 
 def test_preferred_sets_follow_max_batch_size() -> None:
-    assert SPACE.preferred_options(16) == ((), (16,), (8, 16))
+    assert SPACE.preferred_options(16) == ((), (8, 16))  # () is served as [16]: not tried twice
+    assert SPACE.preferred_options(2) == ((), (1, 2))
     assert SPACE.preferred_options(1) == ((),)
     moved = SPACE.move(START, "max_batch_size", 4)
     assert moved.preferred_batch_size == (2, 4)
