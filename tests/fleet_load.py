@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Load", "infer_count"]
+__all__ = ["Load", "classifier_fleet_spec", "infer_count"]
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "examples" / "quickstart"
 
 
 def infer_count(http_url: str, model: str) -> int:
@@ -66,3 +70,24 @@ class Load:
         self._stop.set()
         for t in self._threads:
             t.join(60.0)
+
+
+def classifier_fleet_spec(tmp_path: Path, ports: list[int], *, repository: str = "repo", extra: str = "") -> Path:
+    """A spec of 3 local replicas serving the quickstart classifier (instance count 1, no batching delay:
+    three replicas on a loaded 2-core machine stay cheap); `extra` adds top-level lines."""
+    shutil.copy(QUICKSTART / "classifier.onnx", tmp_path / "classifier.onnx")
+    http, grpc, metrics = ports
+    spec = tmp_path / "deployer.yaml"
+    spec.write_text(
+        f"""repository: {repository}
+{extra}server: {{runtime: local, replicas: 3, http_port: {http}, grpc_port: {grpc}, metrics_port: {metrics},
+         startup_timeout: 120}}
+smoke: {{concurrency: 4, duration: 0.3, batching_requests: 16}}
+models:
+  - name: classifier
+    source: classifier.onnx
+    max_batch_size: 8
+    instance_group: [{{kind: CPU, count: 1}}]
+"""
+    )
+    return spec

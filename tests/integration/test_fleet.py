@@ -16,7 +16,7 @@ import pytest
 from deployer import Pipeline
 from deployer.fleet import from_spec as fleet
 from deployer.fleet.run import FleetStatus
-from tests.fleet_load import Load, infer_count
+from tests.fleet_load import Load, classifier_fleet_spec, infer_count
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "examples" / "quickstart"
@@ -27,23 +27,7 @@ pytestmark = [pytest.mark.triton, pytest.mark.slow,
 
 
 def _spec(tmp_path: Path, ports: list[int]) -> Path:
-    shutil.copy(QUICKSTART / "classifier.onnx", tmp_path / "classifier.onnx")
-    http, grpc, metrics = ports
-    spec = tmp_path / "deployer.yaml"
-    # instance count 1 and no batching delay: three replicas on a loaded 2-core machine stay cheap
-    spec.write_text(
-        f"""repository: repo
-server: {{runtime: local, replicas: 3, http_port: {http}, grpc_port: {grpc}, metrics_port: {metrics},
-         startup_timeout: 120}}
-smoke: {{concurrency: 4, duration: 0.3, batching_requests: 16}}
-models:
-  - name: classifier
-    source: classifier.onnx
-    max_batch_size: 8
-    instance_group: [{{kind: CPU, count: 1}}]
-"""
-    )
-    return spec
+    return classifier_fleet_spec(tmp_path, ports)
 
 
 def _input(p: Pipeline) -> tuple[str, tuple[str, list[int]]]:

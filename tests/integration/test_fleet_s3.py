@@ -11,10 +11,8 @@ import pytest
 
 from deployer import Pipeline
 from deployer.fleet import from_spec as fleet
-from tests.fleet_load import Load, infer_count
+from tests.fleet_load import Load, classifier_fleet_spec, infer_count
 from tests.seaweed import Seaweed, running_seaweed
-
-QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow,
               pytest.mark.skipif(shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(),
@@ -35,22 +33,8 @@ def test_three_replicas_on_one_bucket_behind_nginx(
     tmp_path: Path, seaweed: Seaweed, find_free_ports: Callable[..., list[int]],
     processes_mentioning: Callable[[str], list[int]],
 ) -> None:
-    shutil.copy(QUICKSTART / "classifier.onnx", tmp_path / "classifier.onnx")
-    http, grpc, metrics = find_free_ports(3)
-    spec = tmp_path / "deployer.yaml"
-    spec.write_text(
-        f"""repository: s3://fleet/prod/models
-repository_s3: {{endpoint: "{seaweed.endpoint}"}}
-server: {{runtime: local, replicas: 3, http_port: {http}, grpc_port: {grpc}, metrics_port: {metrics},
-         startup_timeout: 120}}
-smoke: {{concurrency: 4, duration: 0.3, batching_requests: 16}}
-models:
-  - name: classifier
-    source: classifier.onnx
-    max_batch_size: 8
-    instance_group: [{{kind: CPU, count: 1}}]
-"""
-    )
+    spec = classifier_fleet_spec(tmp_path, find_free_ports(3), repository="s3://fleet/prod/models",
+                                 extra=f'repository_s3: {{endpoint: "{seaweed.endpoint}"}}\n')
     p = Pipeline.load(spec)
     result = p.deploy(keep=True)
     try:
