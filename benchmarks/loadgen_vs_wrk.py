@@ -157,9 +157,12 @@ def without_delay_window(url: str, model: str, instances: int) -> Any:
 
     Why: with a delay window (the quickstart's 2 ms) latency depends on the arrival pattern, not only
     the rate. Closed-loop clients arrive together and all wait the whole window; open-loop arrivals are
-    spread over it and wait less on average (measured: open/closed p50 0.76). Both are right; they
-    just are different loads. Without the window and with an idle instance for every arrival, a
-    request's latency is its service time in both loops, so any gap is the generator's own."""
+    spread over it and wait less on average (measured: open/closed p50 0.76-0.79). Both are right; they
+    are different loads. Without the window the pattern still matters on this server: closed-loop
+    requests arrive in bursts the batcher merges, evenly spaced ones run one by one at the full
+    per-execution cost of the Python-based backend, so the same rate is a higher load (measured at
+    5.4k/s: p50 1.19 vs 0.72 ms, with the generator's own send lag p50 0.11 ms). The benchmark prints
+    both rows; the 10 % target is reported as missed when it is."""
     from deployer.tune.session import ModelSession
 
     session = ModelSession(url.removeprefix("http://"), model)
@@ -199,7 +202,7 @@ def main() -> int:
             out["below_as_deployed"] = below_capacity(url, cap, "the quickstart config: 2 ms delay window")
             session = without_delay_window(url, MODEL, instances=2)
             try:
-                out["below"] = below_capacity(url, cap, "no delay window, 2 instances: the generator alone")
+                out["below"] = below_capacity(url, cap, "no delay window, 2 instances")
             finally:
                 session.restore()
                 session.close()
