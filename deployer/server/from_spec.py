@@ -76,12 +76,15 @@ def _s3_env(dep: Deployment) -> tuple[tuple[str, str], ...]:
 
 
 def backend_config(dep: Deployment) -> tuple[str, ...]:
-    """`--backend-config` values the models need: Triton's TensorRT backend refuses version-compatible plans
+    """`--backend-config` values: the spec's `server.backend_config`, then what the models need. Triton's
+    TensorRT backend refuses version-compatible plans (they embed the lean runtime, i.e. host code) unless
+    started with `tensorrt,version-compatible=true` (tensorrt_backend PR #74, README "Command line options")."""`--backend-config` values: the spec's `server.backend_config`, then what the models need. Triton's TensorRT backend refuses version-compatible plans
     (they embed the lean runtime, i.e. host code) unless started with `tensorrt,version-compatible=true`
     (tensorrt_backend PR #74, README "Command line options")."""
     vc = any(m.backend == "tensorrt" and m.spec.engine is not None and m.spec.engine.version_compatible
              for m in dep.models)
-    return ("tensorrt,version-compatible=true",) if vc else ()
+    derived = ("tensorrt,version-compatible=true",) if vc else ()
+    return tuple(dict.fromkeys((*dep.spec.server.backend_config, *derived)))  # the user's first, no repeats
 
 
 def get_runtime(name: RuntimeName) -> ServerLifecycle[Any]:

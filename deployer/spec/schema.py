@@ -7,7 +7,7 @@ Every field's description is the reference documentation (`deployer schema`, doc
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -439,6 +439,9 @@ class ServerSpec(_Strict):
     log_verbose: Int = Field(default=0, ge=0)
     response_cache_mb: Int = Field(default=64, ge=1, description="Cache size when a model enables it.")
     args: list[str] = Field(default_factory=list, description="Extra tritonserver flags (whitelisted).")
+    backend_config: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+,[^=,\s][^=\s]*=\S.*$", max_length=4096)]] = (
+        Field(default_factory=list, description="tritonserver --backend-config values, '<backend>,<setting>=<value>' "
+              "(e.g. 'python,shm-default-byte-size=16777216'); deployer adds what its models need."))
     replicas: Int = Field(default=1, ge=1, le=64, description=(
         "Triton servers on the shared repository; more than 1 puts nginx in front (one HTTP and one gRPC "
         "endpoint on host:http_port/grpc_port)."))

@@ -129,3 +129,34 @@ def test_managed_and_allowed_do_not_overlap() -> None:
 def test_bad_settings_rejected(kw: dict[str, object]) -> None:
     with pytest.raises(UserError):
         _argv(_settings(**kw))
+
+
+def _spec_with_backend_config(tmp_path: Path, values: str) -> Path:
+    import shutil
+
+    shutil.copy(Path(__file__).resolve().parents[3] / "examples" / "quickstart" / "classifier.onnx", tmp_path)
+    spec = tmp_path / "deployer.yaml"
+    spec.write_text(f"server: {{backend_config: {values}}}\n"
+                    "models:\n  - {name: classifier, source: classifier.onnx, max_batch_size: 8}\n")
+    return spec
+
+
+def test_the_specs_backend_config_reaches_the_command_line(tmp_path: Path) -> None:
+    from deployer.server.from_spec import server_settings
+    from deployer.spec import load_deployment
+
+    spec = _spec_with_backend_config(tmp_path, "['python,shm-default-byte-size=16777216', 'onnxruntime,x=1']")
+    argv = _argv(server_settings(load_deployment(spec)))
+    assert "--backend-config=python,shm-default-byte-size=16777216" in argv
+    assert "--backend-config=onnxruntime,x=1" in argv
+
+
+@pytest.mark.parametrize("bad", ["['python']", "['python,=1']", "['python,a=']", "['a b,c=1']"])
+def test_a_malformed_backend_config_is_a_located_spec_error(tmp_path: Path, bad: str) -> None:
+    from deployer.errors import SpecError
+    from deployer.spec import load_deployment
+
+    with pytest.raises(SpecError) as exc:
+        load_deployment(_spec_with_backend_config(tmp_path, bad))
+    assert exc.value.exit_code == ExitCode.BAD_INPUT
+    assert "server.backend_config" in exc.value.render()
