@@ -78,9 +78,7 @@ def _s3_env(dep: Deployment) -> tuple[tuple[str, str], ...]:
 def backend_config(dep: Deployment) -> tuple[str, ...]:
     """`--backend-config` values: the spec's `server.backend_config`, then what the models need. Triton's
     TensorRT backend refuses version-compatible plans (they embed the lean runtime, i.e. host code) unless
-    started with `tensorrt,version-compatible=true` (tensorrt_backend PR #74, README "Command line options")."""`--backend-config` values: the spec's `server.backend_config`, then what the models need. Triton's TensorRT backend refuses version-compatible plans
-    (they embed the lean runtime, i.e. host code) unless started with `tensorrt,version-compatible=true`
-    (tensorrt_backend PR #74, README "Command line options")."""
+    started with `tensorrt,version-compatible=true` (tensorrt_backend PR #74, README "Command line options")."""
     vc = any(m.backend == "tensorrt" and m.spec.engine is not None and m.spec.engine.version_compatible
              for m in dep.models)
     derived = ("tensorrt,version-compatible=true",) if vc else ()
