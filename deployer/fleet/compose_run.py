@@ -27,7 +27,7 @@ from deployer.fleet.containers import (
     wait_ready,
 )
 from deployer.fleet.plan import plan_fleet
-from deployer.fleet.run import FleetState, FleetStatus, free_ports
+from deployer.fleet.run import FleetState, FleetStatus, spare_ports
 from deployer.server.base import ServerSettings, with_server_defaults
 from deployer.server.docker.client import (
     container_running,
@@ -76,7 +76,7 @@ def compose_fleet_up(base: ServerSettings, replicas: int, *, pinned_models: tupl
     client = docker_client()
     compose = find_compose()
     base = checked_base(base, client)
-    fleet_plan = plan_fleet(base, replicas, free_ports(replicas, base.host), pinned_models=pinned_models)
+    fleet_plan = plan_fleet(base, replicas, spare_ports(base, replicas), pinned_models=pinned_models)
     plan = plan_compose_fleet(fleet_plan, compose, ulimits=engine_ulimits(client, base))
     state_dir = base.state_dir
     fleet = initial_state(fleet_plan, "compose", plan.compose.project)

@@ -20,7 +20,7 @@ from deployer.fleet.compose_run import checked_base, engine_ulimits, unload_repl
 from deployer.fleet.containers import container_fleet_status, forget, initial_state, record, save_logs, wait_ready
 from deployer.fleet.nginx import render_nginx_conf
 from deployer.fleet.plan import FleetPlan, plan_fleet, replica_name
-from deployer.fleet.run import FleetState, FleetStatus, free_ports
+from deployer.fleet.run import FleetState, FleetStatus, spare_ports
 from deployer.server.base import ServerSettings
 from deployer.server.docker.client import docker_client, remove_managed
 from deployer.server.docker.plan import (
@@ -80,7 +80,7 @@ def docker_fleet_up(base: ServerSettings, replicas: int, *, pinned_models: tuple
     has loaded the models and the balancer answers; return the recorded fleet."""
     client = docker_client()
     base = checked_base(base, client)
-    fleet_plan = plan_fleet(base, replicas, free_ports(replicas, base.host), pinned_models=pinned_models)
+    fleet_plan = plan_fleet(base, replicas, spare_ports(base, replicas), pinned_models=pinned_models)
     plan = plan_docker_fleet(fleet_plan, ulimits=engine_ulimits(client, base))
     state_dir = base.state_dir
     fleet = initial_state(fleet_plan, "docker", plan.project)

@@ -52,19 +52,27 @@ class FleetStatus:
         return self.balancer_running and all(s.ready for _, s in self.replicas)
 
 
-def free_ports(count: int, host: str) -> list[Ports]:
-    """`count` port triples free a moment ago (bound together, so distinct)."""
+def free_ports(count: int, host: str, avoid: frozenset[int] = frozenset()) -> list[Ports]:
+    """`count` port triples free a moment ago (bound together, so distinct), none of them in `avoid`: the
+    balancer's own ports are free too until nginx binds them, and the kernel once handed one out."""
     socks: list[socket.socket] = []
+    nums: list[int] = []
     try:
-        for _ in range(3 * count):
+        while len(nums) < 3 * count:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind((host, 0))
-            socks.append(s)
-        nums = [s.getsockname()[1] for s in socks]
+            socks.append(s)  # held until the end: a port skipped here is not handed out again meanwhile
+            if (port := s.getsockname()[1]) not in avoid:
+                nums.append(port)
     finally:
         for s in socks:
             s.close()
     return [Ports(*nums[3 * i:3 * i + 3]) for i in range(count)]
+
+
+def spare_ports(base: ServerSettings, count: int) -> list[Ports]:
+    """Replica port triples for a fleet on `base`'s ports (which the balancer takes)."""
+    return free_ports(count, base.host, frozenset({base.http_port, base.grpc_port, base.metrics_port}))
 
 
 def _nginx_running(pid: int | None) -> bool:
@@ -138,7 +146,7 @@ def fleet_up(base: ServerSettings, replicas: int, *, pinned_models: tuple[str, .
         raise EnvironmentProblem(f"a fleet started from {state_dir} is running (nginx pid {previous.balancer.pid})",
                                  hint="run `deployer down` first")
     check_ports_free(base.host, {"http_port": base.http_port, "grpc_port": base.grpc_port})
-    plan = plan_fleet(base, replicas, free_ports(replicas, base.host), pinned_models=pinned_models)
+    plan = plan_fleet(base, replicas, spare_ports(base, replicas), pinned_models=pinned_models)
     return _apply(plan, nginx, runtime, state_dir)
 
 

@@ -139,8 +139,10 @@ def test_publish_killed_at_random_points_serves_old_or_new(
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=60)
         now, _pinned = served_state(client, "crash-bucket")
-        assert now in (head, head + 1), (head, now)  # the old version or the one being published
-        if now == head + 1:
+        # the old version or the one being published; the new one's number may skip a version a killed
+        # run left unswitched (the planner numbers after every version present, served or not)
+        assert now >= head, (head, now)
+        if now > head:
             answers[now] = pending
         outcomes["old" if now == head else "new"] += 1
         head = now

@@ -86,3 +86,13 @@ def test_nginx_t_refuses_a_broken_conf(tmp_path: Path) -> None:
     conf.write_text(conf.read_text().replace("grpc_pass", "grpc_passs"))
     with pytest.raises(ServerError, match="grpc_passs"):
         check_conf(find_nginx(), conf)
+
+
+def test_replica_ports_never_take_the_balancers() -> None:
+    from deployer.fleet.run import free_ports
+
+    # nine in ten kernel-assigned ports are "the balancer's": the picker must skip every one of them
+    low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    avoid = frozenset(p for p in range(low, high + 1) if p % 10)
+    got = [port for t in free_ports(10, "127.0.0.1", avoid) for port in (t.http, t.grpc, t.metrics)]
+    assert len(set(got)) == 30 and not set(got) & avoid
