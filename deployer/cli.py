@@ -394,6 +394,7 @@ def tune(
     spec: SpecArg,
     model: Annotated[Optional[str], typer.Argument(help="Model to tune (default: the one that batches).")] = None,  # noqa: UP045
     url: Annotated[Optional[str], typer.Option(help="Tune on this running server (host:port, explicit model control).")] = None,  # noqa: UP045, E501
+    grpc_url: Annotated[Optional[str], typer.Option(help="That server's gRPC endpoint (host:port), for gRPC load.")] = None,  # noqa: UP045, E501
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the diff, write nothing.")] = False,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write every trial as JSON.")] = None,  # noqa: UP045
     html_path: Annotated[Optional[Path], typer.Option("--html", help="Write an HTML report with plots.")] = None,  # noqa: UP045
@@ -406,7 +407,7 @@ def tune(
 
     p = _pipeline(spec, fallback, runtime=runtime)
     with TuneProgress(err) as progress:  # a live bar on a terminal, a line per trial elsewhere
-        result = p.tune(model, url=url, dry_run=dry_run, progress=progress)
+        result = p.tune(model, url=url, grpc_url=grpc_url, dry_run=dry_run, progress=progress)
     out.print(render_result(result))
     if result.diff:
         out.print(result.diff, markup=False, end="")

@@ -273,11 +273,12 @@ class Pipeline:
 
         return fleet.rollout(self.deployment, publish=self.publish)
 
-    def tune(self, model: str | None = None, *, url: str | None = None, dry_run: bool = False,
-             progress: Callable[[str, int, Any, Any], None] | None = None) -> Any:
+    def tune(self, model: str | None = None, *, url: str | None = None, grpc_url: str | None = None,
+             dry_run: bool = False, progress: Callable[[str, int, Any, Any], None] | None = None) -> Any:
         """Tune one model's dynamic batching and instances on a running server; write the winner into the spec.
 
-        The server is the one given by `url` (host:port, explicit model control), else this spec's running
+        The server is the one given by `url` (host:port, explicit model control; `grpc_url` its gRPC endpoint,
+        needed for `tune.load.protocol: grpc`), else this spec's running
         server, else one this call publishes, starts and stops. Returns a TuneResult (its
         `raise_for_unmet()` raises CheckFailed when no candidate met the objective); bad `tune:` input
         raises before any server is touched.
@@ -288,10 +289,15 @@ class Pipeline:
         plan, validator = plan_tune(self.deployment, model)
         gpus = self.deployment.spec.server.gpus
         gpu_text = gpus if isinstance(gpus, str) else ",".join(map(str, gpus))
+        if grpc_url is not None and url is None:
+            from deployer.errors import UserError
+
+            raise UserError("--grpc-url names the gRPC endpoint of the server given by --url; give --url too")
         if url is not None:
             from deployer.tune.session import server_address
 
-            server = TuneServer(server_address(url), "url")
+            grpc = server_address(grpc_url, what="gRPC") if grpc_url is not None else None
+            server = TuneServer(server_address(url), "url", grpc)
             return tune_model(plan, validator, server, dry_run=dry_run, progress=progress)
         if self._fleet:
             from deployer.errors import UserError
@@ -445,10 +451,10 @@ def down(dep: Deployment) -> ServerState | None:
     return Pipeline(dep).down()
 
 
-def tune(dep: Deployment, model: str | None = None, *, url: str | None = None, dry_run: bool = False,
-         runtime: RuntimeName | None = None) -> Any:
+def tune(dep: Deployment, model: str | None = None, *, url: str | None = None, grpc_url: str | None = None,
+         dry_run: bool = False, runtime: RuntimeName | None = None) -> Any:
     """`Pipeline(dep).tune(...)`: a TuneResult."""
-    return Pipeline(dep, runtime=runtime).tune(model, url=url, dry_run=dry_run)
+    return Pipeline(dep, runtime=runtime).tune(model, url=url, grpc_url=grpc_url, dry_run=dry_run)
 
 
 def deploy(dep: Deployment, *, keep: bool = False, runtime: RuntimeName | None = None,

@@ -132,6 +132,9 @@ def tune_model(plan: TunePlan, validator: Validator, server: TuneServer, *, dry_
     write the winner into the spec."""
     m = plan.model
     check_inline(_read_text(plan.deployment.spec_path), m.index, _tuned_paths(plan))
+    if server.grpc_url is None and any(ld.protocol == "grpc" for ld in plan.loads):
+        raise UserError(f"models[{m.index}].tune.load.protocol is grpc, but no gRPC endpoint of the server is known",
+                        hint="give it with --grpc-url HOST:PORT next to --url")
     t0 = clock()
     session = ModelSession(server.http_url, m.name)
     trials: list[Trial] = []

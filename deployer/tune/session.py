@@ -39,15 +39,17 @@ def sigint_deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def server_address(url: str) -> str:
-    """`host:port` of a server given by URL: `HOST:PORT` or `http://HOST:PORT[/]` (UserError otherwise:
-    the trials' load generator speaks plain HTTP to one address, so there is no path or TLS to carry)."""
+def server_address(url: str, *, what: str = "HTTP") -> str:
+    """`host:port` of a server endpoint given by URL: `HOST:PORT` or `SCHEME://HOST:PORT[/]`, the scheme
+    `http` for the HTTP endpoint and `grpc` for the gRPC one (UserError otherwise: the trials' load
+    generator speaks plain HTTP or insecure gRPC to one address, so there is no path or TLS to carry)."""
     import urllib.parse
 
-    example = "HOST:PORT of Triton's HTTP endpoint, e.g. 127.0.0.1:8000"
-    parsed = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
-    if parsed.scheme != "http":
-        raise UserError(f"server URL {url!r}: only http:// is supported (the load generator speaks plain HTTP)",
+    scheme = "grpc" if what == "gRPC" else "http"
+    example = f"HOST:PORT of Triton's {what} endpoint, e.g. 127.0.0.1:{8001 if scheme == 'grpc' else 8000}"
+    parsed = urllib.parse.urlsplit(url if "://" in url else f"{scheme}://{url}")
+    if parsed.scheme != scheme:
+        raise UserError(f"server URL {url!r}: only {scheme}:// is supported (the load generator speaks plain {what})",
                         hint=example)
     try:
         port = parsed.port

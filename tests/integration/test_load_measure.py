@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def url(tmp_path_factory: pytest.TempPathFactory, find_free_ports: Callable[..., list[int]]) -> Iterator[str]:
+def urls(tmp_path_factory: pytest.TempPathFactory, find_free_ports: Callable[..., list[int]]) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("measure")
     shutil.copy(ROOT / "examples" / "quickstart" / "classifier.onnx", tmp / "classifier.onnx")
     http, grpc, metrics = find_free_ports(3)
@@ -42,9 +42,14 @@ models:
     p.publish()
     state = p.up()
     try:
-        yield f"http://{state.host}:{state.http_port}"
+        yield f"http://{state.host}:{state.http_port}", f"{state.host}:{state.grpc_port}"
     finally:
         p.down()
+
+
+@pytest.fixture(scope="module")
+def url(urls: tuple[str, str]) -> str:
+    return urls[0]
 
 
 def test_closed_loop_with_the_server_breakdown(url: str) -> None:
@@ -89,3 +94,29 @@ def test_open_loop_shows_queueing_above_capacity_and_agrees_below(url: str) -> N
     # its own lag, which it measures and reports (send_lag_*): without it the two loops agree
     server_p50 = opened.p50_ms - opened.send_lag_p50_ms
     assert 0.5 < server_p50 / low.p50_ms < 2.0, (opened.p50_ms, opened.send_lag_p50_ms, low.p50_ms)
+
+
+@pytest.mark.parametrize("mode", ["closed", "open"])
+def test_grpc_load_on_streams_is_counted_by_the_server_too(urls: tuple[str, str], mode: str) -> None:
+    http, grpc = urls
+    load = (LoadSpec(concurrency=8, protocol="grpc", warmup_s=0.5, window_s=1.0, max_windows=4) if mode == "closed"
+            else LoadSpec(mode="open", rate=400.0, protocol="grpc", warmup_s=0.5, window_s=1.0, max_windows=4))
+    m = measure(http, "classifier", FEEDS, load, grpc_url=grpc, version="1")
+    assert m.errors == 0 and m.requests > 0, m.first_error
+    assert 0 < m.p50_ms <= m.p99_ms
+    b = m.breakdown
+    assert b is not None
+    # Triton saw these requests (over gRPC: the HTTP endpoint was only asked for statistics)
+    assert b.requests == pytest.approx(m.requests, rel=0.3)
+    if mode == "open":
+        assert m.offered_rps == 400.0 and m.throughput_rps == pytest.approx(400.0, rel=0.2)
+    else:
+        assert b.avg_batch_size > 1.0  # 8 streams in flight meet in the batcher
+
+
+def test_grpc_errors_are_counted_with_the_servers_reason(urls: tuple[str, str]) -> None:
+    http, grpc = urls
+    m = measure(http, "no_such_model", FEEDS, LoadSpec(concurrency=2, protocol="grpc", warmup_s=0.1, window_s=0.3,
+                                                       max_windows=1), grpc_url=grpc, stats=False)
+    assert m.requests == 0 and m.errors > 0
+    assert "no_such_model" in m.first_error

@@ -18,7 +18,7 @@ import numpy.typing as npt
 from deployer.dtypes import wire_dtype
 from deployer.smoke.load.loadgen import LoadResult, run_async, to_wire_array
 
-__all__ = ["build_http_request", "run_http_load"]
+__all__ = ["Slot", "build_http_request", "run_http_load"]
 
 
 def build_http_request(
@@ -55,14 +55,22 @@ def _np_wire(arr: npt.NDArray[Any]) -> str:
     return str(np_to_triton_dtype(arr.dtype))
 
 
+class Slot(Protocol):
+    """One request in flight at a time: an HTTP connection here, a gRPC stream in `grpcload`."""
+
+    t0: float  # when the request in flight was sent (perf_counter); a driver may move it back
+
+    def send(self) -> None: ...
+
+
 class _Sink(Protocol):
     """What a connection reports to: `_Driver` here, `measure._Recorder` for windowed measurements."""
 
     request: bytes
 
-    def done(self, conn: _Conn, seconds: float, error: str) -> None: ...
+    def done(self, conn: Slot, seconds: float, error: str) -> None: ...
 
-    def lost(self, conn: _Conn, error: str) -> None: ...
+    def lost(self, conn: Slot, error: str) -> None: ...
 
 
 class _Conn(asyncio.Protocol):
@@ -164,7 +172,7 @@ class _Driver:
         self.budget -= 1
         return True
 
-    def done(self, conn: _Conn, seconds: float, error: str) -> None:
+    def done(self, conn: Slot, seconds: float, error: str) -> None:
         if error:
             self._error(error)
         elif self.record:
@@ -174,7 +182,7 @@ class _Driver:
         else:
             self._finish_one()
 
-    def lost(self, conn: _Conn, error: str) -> None:
+    def lost(self, conn: Slot, error: str) -> None:
         self._error(error)
         self._finish_one()  # this slot is gone; the others carry on
 

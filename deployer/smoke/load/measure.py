@@ -5,8 +5,11 @@ Poisson) whatever the server does, and measures each latency from the request's 
 a request that waits for a free connection or a late scheduler tick is charged that wait, so queueing
 above capacity shows up (no coordinated omission). After `warmup_s`, windows of `window_s` repeat until
 the last three agree within ±`stability` in throughput and p99 (perf_analyzer's rule) or `max_windows`;
-the result covers those last windows and says whether they were stable. Requests are pre-built binary
-KServe v2 HTTP requests on raw keep-alive sockets (`httpload`): ~40-50 us of client CPU each.
+the result covers those last windows and says whether they were stable. Over HTTP, requests are
+pre-built binary KServe v2 requests on raw keep-alive sockets (`httpload`): ~40-50 us of client CPU
+each; over gRPC (`load.protocol: grpc`, needs the server's gRPC URL), one pre-serialized
+`ModelInferRequest` per `ModelStreamInfer` stream in flight (`grpcload`), about 2-3x that CPU. Both run
+on the same recorder, schedule and windows, so the two protocols are measured by the same rules.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from typing import Any, Literal
 import numpy.typing as npt
 
 from deployer.errors import EnvironmentProblem, UserError
-from deployer.smoke.load.httpload import _Conn, build_http_request
-from deployer.smoke.load.loadgen import percentile, run_async
+from deployer.smoke.load.grpcload import GrpcSlots
+from deployer.smoke.load.httpload import Slot, _Conn, build_http_request
+from deployer.smoke.load.loadgen import build_request, percentile, run_async
 from deployer.smoke.load.stats import ServerBreakdown, StatsSnapshot, breakdown, fetch_stats, stats_url
 from deployer.smoke.load.windows import Window, arrivals, is_stable, stable_tail
 
@@ -88,7 +92,7 @@ class Measurement:
 
 
 class _Recorder:
-    """The `_Conn` driver for both loops: records (completion time, latency) and refills connections."""
+    """The slot driver for both loops and both protocols: records (completion time, latency), refills slots."""
 
     def __init__(self, request: bytes, open_loop: bool) -> None:
         self.request = request
@@ -98,20 +102,20 @@ class _Recorder:
         self.error_at: list[float] = []
         self.first_error = ""
         self.sending = True
-        self.idle: list[_Conn] = []
+        self.idle: list[Slot] = []
         self.backlog: collections.deque[float] = collections.deque()  # intended times waiting for a socket
         self.in_flight = 0
         self.lag_ms: list[float] = []  # open loop: actual send - intended send
 
-    def dispatch(self, conn: _Conn, intended: float | None) -> None:
+    def dispatch(self, conn: Slot, intended: float | None) -> None:
         self.in_flight += 1
         conn.send()
         if intended is not None:
             self.lag_ms.append((conn.t0 - intended) * 1000.0)
             conn.t0 = intended  # latency counts from when the request was due, not when it left
 
-    def done(self, conn: _Conn, seconds: float, error: str) -> None:
-        now = conn.t0 + seconds  # the completion time _Conn just read, not a second clock call
+    def done(self, conn: Slot, seconds: float, error: str) -> None:
+        now = conn.t0 + seconds  # the completion time the slot just read, not a second clock call
         self.in_flight -= 1
         if error:
             self._error(now, error)
@@ -120,7 +124,7 @@ class _Recorder:
             self.latency_ms.append(seconds * 1000.0)
         self._next(conn)
 
-    def lost(self, conn: _Conn, error: str) -> None:
+    def lost(self, conn: Slot, error: str) -> None:
         self.in_flight -= 1
         self._error(time.perf_counter(), error)
 
@@ -128,7 +132,7 @@ class _Recorder:
         self.error_at.append(now)
         self.first_error = self.first_error or error
 
-    def _next(self, conn: _Conn) -> None:
+    def _next(self, conn: Slot) -> None:
         if not self.sending:
             return
         if not self.open_loop:
@@ -168,27 +172,55 @@ async def _schedule(rec: _Recorder, rate: float, arrival: str, seed: int, start:
         await asyncio.sleep(0)
 
 
+class _Target:
+    """Where and how to send: the HTTP host/port or the gRPC URL, and the pre-built request."""
+
+    def __init__(self, protocol: str, host: str, port: int, grpc_url: str, request: bytes) -> None:
+        self.protocol, self.host, self.port, self.grpc_url, self.request = protocol, host, port, grpc_url, request
+
+
+async def _open_slots(target: _Target, rec: _Recorder, n: int, timeout_s: float, stream_s: float) -> tuple[
+    list[Slot], list[_Conn], GrpcSlots | None
+]:
+    """`n` slots: keep-alive sockets for HTTP, streams on one channel for gRPC (closed by the caller)."""
+    if target.protocol == "grpc":
+        grpc = GrpcSlots(target.grpc_url, rec, n, stream_s)
+        return list(await grpc.open(timeout_s)), [], grpc
+    loop = asyncio.get_running_loop()
+    conns: list[_Conn] = []
+    try:
+        for _ in range(n):
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: _Conn(rec), target.host, target.port), timeout_s
+            )
+            conns.append(conn)
+    except (OSError, asyncio.TimeoutError) as exc:
+        for c in conns:
+            if c.transport is not None:
+                c.transport.close()
+        raise EnvironmentProblem(f"cannot connect to {target.host}:{target.port}: {exc}") from exc
+    return list(conns), conns, None
+
+
 async def _measure(
-    host: str, port: int, request: bytes, load: LoadSpec, url: str | None, timeout_s: float
+    target: _Target, load: LoadSpec, url: str | None, timeout_s: float
 ) -> tuple[list[Window], bool, ServerBreakdown | None, _Recorder, float, int]:
     loop = asyncio.get_running_loop()
-    rec = _Recorder(request, load.mode == "open")
+    rec = _Recorder(target.request, load.mode == "open")
     n_conns = load.open_connections if load.mode == "open" else load.concurrency
+    # a stream outlives the whole measurement; its deadline only bounds a server that never answers
+    stream_s = load.warmup_s + load.window_s * load.max_windows + 3 * timeout_s
     conns: list[_Conn] = []
+    grpc: GrpcSlots | None = None
     scheduler: asyncio.Task[None] | None = None
     try:
-        try:
-            for _ in range(n_conns):
-                _, conn = await asyncio.wait_for(loop.create_connection(lambda: _Conn(rec), host, port), timeout_s)
-                conns.append(conn)
-        except (OSError, asyncio.TimeoutError) as exc:
-            raise EnvironmentProblem(f"cannot connect to {host}:{port}: {exc}") from exc
+        slots, conns, grpc = await _open_slots(target, rec, n_conns, timeout_s, stream_s)
         cpu0, start = time.process_time(), time.perf_counter()
         if load.mode == "closed":
-            for c in conns:
+            for c in slots:
                 rec.dispatch(c, None)
         else:
-            rec.idle = list(conns)
+            rec.idle = list(slots)
             scheduler = asyncio.create_task(_schedule(rec, float(load.rate or 0), load.arrival, load.seed, start))
         await asyncio.sleep(load.warmup_s)
         snaps: list[StatsSnapshot | None] = []
@@ -228,6 +260,8 @@ async def _measure(
         for c in conns:
             if c.transport is not None:
                 c.transport.close()
+        if grpc is not None:
+            await grpc.close()
 
 
 def _host_port(http_url: str) -> tuple[str, int]:
@@ -237,9 +271,16 @@ def _host_port(http_url: str) -> tuple[str, int]:
     return parsed.hostname, parsed.port
 
 
-def _check(load: LoadSpec) -> None:
-    if load.protocol != "http":
-        raise UserError("measure: protocol 'grpc' is not implemented yet; use 'http' (the raw-socket generator)")
+def _grpc_target(grpc_url: str) -> str:
+    # grpc takes host:port; accept the http-style URL users pass elsewhere (grpc://host:port)
+    return grpc_url.split("://", 1)[1] if "://" in grpc_url else grpc_url
+
+
+def _check(load: LoadSpec, grpc_url: str | None) -> None:
+    if load.protocol not in ("http", "grpc"):
+        raise UserError(f"load protocol must be 'http' or 'grpc', got {load.protocol!r}")
+    if load.protocol == "grpc" and not grpc_url:
+        raise UserError("gRPC load needs the server's gRPC URL (host:port)")
     if load.mode not in ("closed", "open"):
         raise UserError(f"load mode must be 'closed' or 'open', got {load.mode!r}")
     if load.mode == "open":
@@ -276,13 +317,16 @@ def measure(
 ) -> Measurement:
     """Measure `model` under `load` (see the module doc). `stats=False` skips the server breakdown
     (for endpoints that are not Triton, e.g. a test server)."""
-    del grpc_url  # the gRPC path is not implemented yet (_check refuses protocol="grpc")
-    _check(load)
+    _check(load, grpc_url)
     host, port = _host_port(http_url)
-    request = build_http_request(f"{host}:{port}", model, inputs, version=version or "")
+    if load.protocol == "grpc":
+        request = build_request(model, inputs, version=version or "").SerializeToString()
+    else:
+        request = build_http_request(f"{host}:{port}", model, inputs, version=version or "")
+    target = _Target(load.protocol, host, port, _grpc_target(grpc_url or ""), request)
     url = stats_url(http_url, model, version) if stats else None
     windows, stable, server, rec, cpu, pending = run_async(
-        _measure(host, port, request, load, url, timeout_s), _precise_loop if load.mode == "open" else None
+        _measure(target, load, url, timeout_s), _precise_loop if load.mode == "open" else None
     )
     first_error = rec.first_error or (f"{pending} requests unanswered {timeout_s:g} s after the end" if pending else "")
     lag = sorted(rec.lag_ms)

@@ -34,8 +34,8 @@ TUNE = ("    tune:\n      p99_ms: 2000\n      budget: {trials: 2}\n"
         "      load: {concurrency: [4], warmup_s: 0.3, window_s: 0.7, max_windows: 3}\n")
 
 
-def _spec(tmp_path: Path, ports: list[int]) -> Path:
-    spec = quickstart_spec(tmp_path, ports, TUNE)
+def _spec(tmp_path: Path, ports: list[int], tune: str = TUNE) -> Path:
+    spec = quickstart_spec(tmp_path, ports, tune)
     text = spec.read_text()
     assert "max_queue_delay_microseconds: 2000\n" in text
     spec.write_text(text.replace("max_queue_delay_microseconds: 2000\n", "max_queue_delay_microseconds: 100000\n"))
@@ -117,6 +117,48 @@ def test_tune_by_url_restores_the_config_and_leaves_the_server_running(
     assert "# deployer tune" in spec.read_text() and "server: url Triton" in spec.read_text()
     # the spec changed, the server did not: tune restores what it found and never deploys the winner
     _assert_untouched(spec, state, original)
+
+
+GRPC_TUNE = TUNE.replace("max_windows: 3}", "max_windows: 3, protocol: grpc}")
+
+
+@pytest.fixture
+def served_grpc(tmp_path: Path, find_free_ports: Callable[..., list[int]]) -> Iterator[tuple[Path, ServerState]]:
+    spec = _spec(tmp_path, find_free_ports(3), GRPC_TUNE)
+    p = Pipeline.load(spec)
+    p.publish()
+    state = p.up()
+    try:
+        yield spec, state
+    finally:
+        p.down()
+
+
+@pytest.mark.triton
+@pytest.mark.slow
+def test_grpc_load_by_url_is_measured_on_the_grpc_endpoint(served_grpc: tuple[Path, ServerState],
+                                                           tmp_path: Path) -> None:
+    spec, state = served_grpc
+    assert "protocol: grpc" in spec.read_text()
+    url, grpc_url = f"127.0.0.1:{state.http_port}", f"grpc://127.0.0.1:{state.grpc_port}"
+    before = spec.read_bytes()
+    r = cli("tune", str(spec), "--url", url, "--dry-run", "--json", str(tmp_path / "dry.json"))
+    assert r.returncode == 2, r.stdout + r.stderr  # the load is gRPC and no gRPC endpoint was given
+    assert "--grpc-url" in r.stderr and "Traceback" not in r.stdout + r.stderr, r.stderr
+
+    r = cli("tune", str(spec), "--url", url, "--grpc-url", grpc_url, "--dry-run",
+            "--json", str(tmp_path / "dry.json"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    dry = json.loads((tmp_path / "dry.json").read_text())
+    assert dry["met"] and "max_queue_delay_microseconds: 0" in dry["diff"], dry
+    assert [ld["protocol"] for ld in dry["loads"]] == ["grpc"], dry["loads"]
+    _check_trials_served_their_candidates(dry)
+    for tr in dry["trials"]:
+        m = tr["measurements"][0]
+        assert m["requests"] > 0 and m["errors"] == 0, m
+        # Triton counted our gRPC requests too: its statistics breakdown is there for every trial
+        assert m["breakdown"]["requests"] > 0 and m["breakdown"]["avg_batch_size"] > 0, m
+    assert spec.read_bytes() == before
 
 
 def test_url_where_nothing_listens_is_an_environment_problem(

@@ -35,3 +35,20 @@ def test_anything_else_is_bad_input(url: str, says: str) -> None:
         server_address(url)
     assert info.value.exit_code == ExitCode.BAD_INPUT and says in info.value.message
     assert "127.0.0.1:8000" in (info.value.hint or "")
+
+
+@pytest.mark.parametrize(("url", "address"), [
+    ("127.0.0.1:8001", "127.0.0.1:8001"),
+    ("grpc://127.0.0.1:8001", "127.0.0.1:8001"),
+    ("grpc://gpu-box.example:31001/", "gpu-box.example:31001"),
+])
+def test_grpc_endpoint_is_kept(url: str, address: str) -> None:
+    assert server_address(url, what="gRPC") == address
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8001", "grpcs://127.0.0.1:8001"])
+def test_grpc_endpoint_with_another_scheme_is_bad_input(url: str) -> None:
+    with pytest.raises(UserError) as info:
+        server_address(url, what="gRPC")
+    assert info.value.exit_code == ExitCode.BAD_INPUT and "only grpc:// is supported" in info.value.message
+    assert "127.0.0.1:8001" in (info.value.hint or "")

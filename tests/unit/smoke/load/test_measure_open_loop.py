@@ -85,7 +85,7 @@ def test_open_loop_below_capacity_sees_the_service_time(slow_url: str) -> None:
 def test_bad_loads_and_unreachable_servers_are_typed_errors() -> None:
     with pytest.raises(UserError, match="rate"):
         measure("http://127.0.0.1:1", "m", FEEDS, LoadSpec(mode="open"))
-    with pytest.raises(UserError, match="grpc"):
+    with pytest.raises(UserError, match="gRPC URL"):
         measure("http://127.0.0.1:1", "m", FEEDS, LoadSpec(protocol="grpc"))
     with pytest.raises(UserError, match="port"):
         measure("http://localhost", "m", FEEDS, LoadSpec())
@@ -94,6 +94,12 @@ def test_bad_loads_and_unreachable_servers_are_typed_errors() -> None:
         port = s.getsockname()[1]
     with pytest.raises(EnvironmentProblem, match="cannot connect"):
         measure(f"http://127.0.0.1:{port}", "m", FEEDS, LoadSpec(warmup_s=0, window_s=0.1, max_windows=1))
+    # nothing listens on the gRPC port either: a bounded wait, then an environment error
+    start = time.perf_counter()
+    with pytest.raises(EnvironmentProblem, match="cannot connect to gRPC"):
+        measure("http://127.0.0.1:1", "m", FEEDS, LoadSpec(protocol="grpc", warmup_s=0, window_s=0.1, max_windows=1),
+                grpc_url=f"127.0.0.1:{port}", timeout_s=1.0)
+    assert time.perf_counter() - start < 10
 
 
 def test_out_of_range_loads_are_refused_before_any_connection() -> None:
