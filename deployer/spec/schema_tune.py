@@ -41,7 +41,9 @@ class TuneLoad(_Strict):
     window_s: Float = Field(default=2.0, gt=0, description="Length of one measurement window.")
     max_windows: Int = Field(default=6, ge=3, le=1000,
                              description="Windows until 3 in a row agree within 10 %, at most this many.")
-    protocol: Literal["http", "grpc"] = Field(default="http", description="Protocol of the load: binary KServe v2 HTTP, or gRPC streams (`ModelStreamInfer`, one request in flight each; by URL give `--grpc-url`).")
+    protocol: Literal["http", "grpc"] = Field(
+        default="http", description="Protocol of the load: binary KServe v2 HTTP, or gRPC streams "
+        "(`ModelStreamInfer`, one request in flight each; by URL give `--grpc-url`).")
 
 
 class TuneSpace(_Strict):
