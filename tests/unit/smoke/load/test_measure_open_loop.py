@@ -132,3 +132,16 @@ def test_closed_loop_has_no_send_lag_and_a_non_triton_server_without_stats_is_an
     assert (m.send_lag_p50_ms, m.send_lag_p99_ms) == (0.0, 0.0)
     with pytest.raises(EnvironmentProblem, match="statistics"):
         measure(slow_url, "m", FEEDS, LoadSpec(concurrency=1, warmup_s=0, window_s=0.2, max_windows=1))
+
+
+def test_the_open_loop_polls_only_the_last_stretch_before_each_send(slow_url: str) -> None:
+    # The scheduler polls (instead of sleeping) for at most 0.5 ms or a tenth of the gap before each
+    # send, so at 50 req/s a whole busy loop (~1 CPU-second per second) would show up as process time.
+    # Few sockets: the server here is threads in this process, and 64 would cost seconds to accept.
+    load = LoadSpec(mode="open", rate=50.0, warmup_s=0.0, window_s=1.0, max_windows=2, open_connections=4)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    m = measure(slow_url, "m", FEEDS, load, stats=False)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    assert m.errors == 0 and m.requests >= 50
+    assert wall > 1.5 and cpu < 0.35 * wall
+    assert m.send_lag_p50_ms < 5.0
