@@ -16,14 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deployer.server.docker.client import docker_client
+from deployer.server.docker.client import docker_build, docker_client, image_or_none
 from deployer.server.docker.cpu_image import (
     BASE_IMAGE,
     LABEL_INPUTS,
     LABEL_KIND,
     ImageBuild,
-    _docker_build,
-    _image_or_none,
     default_cache_dir,
     ensure_base_image,
     recipe_dir,
@@ -63,7 +61,7 @@ def build_balancer_image(*, tag: str = BALANCER_IMAGE, force: bool = False, clie
         base_id, base_built = ensure_base_image(client, BASE_IMAGE, work_dir=cache)
         dockerfile = balancer_recipe().read_bytes()
         digest = balancer_inputs_digest(dockerfile, base_id)
-        current = _image_or_none(client, tag)
+        current = image_or_none(client, tag)
         if current is not None and not force and (current.labels or {}).get(LABEL_INPUTS) == digest:
             log.info("image %s is current (inputs %s); reusing it", tag, digest[:12])
             return ImageBuild(tag, str(current.id), digest, False, base_built, time.monotonic() - t0)
@@ -72,7 +70,7 @@ def build_balancer_image(*, tag: str = BALANCER_IMAGE, force: bool = False, clie
             (context / "Dockerfile").write_bytes(dockerfile)
             labels = {LABEL_INPUTS: digest, LABEL_KIND: _KIND,
                       "org.opencontainers.image.title": "nginx load balancer for deployer's Triton replicas"}
-            image_id = _docker_build(client, context, tag, BASE_IMAGE, labels)
+            image_id = docker_build(client, context, tag, BASE_IMAGE, labels)
         finally:
             shutil.rmtree(context, ignore_errors=True)
             # the image a rebuild replaced is dangling now: drop it (ours only, by its kind label)

@@ -48,6 +48,45 @@ def docker_client(timeout_s: float = 60.0) -> Any:
     return client
 
 
+def image_or_none(client: Any, ref: str) -> Any:
+    """The image `ref`, or None when the engine has no such image."""
+    from docker.errors import ImageNotFound
+
+    try:
+        return client.images.get(ref)
+    except ImageNotFound:
+        return None
+
+
+def docker_build(client: Any, context: Path, tag: str, base_image: str, labels: dict[str, str]) -> str:
+    """Build with the engine's builder, streaming its output to the log; return the image id."""
+    from docker.errors import APIError
+
+    lines: list[str] = []
+    image_id = ""
+    try:
+        stream = client.api.build(
+            path=str(context), tag=tag, buildargs={"BASE_IMAGE": base_image}, labels=labels,
+            rm=True, forcerm=True, pull=False, decode=True,
+        )  # fmt: skip
+        for chunk in stream:
+            if "stream" in chunk:
+                text = str(chunk["stream"]).rstrip()
+                if text:
+                    lines.append(text)
+                    log.info("build: %s", text)
+            if "aux" in chunk and isinstance(chunk["aux"], dict) and "ID" in chunk["aux"]:
+                image_id = str(chunk["aux"]["ID"])
+            if "error" in chunk:
+                raise EnvironmentProblem(
+                    f"docker build of {tag} failed: {str(chunk['error']).strip()}",
+                    details="\n".join(lines[-40:]),
+                )
+    except APIError as exc:
+        raise EnvironmentProblem(f"docker build of {tag} failed: {exc}", details="\n".join(lines[-40:])) from exc
+    return image_id or str(client.images.get(tag).id)
+
+
 def require_image(client: Any, image: str) -> str:
     """The local image id of `image`; `EnvironmentProblem` naming the image and how to get it."""
     from docker.errors import ImageNotFound

@@ -24,7 +24,7 @@ from typing import Any
 
 from deployer.errors import EnvironmentProblem, MissingDependency
 from deployer.server.base import DEFAULT_IMAGE, TRITON_RELEASE
-from deployer.server.docker.client import docker_client
+from deployer.server.docker.client import docker_build, docker_client, image_or_none
 from deployer.server.docker.plan import CPU_IMAGE, CPU_IMAGE_REPOSITORY
 
 __all__ = [
@@ -135,23 +135,14 @@ def _requirements(inputs: BuildInputs) -> list[str]:
     return out
 
 
-def _image_or_none(client: Any, ref: str) -> Any:
-    from docker.errors import ImageNotFound
-
-    try:
-        return client.images.get(ref)
-    except ImageNotFound:
-        return None
-
-
 def cpu_image_status(tag: str = CPU_IMAGE, *, base_image: str = BASE_IMAGE) -> str:
     """`"missing"`, `"stale"` (inputs changed) or `"current"` for the CPU image `tag`."""
 
     client = docker_client()
-    image = _image_or_none(client, tag)
+    image = image_or_none(client, tag)
     if image is None:
         return "missing"
-    base = _image_or_none(client, base_image)
+    base = image_or_none(client, base_image)
     if base is None:
         return "stale"
     inputs = cpu_image_inputs(base_image, str(base.id))
@@ -187,7 +178,7 @@ def ensure_base_image(
     client: Any, tag: str = BASE_IMAGE, *, work_dir: Path | None = None, mirror: str | None = None
 ) -> tuple[str, bool]:
     """(image id, built?) of the Debian bookworm base; created with debootstrap when absent."""
-    existing = _image_or_none(client, tag)
+    existing = image_or_none(client, tag)
     if existing is not None:
         return str(existing.id), False
     debootstrap = shutil.which("debootstrap")
@@ -229,7 +220,7 @@ def ensure_base_image(
     finally:
         unmount_below(rootfs)  # never let rmtree walk into a /proc or /sys left mounted
         shutil.rmtree(tmp, ignore_errors=True)
-    image = _image_or_none(client, tag)
+    image = image_or_none(client, tag)
     if image is None:
         raise EnvironmentProblem(f"docker import did not create {tag}")
     log.info("base image %s created in %.0f s", tag, time.monotonic() - t0)
@@ -273,35 +264,6 @@ def _assemble_context(inputs: BuildInputs, wheels: Path, context: Path) -> None:
             shutil.copy2(wheel, context / "wheels" / wheel.name)
 
 
-def _docker_build(client: Any, context: Path, tag: str, base_image: str, labels: dict[str, str]) -> str:
-    """Build with the engine's builder, streaming its output to the log; return the image id."""
-    from docker.errors import APIError
-
-    lines: list[str] = []
-    image_id = ""
-    try:
-        stream = client.api.build(
-            path=str(context), tag=tag, buildargs={"BASE_IMAGE": base_image}, labels=labels,
-            rm=True, forcerm=True, pull=False, decode=True,
-        )  # fmt: skip
-        for chunk in stream:
-            if "stream" in chunk:
-                text = str(chunk["stream"]).rstrip()
-                if text:
-                    lines.append(text)
-                    log.info("build: %s", text)
-            if "aux" in chunk and isinstance(chunk["aux"], dict) and "ID" in chunk["aux"]:
-                image_id = str(chunk["aux"]["ID"])
-            if "error" in chunk:
-                raise EnvironmentProblem(
-                    f"docker build of {tag} failed: {str(chunk['error']).strip()}",
-                    details="\n".join(lines[-40:]),
-                )
-    except APIError as exc:
-        raise EnvironmentProblem(f"docker build of {tag} failed: {exc}", details="\n".join(lines[-40:])) from exc
-    return image_id or str(client.images.get(tag).id)
-
-
 def _prune_replaced(client: Any) -> None:
     """Drop CPU images a rebuild untagged. The first build stage (labelled `_STAGE_LABEL`) is kept on
     purpose: it is the layer cache that makes a rebuild after a backend change take seconds."""
@@ -335,7 +297,7 @@ def build_cpu_image(
         base_ref, base_id, base_built = _base(client, base_image, cache)
         inputs = cpu_image_inputs(base_ref, base_id)
         digest = inputs.digest
-        current = _image_or_none(client, tag)
+        current = image_or_none(client, tag)
         if current is not None and not force and (current.labels or {}).get(LABEL_INPUTS) == digest:
             log.info("image %s is current (inputs %s); reusing it", tag, digest[:12])
             return ImageBuild(tag, str(current.id), digest, False, base_built, time.monotonic() - t0)
@@ -350,7 +312,7 @@ def build_cpu_image(
             "ONNX Runtime CPU as a Python-based backend; " + ", ".join(_requirements(inputs)),
         }
         try:
-            image_id = _docker_build(client, context, tag, base_ref, labels)
+            image_id = docker_build(client, context, tag, base_ref, labels)
         finally:
             _prune_replaced(client)
             shutil.rmtree(context, ignore_errors=True)
@@ -364,7 +326,7 @@ def _base(client: Any, base_image: str | None, cache: Path) -> tuple[str, str, b
     if base_image is None:
         base_id, built = ensure_base_image(client, BASE_IMAGE, work_dir=cache)
         return BASE_IMAGE, base_id, built
-    existing = _image_or_none(client, base_image)
+    existing = image_or_none(client, base_image)
     if existing is None:
         try:
             existing = client.images.pull(base_image)
