@@ -45,7 +45,10 @@ def _spec(tmp_path: Path, ports: list[int], tune: str = TUNE) -> Path:
 @pytest.fixture
 def served(tmp_path: Path, find_free_ports: Callable[..., list[int]]) -> Iterator[tuple[Path, ServerState]]:
     """The spec, and its server started by the library (stopped after the test, whatever happened)."""
-    spec = _spec(tmp_path, find_free_ports(3))
+    yield from _serve(_spec(tmp_path, find_free_ports(3)))
+
+
+def _serve(spec: Path) -> Iterator[tuple[Path, ServerState]]:
     p = Pipeline.load(spec)
     p.publish()
     state = p.up()
@@ -124,14 +127,7 @@ GRPC_TUNE = TUNE.replace("max_windows: 3}", "max_windows: 3, protocol: grpc}")
 
 @pytest.fixture
 def served_grpc(tmp_path: Path, find_free_ports: Callable[..., list[int]]) -> Iterator[tuple[Path, ServerState]]:
-    spec = _spec(tmp_path, find_free_ports(3), GRPC_TUNE)
-    p = Pipeline.load(spec)
-    p.publish()
-    state = p.up()
-    try:
-        yield spec, state
-    finally:
-        p.down()
+    yield from _serve(_spec(tmp_path, find_free_ports(3), GRPC_TUNE))
 
 
 @pytest.mark.triton
